@@ -1,0 +1,1 @@
+"""Kubernetes I/O: a thin, counted, timed and retrying layer over kubernetes_asyncio."""

@@ -1,0 +1,217 @@
+"""Generic Kubernetes object access for rendered manifests, over kubernetes_asyncio's ApiClient.
+
+The typed kubernetes_asyncio APIs need a method per kind; profile templates can render any
+kind, so this speaks the REST conventions directly (one path scheme for every kind), through
+the same ApiClient — same configuration, authentication and connection pool — that
+KubeSpawner uses. Every request has a timeout, retryable failures are retried with bounded
+backoff (:mod:`dna_hub.k8s.retry`), and requests are counted so tests and benchmarks can
+assert what a spawn costs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import aiohttp
+from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from .retry import RetryPolicy, retrying
+
+__all__ = ["Kind", "KubeApi"]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Where objects of one kind live in the REST API."""
+
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool
+
+    def path(self, namespace: str | None = None, name: str | None = None) -> str:
+        base = (
+            f"/api/{self.api_version}"
+            if "/" not in self.api_version
+            else (f"/apis/{self.api_version}")
+        )
+        if self.namespaced:
+            if not namespace:
+                raise ValueError(f"{self.kind} is namespaced: a namespace is required")
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        return f"{base}/{name}" if name else base
+
+
+def _kinds(*kinds: Kind) -> dict[tuple[str, str], Kind]:
+    return {(k.api_version, k.kind): k for k in kinds}
+
+
+#: Kinds dna_hub reads or renders by default; any other kind is found by discovery once.
+KNOWN_KINDS: dict[tuple[str, str], Kind] = _kinds(
+    Kind("v1", "Namespace", "namespaces", namespaced=False),
+    Kind("v1", "ServiceAccount", "serviceaccounts", namespaced=True),
+    Kind("v1", "ResourceQuota", "resourcequotas", namespaced=True),
+    Kind("v1", "ConfigMap", "configmaps", namespaced=True),
+    Kind("kubeflow.org/v1", "Profile", "profiles", namespaced=False),
+    Kind("kubeflow.org/v1alpha1", "PodDefault", "poddefaults", namespaced=True),
+    Kind("security.istio.io/v1", "AuthorizationPolicy", "authorizationpolicies", namespaced=True),
+    Kind("security.istio.io/v1beta1", "AuthorizationPolicy", "authorizationpolicies", True),
+    Kind("networking.istio.io/v1alpha3", "EnvoyFilter", "envoyfilters", namespaced=True),
+    Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", namespaced=True),
+    Kind("rbac.authorization.k8s.io/v1", "Role", "roles", namespaced=True),
+    Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", namespaced=True),
+)
+
+NAMESPACE = KNOWN_KINDS[("v1", "Namespace")]
+SERVICE_ACCOUNT = KNOWN_KINDS[("v1", "ServiceAccount")]
+PROFILE = KNOWN_KINDS[("kubeflow.org/v1", "Profile")]
+
+_JSON = {"Accept": "application/json"}
+
+
+class KubeApi:
+    """Counted, timed, retrying access to Kubernetes objects as plain dicts."""
+
+    #: Kinds found by discovery, shared by every instance (discovery data is per cluster).
+    _discovered: ClassVar[dict[tuple[str, str], Kind]] = {}
+
+    def __init__(
+        self,
+        api_client: ApiClient,
+        *,
+        request_timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.api_client = api_client
+        self.request_timeout = request_timeout
+        self.retry = retry or RetryPolicy()
+        #: HTTP requests sent, retries included.
+        self.requests = 0
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        async def attempt() -> dict[str, Any]:
+            self.requests += 1
+            return await self.api_client.call_api(
+                path,
+                method,
+                query_params=query or [],
+                header_params={**_JSON, "Content-Type": content_type},
+                body=body,
+                response_types_map={200: "object", 201: "object"},
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _request_timeout=self.request_timeout,
+            )
+
+        return await retrying(attempt, self.retry, what=f"{method} {path}")
+
+    async def kind_for(self, api_version: str, kind: str) -> Kind:
+        """The REST location of a kind: known, or discovered once from the API server."""
+        key = (api_version, kind)
+        found = KNOWN_KINDS.get(key) or self._discovered.get(key)
+        if found:
+            return found
+        prefix = "/apis/" if "/" in api_version else "/api/"
+        listing = await self._call("GET", f"{prefix}{api_version}")
+        for resource in listing.get("resources", []):
+            if resource.get("kind") == kind and "/" not in resource.get("name", ""):
+                found = Kind(api_version, kind, resource["name"], bool(resource["namespaced"]))
+                self._discovered[key] = found
+                return found
+        raise ValueError(f"the API server does not serve {kind} in {api_version}")
+
+    async def get(self, kind: Kind, name: str, namespace: str | None = None) -> dict | None:
+        """The object, or None when it does not exist."""
+        try:
+            return await self._call("GET", kind.path(namespace, name))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    async def create(self, kind: Kind, obj: Mapping[str, Any], *, field_manager: str) -> dict:
+        namespace = obj["metadata"].get("namespace")
+        return await self._call(
+            "POST", kind.path(namespace), query=[("fieldManager", field_manager)], body=dict(obj)
+        )
+
+    async def apply(
+        self, obj: Mapping[str, Any], *, field_manager: str, force: bool = True
+    ) -> dict:
+        """Server-side apply: idempotent, and fields set by others are left alone."""
+        kind = await self.kind_for(obj["apiVersion"], obj["kind"])
+        metadata = obj["metadata"]
+        query = [("fieldManager", field_manager)]
+        if force:
+            query.append(("force", "true"))
+        return await self._call(
+            "PATCH",
+            kind.path(metadata.get("namespace"), metadata["name"]),
+            query=query,
+            body=dict(obj),
+            content_type="application/apply-patch+yaml",
+        )
+
+    async def list(
+        self, kind: Kind, namespace: str | None = None, *, field_selector: str | None = None
+    ) -> dict:
+        query = [("fieldSelector", field_selector)] if field_selector else []
+        return await self._call("GET", kind.path(namespace), query=query)
+
+    async def watch(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        *,
+        field_selector: str,
+        resource_version: str,
+        timeout_seconds: int,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Watch events from ``resource_version`` until the server ends the watch.
+
+        The server closes the stream after ``timeout_seconds``; the client gives it a little
+        longer, so a dead connection cannot hang the caller.
+        """
+        self.requests += 1
+        query = [
+            ("watch", "true"),
+            ("fieldSelector", field_selector),
+            ("resourceVersion", resource_version),
+            ("timeoutSeconds", str(timeout_seconds)),
+            ("allowWatchBookmarks", "true"),
+        ]
+        response = await self.api_client.call_api(
+            kind.path(namespace),
+            "GET",
+            query_params=query,
+            header_params=dict(_JSON),
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=aiohttp.ClientTimeout(
+                total=timeout_seconds + 5, sock_connect=self.request_timeout
+            ),
+        )
+        try:
+            if not 200 <= response.status <= 299:
+                body = await response.read()
+                error = ApiException(status=response.status, reason=response.reason)
+                error.body = body
+                raise error
+            async for line in response.content:
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            response.release()

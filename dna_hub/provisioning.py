@@ -1,0 +1,299 @@
+"""Make a user's Kubeflow profile exist and match its rendered templates, safely and fast.
+
+Order matters, and every step is safe to repeat, so a failed spawn leaves state the next
+spawn converges from:
+
+1. **Ownership first.** The Profile (and, when there is none yet, the namespace) is read;
+   if it belongs to someone else, nothing is written.
+2. **Up to date?** The Profile carries the digest of the last rendered set that was fully
+   applied. Equal digest: done, one request in all.
+3. **Profile.** Created (a create fails instead of overwriting a Profile that appeared in the
+   meantime) or server-side applied, with the digest annotation set to ``pending`` so an
+   interrupted run is never mistaken for a finished one.
+4. **Wait** — by watch, not sleep-and-poll — until Kubeflow's profile controller has made the
+   namespace (owned by this user) and the ``default-editor`` service account.
+5. **Namespaced objects**, server-side applied (field manager ``dna-hub``).
+6. **Digest** recorded on the Profile.
+
+One provisioning runs at a time per profile in this process, so two simultaneous spawns
+of the same user cannot race; the second finds the work done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from .errors import ApiFailure, OwnershipConflict, ProfileNotReady, ProvisioningError
+from .k8s.api import NAMESPACE, PROFILE, SERVICE_ACCOUNT, Kind, KubeApi
+from .k8s.retry import describe
+from .metrics import PROVISIONING_DURATION, PROVISIONING_FAILURES, PROVISIONING_REQUESTS
+from .rendering import RenderedProfile
+
+__all__ = ["DIGEST_ANNOTATION", "FIELD_MANAGER", "ProfileProvisioner", "ProvisionResult"]
+
+FIELD_MANAGER = "dna-hub"
+DIGEST_ANNOTATION = "dna-hub.io/applied-digest"
+PENDING = "pending"
+#: The annotation Kubeflow's profile controller puts on a profile namespace.
+NAMESPACE_OWNER_ANNOTATION = "owner"
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ProvisionResult:
+    namespace: str
+    #: True when the profile was already up to date and nothing was written.
+    up_to_date: bool
+    #: Kubernetes API requests this provisioning sent, retries included.
+    requests: int
+    seconds: float
+
+
+def _annotations(obj: Mapping[str, Any]) -> dict[str, str]:
+    return obj.get("metadata", {}).get("annotations") or {}
+
+
+def _with_digest(profile: Mapping[str, Any], digest: str) -> dict[str, Any]:
+    manifest = copy.deepcopy(dict(profile))
+    manifest["metadata"].setdefault("annotations", {})[DIGEST_ANNOTATION] = digest
+    return manifest
+
+
+class ProfileProvisioner:
+    """Provisions rendered profiles through a :class:`KubeApi`."""
+
+    _locks: ClassVar[weakref.WeakValueDictionary[str, asyncio.Lock]] = weakref.WeakValueDictionary()
+
+    def __init__(
+        self,
+        api: KubeApi,
+        *,
+        ready_timeout: float = 120.0,
+        service_account: str = "default-editor",
+        log: logging.Logger | logging.LoggerAdapter | None = None,
+    ) -> None:
+        self.api = api
+        self.ready_timeout = ready_timeout
+        self.service_account = service_account
+        self.log = log or logging.getLogger(__name__)
+
+    async def ensure(
+        self,
+        rendered: RenderedProfile,
+        *,
+        force: bool = False,
+        progress: Progress | None = None,
+    ) -> ProvisionResult:
+        """Provision ``rendered``; ``force`` re-applies even when the digest matches."""
+        namespace = rendered.profile["metadata"]["name"]
+        lock = self._locks.get(namespace)
+        if lock is None:
+            lock = self._locks[namespace] = asyncio.Lock()
+        started = time.perf_counter()
+        requests_before = self.api.requests
+        path = "full"
+        try:
+            async with lock:
+                up_to_date = await self._ensure(rendered, force, progress or (lambda _: None))
+            path = "fast" if up_to_date else "full"
+        except ProvisioningError as e:
+            PROVISIONING_FAILURES.labels(e.reason).inc()
+            PROVISIONING_DURATION.labels("failure", path).observe(time.perf_counter() - started)
+            raise
+        finally:
+            PROVISIONING_REQUESTS.inc(self.api.requests - requests_before)
+        seconds = time.perf_counter() - started
+        PROVISIONING_DURATION.labels("success", path).observe(seconds)
+        return ProvisionResult(
+            namespace=namespace,
+            up_to_date=up_to_date,
+            requests=self.api.requests - requests_before,
+            seconds=seconds,
+        )
+
+    async def _ensure(self, rendered: RenderedProfile, force: bool, progress: Progress) -> bool:
+        namespace = rendered.profile["metadata"]["name"]
+        owner = rendered.profile["spec"]["owner"]["name"]
+        profile = await self._request(f"read Profile {namespace}", self.api.get(PROFILE, namespace))
+        if profile is not None:
+            self._check_profile(profile, owner)
+            if not force and _annotations(profile).get(DIGEST_ANNOTATION) == rendered.digest:
+                return True
+        else:
+            existing = await self._request(
+                f"read namespace {namespace}", self.api.get(NAMESPACE, namespace)
+            )
+            if existing is not None:
+                self._check_namespace(existing, owner)
+
+        progress("Provisioning your Kubeflow profile…")
+        profile = await self._write_profile(rendered, owner, exists=profile is not None)
+
+        progress(f"Waiting for namespace {namespace}…")
+        await self._wait_for(
+            NAMESPACE, None, namespace, lambda ns: self._namespace_ready(ns, owner)
+        )
+        progress(f"Waiting for service account {self.service_account} in {namespace}…")
+        await self._wait_for(SERVICE_ACCOUNT, namespace, self.service_account, lambda _: True)
+
+        progress("Applying your profile's access policies…")
+        await asyncio.gather(
+            *(
+                self._request(
+                    f"apply {obj['kind']} {obj['metadata']['name']}",
+                    self.api.apply(obj, field_manager=FIELD_MANAGER),
+                )
+                for obj in rendered.namespaced
+            )
+        )
+        await self._request(
+            f"record the applied digest on Profile {namespace}",
+            self.api.apply(
+                _with_digest(rendered.profile, rendered.digest), field_manager=FIELD_MANAGER
+            ),
+        )
+        return False
+
+    async def _write_profile(
+        self, rendered: RenderedProfile, owner: str, *, exists: bool
+    ) -> dict[str, Any]:
+        namespace = rendered.profile["metadata"]["name"]
+        manifest = _with_digest(rendered.profile, PENDING)
+        if not exists:
+            try:
+                # Create, not apply: if someone else's Profile of this name appeared since
+                # we looked, this fails instead of taking it over.
+                return await self.api.create(PROFILE, manifest, field_manager=FIELD_MANAGER)
+            except ApiException as e:
+                if e.status != 409:
+                    raise self._api_failure(f"create Profile {namespace}", e) from e
+            current = await self._request(
+                f"read Profile {namespace}", self.api.get(PROFILE, namespace)
+            )
+            if current is None:
+                raise ApiFailure(
+                    "Your Kubeflow profile changed while it was being created; please try again.",
+                    f"Profile {namespace} was created and deleted concurrently",
+                )
+            self._check_profile(current, owner)
+        return await self._request(
+            f"apply Profile {namespace}", self.api.apply(manifest, field_manager=FIELD_MANAGER)
+        )
+
+    def _check_profile(self, profile: Mapping[str, Any], owner: str) -> None:
+        name = profile["metadata"]["name"]
+        found = (profile.get("spec") or {}).get("owner") or {}
+        if found.get("name") != owner:
+            raise OwnershipConflict(
+                f"The Kubeflow profile {name} belongs to someone else, so it cannot be used for "
+                "your notebook. Please contact your platform administrator.",
+                f"Profile {name} is owned by {found.get('name')!r}, not {owner!r}; nothing written",
+            )
+        if profile["metadata"].get("deletionTimestamp"):
+            raise ProvisioningError(
+                f"Your Kubeflow profile {name} is being deleted. Try again when it is gone.",
+                f"Profile {name} has a deletionTimestamp",
+                reason="deleting",
+            )
+
+    def _check_namespace(self, namespace: Mapping[str, Any], owner: str) -> None:
+        name = namespace["metadata"]["name"]
+        found = _annotations(namespace).get(NAMESPACE_OWNER_ANNOTATION)
+        if found != owner:
+            raise OwnershipConflict(
+                f"The namespace {name} already exists and does not belong to you, so your "
+                "Kubeflow profile cannot be created. Please contact your platform administrator.",
+                f"namespace {name} has owner annotation {found!r}, not {owner!r}; nothing written",
+            )
+
+    def _namespace_ready(self, namespace: Mapping[str, Any], owner: str) -> bool:
+        if (namespace.get("status") or {}).get("phase") == "Terminating":
+            return False  # the controller makes it anew once the old one is gone
+        self._check_namespace(namespace, owner)
+        return True
+
+    async def _wait_for(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        name: str,
+        accept: Callable[[dict[str, Any]], bool],
+    ) -> dict[str, Any]:
+        """List, then watch from the list's resourceVersion, until ``accept`` is true."""
+        what = f"{kind.kind} {name}" + (f" in {namespace}" if namespace else "")
+        selector = f"metadata.name={name}"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ready_timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                while True:
+                    listing = await self.api.list(kind, namespace, field_selector=selector)
+                    for item in listing.get("items", []):
+                        if accept(item):
+                            return item
+                    version = listing["metadata"]["resourceVersion"]
+                    remaining = max(1, int(deadline - loop.time()))
+                    async for event in self.api.watch(
+                        kind,
+                        namespace,
+                        field_selector=selector,
+                        resource_version=version,
+                        timeout_seconds=remaining,
+                    ):
+                        if event.get("type") in ("ADDED", "MODIFIED") and accept(event["object"]):
+                            return event["object"]
+                        if event.get("type") == "ERROR":
+                            break  # e.g. 410 Gone: list again
+        except TimeoutError:
+            raise ProfileNotReady(
+                "Your Kubeflow profile was not ready in time. Please try again; if this keeps "
+                "happening, contact your platform administrator.",
+                f"{what} did not appear within {self.ready_timeout:.0f}s "
+                "(is Kubeflow's profile controller running?)",
+            ) from None
+        except ApiException as e:
+            raise self._api_failure(f"wait for {what}", e) from e
+
+    async def _request(self, what: str, call: Any) -> Any:
+        """Await one API call, turning a final failure into an actionable error."""
+        try:
+            return await call
+        except ApiException as e:
+            raise self._api_failure(what, e) from e
+        except (TimeoutError, OSError) as e:
+            raise ApiFailure(
+                "The Kubernetes API did not answer while setting up your Kubeflow profile. "
+                "Please try again in a moment.",
+                f"{what}: {describe(e)}",
+            ) from e
+
+    def _api_failure(self, what: str, error: ApiException) -> ProvisioningError:
+        if error.status == 403:
+            return ApiFailure(
+                "JupyterHub is not allowed to set up your Kubeflow profile. "
+                "Please contact your platform administrator.",
+                f"{what}: {describe(error)} — check helm-values/hub-rbac.yaml is applied",
+                reason="forbidden",
+            )
+        if error.status in (400, 422):
+            return ApiFailure(
+                "Your Kubeflow profile's configuration was rejected by the cluster. "
+                "Please contact your platform administrator.",
+                f"{what}: {describe(error)} — check the profile templates",
+                reason="invalid",
+            )
+        return ApiFailure(
+            "The Kubernetes API failed while setting up your Kubeflow profile. "
+            "Please try again in a moment.",
+            f"{what}: {describe(error)}",
+        )
