@@ -1,0 +1,100 @@
+// A real, OpenID-certified provider (panva/oidc-provider) for dna_hub's tests.
+//
+// Usage: node provider.mjs <config.json>
+//
+// The config file (written by tests/support/oidc_fixtures.py) holds:
+//   port       TCP port on 127.0.0.1 to listen on (0 = any free port)
+//   issuer     optional issuer string; default http://127.0.0.1:<port>. A different value
+//              makes an impostor that signs tokens claiming someone else's issuer.
+//   keys       private signing JWKs (the fixture generates them so two instances can share
+//              or deliberately not share a key under the same `kid`)
+//   clients    static clients (client_id, client_secret, redirect_uris, ...)
+//   accounts   { login: { claims: {...} } }; the devInteractions form accepts any password
+//   ttl        token lifetimes in seconds (AccessToken, IdToken, RefreshToken, ...)
+//   modulesDir where `npm ci` put node_modules (the fixture installs into a cache dir)
+//
+// Once listening it prints one line `READY <issuer> <base-url>` on stdout.
+// Test-only conveniences: open dynamic client registration (RFC 7591) so every hub under
+// test registers its own exact redirect URIs, and refresh tokens without `prompt=consent`
+// (as corporate IdPs such as Keycloak issue them).
+
+import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
+const modulesDir = config.modulesDir || fileURLToPath(new URL('./node_modules/', import.meta.url));
+const pkg = JSON.parse(readFileSync(join(modulesDir, 'oidc-provider', 'package.json'), 'utf8'));
+const { default: Provider } = await import(
+  pathToFileURL(join(modulesDir, 'oidc-provider', pkg.main || 'lib/index.js')).href
+);
+
+const accounts = config.accounts || {};
+const ttl = config.ttl || {};
+const host = '127.0.0.1';
+
+function start(port) {
+  return new Promise((resolve, reject) => {
+    // Listen first so an ephemeral port can be part of the default issuer.
+    import('node:http').then(({ createServer }) => {
+      const server = createServer();
+      server.once('error', reject);
+      server.listen(port, host, () => resolve(server));
+    });
+  });
+}
+
+const server = await start(config.port || 0);
+const base = `http://${host}:${server.address().port}`;
+const issuer = config.issuer || base;
+
+const provider = new Provider(issuer, {
+  clients: config.clients || [],
+  jwks: { keys: config.keys },
+  cookies: { keys: [randomBytes(32).toString('hex')] },
+  async findAccount(ctx, id) {
+    const account = accounts[id];
+    if (!account) return undefined;
+    return {
+      accountId: id,
+      async claims() {
+        return { ...account.claims, sub: id };
+      },
+    };
+  },
+  claims: {
+    openid: ['sub'],
+    email: ['email', 'email_verified'],
+    profile: ['preferred_username', 'name'],
+    groups: ['groups'],
+  },
+  // Put the scope claims (email, groups, ...) into the id_token, as many IdPs do.
+  conformIdTokenClaims: false,
+  features: {
+    devInteractions: { enabled: true },
+    rpInitiatedLogout: { enabled: true },
+    registration: { enabled: true },
+  },
+  // Our client must always send PKCE; make the provider insist on it.
+  pkce: { required: () => true },
+  issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+  clockTolerance: 0,
+  ttl: {
+    AccessToken: ttl.AccessToken ?? 3600,
+    AuthorizationCode: ttl.AuthorizationCode ?? 60,
+    IdToken: ttl.IdToken ?? 3600,
+    RefreshToken: ttl.RefreshToken ?? 86400,
+    Interaction: ttl.Interaction ?? 600,
+    Session: ttl.Session ?? 86400,
+    Grant: ttl.Grant ?? 86400,
+  },
+});
+
+provider.on('server_error', (ctx, err) => console.error('server_error', err));
+server.on('request', provider.callback());
+process.stdout.write(`READY ${issuer} ${base}\n`);
+
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.on(signal, () => server.close(() => process.exit(0)));
+}
