@@ -1,0 +1,26 @@
+"""OpenID Connect login for dna_hub.
+
+- `discovery`: fetch and check `<issuer>/.well-known/openid-configuration`.
+- `tokens`: verify id_tokens (PyJWT) against the provider's JWKS.
+- `oidc`: `DnaOIDCAuthenticator`, the JupyterHub authenticator built on both.
+
+The auth_state keys the rest of dna_hub reads are constants here, so the spawner can
+import them without importing JupyterHub or oauthenticator.
+"""
+
+#: auth_state key holding the identity Kubeflow sees (the Profile owner), exactly as the
+#: Kubeflow auth proxy reads it from the token (its USERID_CLAIM); case is kept.
+AUTH_STATE_KUBEFLOW_USERID = "kubeflow_userid"
+#: auth_state key holding the user's groups from the provider's groups claim (a list).
+AUTH_STATE_GROUPS = "groups"
+#: auth_state key holding the verified id_token claims (a dict).
+AUTH_STATE_CLAIMS = "oidc_claims"
+#: auth_state key holding the unix time the access token expires (float or None).
+AUTH_STATE_EXPIRES_AT = "expires_at"
+
+__all__ = [
+    "AUTH_STATE_CLAIMS",
+    "AUTH_STATE_EXPIRES_AT",
+    "AUTH_STATE_GROUPS",
+    "AUTH_STATE_KUBEFLOW_USERID",
+]

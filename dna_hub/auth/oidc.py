@@ -1,0 +1,703 @@
+"""`DnaOIDCAuthenticator`: corporate OpenID Connect login for the dna_hub front door.
+
+Built on oauthenticator's `GenericOAuthenticator` (authorization-code flow, PKCE, state
+cookie, managed groups, encrypted auth_state) and adds what "just OAuth2" lacks:
+
+- endpoints from the issuer's discovery document (`discovery.py`);
+- an id_token verified before any user exists: signature (JWKS), iss, aud/azp, exp/iat,
+  and a per-login `nonce` kept next to the PKCE verifier in the state cookie (`tokens.py`);
+- the hub username and the exact Kubeflow identity from configurable claims;
+- `refresh_user` that refreshes expiring tokens with the refresh token and never
+  re-verifies a stored, naturally expired id_token (oauthenticator issue #793);
+- RP-initiated logout at the provider's `end_session_endpoint`.
+
+auth_state keys (see `dna_hub.auth`): `kubeflow_userid`, `groups`, `oidc_claims`,
+`expires_at`, plus oauthenticator's `access_token`, `refresh_token`, `id_token`, `scope`
+and `token_response`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+import time
+import unicodedata
+from inspect import isawaitable
+from typing import Any
+from urllib.parse import urlencode, urljoin
+
+from oauthenticator.generic import GenericOAuthenticator
+from oauthenticator.oauth2 import (
+    OAuthCallbackHandler,
+    OAuthLoginHandler,
+    OAuthLogoutHandler,
+    _deserialize_state,
+    _serialize_state,
+)
+from tornado import web
+from tornado.httpclient import HTTPClientError
+from traitlets import Bool, Float, List, Unicode, default, validate
+
+from . import (
+    AUTH_STATE_CLAIMS,
+    AUTH_STATE_EXPIRES_AT,
+    AUTH_STATE_GROUPS,
+    AUTH_STATE_KUBEFLOW_USERID,
+)
+from .discovery import DiscoveryCache, DiscoveryError, ProviderMetadata
+from .tokens import (
+    DEFAULT_ALGORITHMS,
+    IdTokenVerifier,
+    JWKSCache,
+    TokenVerificationError,
+    validate_algorithms,
+)
+
+#: Endpoint traits that discovery fills unless the admin configured them explicitly.
+_ENDPOINT_TRAITS = {
+    "authorize_url": "authorization_endpoint",
+    "token_url": "token_endpoint",
+    "userdata_url": "userinfo_endpoint",
+    "jwks_url": "jwks_uri",
+    "end_session_url": "end_session_endpoint",
+}
+
+
+class LoginRejected(web.HTTPError):
+    """403 with a message the user sees on the hub's error page (no user is created)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(403, "%s", message)
+        # JupyterHub's error page shows this text.
+        self.jupyterhub_message = message
+
+
+class DnaOIDCLoginHandler(OAuthLoginHandler):
+    """oauthenticator's login redirect plus discovery and an OIDC `nonce`."""
+
+    _nonce: str = ""
+
+    async def get(self) -> None:
+        await self.authenticator.provider_metadata(user_facing=True)
+        # The nonce binds the id_token to this browser's login attempt (replay defence);
+        # it is stored, like the PKCE verifier, in oauthenticator's signed state cookie.
+        self._nonce = secrets.token_urlsafe(32)
+        super().get()
+
+    def set_state_cookie(self, state_cookie_value: str) -> None:
+        state = _deserialize_state(state_cookie_value)
+        state["nonce"] = self._nonce
+        super().set_state_cookie(_serialize_state(state))
+
+    def authorize_redirect(self, *args: Any, **kwargs: Any) -> None:
+        extra = dict(kwargs.pop("extra_params", None) or {})
+        extra["nonce"] = self._nonce
+        super().authorize_redirect(*args, extra_params=extra, **kwargs)
+
+
+class DnaOIDCCallbackHandler(OAuthCallbackHandler):
+    """oauthenticator's callback plus the RFC 9207 `iss` check against mix-up attacks."""
+
+    def check_arguments(self) -> None:
+        super().check_arguments()
+        iss = self.get_argument("iss", None)
+        if iss is not None and iss != self.authenticator.issuer:
+            raise LoginRejected(
+                f"The authorization response came from issuer {iss!r}, "
+                f"not the configured {self.authenticator.issuer!r}."
+            )
+
+
+class DnaOIDCLogoutHandler(OAuthLogoutHandler):
+    """Hub logout, then RP-initiated logout at the provider when it supports it."""
+
+    _id_token: str | None = None
+
+    async def get(self) -> None:
+        # Read the id_token before the default logout clears the login cookie.
+        user = self.current_user
+        if user is not None and self.authenticator.enable_auth_state:
+            auth_state = await user.get_auth_state() or {}
+            self._id_token = auth_state.get("id_token")
+        await super().get()
+
+    async def render_logout_page(self) -> None:
+        url = await self.authenticator.end_session_redirect(self, self._id_token)
+        if url:
+            self.redirect(url)
+            return
+        await super().render_logout_page()
+
+
+class DnaOIDCAuthenticator(GenericOAuthenticator):
+    """Log in with a corporate OpenID Connect provider, configured from its issuer URL."""
+
+    login_handler = DnaOIDCLoginHandler
+    callback_handler = DnaOIDCCallbackHandler
+    logout_handler = DnaOIDCLogoutHandler
+    user_auth_state_key = AUTH_STATE_CLAIMS
+
+    # ------------------------------------------------------------------ configuration
+
+    issuer = Unicode(
+        "",
+        config=True,
+        help="""
+        The OpenID Provider's issuer URL, e.g. `https://login.example.com/realms/corp`.
+
+        Endpoints come from `<issuer>/.well-known/openid-configuration`; that document's
+        `issuer` and every id_token's `iss` must equal this value exactly. Must be https
+        (see `allow_insecure_loopback`).
+        """,
+    )
+
+    allow_insecure_loopback = Bool(
+        False,
+        config=True,
+        help="""
+        Allow a plain-http issuer and endpoints, but only on a loopback address
+        (127.0.0.0/8, ::1, localhost). For tests and local development: traffic to
+        loopback never leaves the machine. Any other plain-http URL is always refused.
+        """,
+    )
+
+    jwks_url = Unicode(
+        "",
+        config=True,
+        help="Override the JWKS URL from discovery (normally leave empty).",
+    )
+
+    end_session_url = Unicode(
+        "",
+        config=True,
+        help="""
+        Override the provider's `end_session_endpoint` from discovery (RP-initiated
+        logout). Normally leave empty.
+        """,
+    )
+
+    discovery_ttl = Float(
+        3600.0,
+        config=True,
+        help="Seconds to cache the discovery document before fetching it again.",
+    )
+
+    http_timeout = Float(
+        10.0,
+        config=True,
+        help="""
+        Connect and request timeout (seconds) for every call to the provider, unless
+        `http_request_kwargs` sets its own.
+        """,
+    )
+
+    id_token_signing_algs = List(
+        Unicode(),
+        default_value=list(DEFAULT_ALGORITHMS),
+        config=True,
+        help="""
+        Accepted id_token signature algorithms. Asymmetric only: `none` and HS* are
+        refused, because HS* "verified" with a public key lets anyone forge tokens.
+        """,
+    )
+
+    id_token_leeway = Float(
+        30.0,
+        config=True,
+        help="Clock-skew tolerance (seconds, 0-300) for the id_token's exp and iat.",
+    )
+
+    jwks_min_refetch_interval = Float(
+        60.0,
+        config=True,
+        help="""
+        Minimum seconds between JWKS fetches caused by an unknown key id, so forged
+        tokens cannot make the hub hammer the provider.
+        """,
+    )
+
+    jwks_max_age = Float(
+        3600.0,
+        config=True,
+        help="Seconds after which the JWKS is fetched again (drops withdrawn keys).",
+    )
+
+    username_fallback_claim = Unicode(
+        "email",
+        config=True,
+        help="""
+        Claim for the hub username when `username_claim` (default `preferred_username`)
+        is absent. Empty: no fallback. The name is lowercased and stripped; names that are
+        empty or contain control characters are refused.
+        """,
+    )
+
+    kubeflow_userid_claim = Unicode(
+        "email",
+        config=True,
+        help="""
+        Claim holding the identity Kubeflow sees, kept exactly (case included) in
+        `auth_state["kubeflow_userid"]`; the spawner makes it the Profile owner. It must
+        match the Kubeflow auth proxy's USERID_CLAIM (e.g. `email` or `sub`).
+        """,
+    )
+
+    groups_claim = Unicode(
+        "groups",
+        config=True,
+        help="""
+        Claim with the user's groups (a list of strings), stored in
+        `auth_state["groups"]`; with `manage_groups` they become JupyterHub groups used
+        by `allowed_groups` and `admin_groups`.
+        """,
+    )
+
+    require_email_verified = Bool(
+        True,
+        config=True,
+        help="""
+        Refuse logins unless the `email_verified` claim is true. On by default because
+        the email is the default Kubeflow identity: an unverified address could name
+        someone else's profile. Set False only for providers that never send the claim
+        and only hand out addresses they own (e.g. Microsoft Entra ID).
+        """,
+    )
+
+    fetch_userinfo = Bool(
+        False,
+        config=True,
+        help="""
+        Also call the userinfo endpoint and add its claims (for providers that keep
+        e.g. groups out of the id_token). Its `sub` must equal the id_token's.
+        """,
+    )
+
+    token_refresh_margin = Float(
+        300.0,
+        config=True,
+        help="""
+        `refresh_user` (run before a spawn and every `auth_refresh_age`) refreshes the
+        tokens with the refresh token when the access token expires within this many
+        seconds, so a spawner gets tokens that stay valid for a while.
+        """,
+    )
+
+    end_provider_session_on_logout = Bool(
+        True,
+        config=True,
+        help="""
+        On hub logout, also end the provider session (RP-initiated logout with
+        `id_token_hint`) when the provider announces an `end_session_endpoint`.
+        """,
+    )
+
+    post_logout_redirect_url = Unicode(
+        "",
+        config=True,
+        help="""
+        Where the provider sends the browser after ending its session; must be
+        registered with the provider. Default: the hub's login page next to the OAuth
+        callback URL.
+        """,
+    )
+
+    @default("username_claim")
+    def _username_claim_default(self) -> str:
+        return "preferred_username"
+
+    @default("scope")
+    def _scope_default(self) -> list[str]:
+        return ["openid", "email", "profile"]
+
+    @default("login_service")
+    def _login_service_default(self) -> str:
+        return "OpenID Connect"
+
+    @default("auth_state_groups_key")
+    def _auth_state_groups_key_default(self) -> str:
+        return AUTH_STATE_GROUPS
+
+    @default("validate_server_cert")
+    def _validate_server_cert_default(self) -> bool:
+        return True
+
+    @validate("validate_server_cert")
+    def _refuse_no_tls_verification(self, proposal: Any) -> bool:
+        if not proposal.value:
+            raise ValueError(
+                "DnaOIDCAuthenticator never disables TLS verification; trust a private CA "
+                "with http_request_kwargs={'ca_certs': '/path/ca.pem'} instead"
+            )
+        return True
+
+    @validate("id_token_signing_algs")
+    def _validate_algs(self, proposal: Any) -> list[str]:
+        return validate_algorithms(proposal.value)
+
+    @validate("id_token_leeway")
+    def _validate_leeway(self, proposal: Any) -> float:
+        if not 0 <= proposal.value <= 300:
+            raise ValueError("id_token_leeway must be between 0 and 300 seconds")
+        return proposal.value
+
+    @validate("scope")
+    def _validate_scope(self, proposal: Any) -> list[str]:
+        if "openid" not in proposal.value:
+            raise ValueError("scope must include 'openid' for OpenID Connect")
+        return proposal.value
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Endpoints the admin set explicitly win over discovery.
+        self._explicit_endpoints = {name for name in _ENDPOINT_TRAITS if getattr(self, name)}
+        self._discovery: DiscoveryCache | None = None
+        self._jwks: JWKSCache | None = None
+        self._startup_task: asyncio.Task[None] | None = None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None  # constructed outside the hub (tests, config checks)
+        if loop is not None and self.issuer:
+            # JupyterHub builds the authenticator inside its running loop: check the
+            # provider now, without blocking startup, so a wrong issuer is seen at once.
+            self._startup_task = loop.create_task(self._startup_check())
+
+    async def _startup_check(self) -> None:
+        try:
+            metadata = await self.provider_metadata()
+        except Exception as e:
+            self.log.error(
+                "\n%s\nDnaOIDCAuthenticator: OpenID provider check FAILED: %s\n"
+                "Logins will fail until this is fixed.\n%s",
+                "!" * 72,
+                e,
+                "!" * 72,
+            )
+            return
+        offered = set(metadata.id_token_signing_alg_values_supported)
+        if offered and not offered & set(self.id_token_signing_algs):
+            self.log.error(
+                "The provider signs id_tokens with %s but id_token_signing_algs allows only "
+                "%s: every login will be refused",
+                sorted(offered),
+                self.id_token_signing_algs,
+            )
+        methods = metadata.code_challenge_methods_supported
+        if self.enable_pkce and methods and "S256" not in methods:
+            self.log.warning("The provider does not announce PKCE S256 support (%s)", methods)
+        self.log.info("OpenID provider %s discovered", metadata.issuer)
+
+    async def httpfetch(self, url: str, *args: Any, **kwargs: Any) -> Any:
+        # Every call to the provider gets a timeout unless http_request_kwargs has one.
+        for key in ("connect_timeout", "request_timeout"):
+            if key not in self.http_request_kwargs:
+                kwargs.setdefault(key, self.http_timeout)
+        return await super().httpfetch(url, *args, **kwargs)
+
+    async def _fetch_json(self, url: str) -> Any:
+        return await self.httpfetch(
+            url,
+            label=f"fetching {url}",
+            method="GET",
+            headers={"Accept": "application/json", "User-Agent": "JupyterHub dna-hub"},
+            validate_cert=self.validate_server_cert,
+        )
+
+    async def provider_metadata(self, *, user_facing: bool = False) -> ProviderMetadata:
+        """The discovery document (cached), with explicitly configured URLs applied.
+
+        With `user_facing`, failures become a 503 page with the reason instead of an
+        exception: the admin sees what is wrong, nobody is logged in.
+        """
+        try:
+            if self._discovery is None:
+                self._discovery = DiscoveryCache(
+                    self.issuer,
+                    self._fetch_json,
+                    ttl=self.discovery_ttl,
+                    allow_insecure_loopback=self.allow_insecure_loopback,
+                    log=self.log,
+                )
+            metadata = await self._discovery.get()
+        except DiscoveryError as e:
+            self.log.error("OpenID discovery failed: %s", e)
+            if user_facing:
+                error = web.HTTPError(503, "%s", f"Login is unavailable: {e}")
+                error.jupyterhub_message = (  # type: ignore[attr-defined]
+                    f"Login is unavailable: the OpenID provider could not be used ({e})."
+                )
+                raise error from e
+            raise
+        for name, key in _ENDPOINT_TRAITS.items():
+            if name not in self._explicit_endpoints:
+                value = getattr(metadata, key) or ""
+                if getattr(self, name) != value:
+                    setattr(self, name, value)
+        return metadata
+
+    def _verifier(self) -> IdTokenVerifier:
+        if self._jwks is None or self._jwks.jwks_uri != self.jwks_url:
+            self._jwks = JWKSCache(
+                self.jwks_url,
+                self._fetch_json,
+                min_refetch_interval=self.jwks_min_refetch_interval,
+                max_age=self.jwks_max_age,
+                log=self.log,
+            )
+        return IdTokenVerifier(
+            issuer=self.issuer,
+            client_id=self.client_id,
+            jwks=self._jwks,
+            algorithms=self.id_token_signing_algs,
+            leeway=self.id_token_leeway,
+        )
+
+    async def verify_id_token(
+        self, id_token: str | None, *, nonce: str | None, require_nonce: bool = True
+    ) -> dict[str, Any]:
+        """Verify an id_token for this client; raise TokenVerificationError if bad."""
+        await self.provider_metadata()
+        return await self._verifier().verify(
+            id_token or "", nonce=nonce, require_nonce=require_nonce
+        )
+
+    # ------------------------------------------------------------------ identity
+
+    def normalize_username(self, username: str) -> str:
+        # Stripped and lowercased so that Alice@X and alice@x are one hub user and the
+        # spawner's namespace policy sees one spelling.
+        username = username.strip().lower()
+        return self.username_map.get(username, username)
+
+    def validate_username(self, username: str) -> bool:
+        if any(unicodedata.category(c).startswith("C") for c in username):
+            return False
+        return super().validate_username(username)
+
+    def _claim_str(self, claims: dict[str, Any], name: str) -> str | None:
+        value = claims.get(name) if name else None
+        return value if isinstance(value, str) and value.strip() else None
+
+    def username_from_claims(self, claims: dict[str, Any]) -> str:
+        """The normalised hub username, or LoginRejected with the reason."""
+        if callable(self.username_claim):
+            raw = self.username_claim(claims)
+            source = "username_claim"
+        else:
+            source = self.username_claim
+            raw = self._claim_str(claims, self.username_claim)
+            if raw is None and self.username_fallback_claim:
+                source = self.username_fallback_claim
+                raw = self._claim_str(claims, self.username_fallback_claim)
+        if not isinstance(raw, str) or not raw.strip():
+            raise LoginRejected(
+                f"Your account has no usable {self.username_claim!r} or "
+                f"{self.username_fallback_claim!r} claim for a hub username."
+            )
+        if any(unicodedata.category(c).startswith("C") for c in raw):
+            raise LoginRejected(f"The {source!r} claim contains control characters.")
+        name = self.normalize_username(raw)
+        if not self.validate_username(name):
+            raise LoginRejected(f"{name!r} (from {source!r}) is not a valid hub username.")
+        return name
+
+    def groups_from_claims(self, claims: dict[str, Any]) -> list[str]:
+        value = claims.get(self.groups_claim) if self.groups_claim else None
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list):
+            return [g for g in value if isinstance(g, str)]
+        self.log.warning("Ignoring non-list %r claim: %r", self.groups_claim, value)
+        return []
+
+    def check_email_verified(self, claims: dict[str, Any]) -> None:
+        if not self.require_email_verified:
+            return
+        verified = claims.get("email_verified")
+        # Some providers (e.g. Cognito) send the string "true".
+        if verified is True or (isinstance(verified, str) and verified.lower() == "true"):
+            return
+        raise LoginRejected(
+            "Your email address is not verified with the identity provider, so you cannot log in."
+        )
+
+    async def _userinfo(self, token_info: dict[str, Any], sub: str) -> dict[str, Any]:
+        if not self.userdata_url:
+            raise LoginRejected("The provider has no userinfo endpoint (fetch_userinfo).")
+        info = await self.httpfetch(
+            self.userdata_url,
+            label="fetching userinfo",
+            method="GET",
+            headers=self.build_userdata_request_headers(
+                token_info["access_token"], token_info.get("token_type", "Bearer")
+            ),
+            validate_cert=self.validate_server_cert,
+        )
+        # Core 5.3.2: userinfo sub MUST equal the id_token sub, or it is someone else.
+        if not isinstance(info, dict) or info.get("sub") != sub:
+            raise LoginRejected("The provider's userinfo is for a different subject.")
+        return info
+
+    async def claims_to_auth_model(
+        self, token_info: dict[str, Any], claims: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Turn verified claims into the hub's auth model (raise LoginRejected if unfit)."""
+        if self.fetch_userinfo:
+            info = await self._userinfo(token_info, claims["sub"])
+            # The verified id_token wins for the claims that identify the token.
+            claims = {**info, **claims}
+        self.check_email_verified(claims)
+        username = self.username_from_claims(claims)
+        kubeflow_userid = self._claim_str(claims, self.kubeflow_userid_claim)
+        if kubeflow_userid is None:
+            raise LoginRejected(
+                f"Your account has no {self.kubeflow_userid_claim!r} claim, which Kubeflow "
+                "needs to identify you."
+            )
+        auth_state = self.build_auth_state_dict(token_info, claims)
+        if isawaitable(auth_state):
+            auth_state = await auth_state
+        auth_state[AUTH_STATE_KUBEFLOW_USERID] = kubeflow_userid
+        auth_state[AUTH_STATE_GROUPS] = self.groups_from_claims(claims)
+        expires_in = token_info.get("expires_in")
+        auth_state[AUTH_STATE_EXPIRES_AT] = (
+            time.time() + float(expires_in) if isinstance(expires_in, int | float) else None
+        )
+        if self.modify_auth_state_hook is not None:
+            auth_state = await self._call_modify_auth_state_hook(auth_state)
+        auth_model: dict[str, Any] = {
+            "name": username,
+            "admin": True if username in self.admin_users else None,
+            "auth_state": auth_state,
+        }
+        auth_model = await self.update_auth_model(auth_model)
+        if self.manage_groups:
+            groups = set(await self.get_user_groups(auth_model["auth_state"]))
+            auth_model["groups"] = sorted(groups)
+            if self.admin_groups and not auth_model["admin"]:
+                auth_model["admin"] = bool(groups & self.admin_groups)
+        return auth_model
+
+    # ------------------------------------------------------------------ login
+
+    async def authenticate(self, handler: Any, data: Any = None, **kwargs: Any) -> dict:
+        """Code for tokens, verify the id_token, then build the auth model.
+
+        Overridden (unlike in oauthenticator's subclasses) because the nonce check needs
+        the handler's state cookie; everything is verified before JupyterHub sees a name.
+        """
+        if not self.client_id or not self.client_secret:
+            raise LoginRejected("DnaOIDCAuthenticator needs client_id and client_secret.")
+        await self.provider_metadata(user_facing=True)
+        params = self.build_access_tokens_request_params(handler, data)
+        token_info = await self.get_token_info(handler, params)
+        nonce = _deserialize_state(handler.get_state_cookie() or "").get("nonce")
+        try:
+            claims = await self.verify_id_token(
+                token_info.get("id_token"), nonce=nonce, require_nonce=True
+            )
+        except TokenVerificationError as e:
+            self.log.warning("Rejected id_token (%s): %s", e.reason, e)
+            raise LoginRejected(f"The identity token was rejected ({e.reason}): {e}") from e
+        return await self.claims_to_auth_model(token_info, claims)
+
+    # ------------------------------------------------------------------ refresh
+
+    def _needs_refresh(self, auth_state: dict[str, Any]) -> bool:
+        expires_at = auth_state.get(AUTH_STATE_EXPIRES_AT)
+        if not isinstance(expires_at, int | float):
+            return False  # the provider gave no lifetime: nothing tells us it is stale
+        return time.time() + self.token_refresh_margin >= expires_at
+
+    async def refresh_user(self, user: Any, handler: Any = None, **kwargs: Any) -> Any:
+        """Refresh tokens that are (nearly) expired; False forces a new login.
+
+        Unlike oauthenticator 17's default, this never re-verifies the stored id_token:
+        id_tokens are short-lived proofs of a login, and an expired one must not fail a
+        spawn while the refresh token is still good (oauthenticator issue #793). A new
+        id_token from the refresh response is verified; if the provider sends none, the
+        claims verified at login stay.
+        """
+        if not self.enable_auth_state:
+            return True
+        auth_state = await user.get_auth_state()
+        if self.refresh_user_hook is not None:
+            refreshed = await self._call_refresh_user_hook(user, auth_state)
+            if refreshed is not None:
+                return refreshed
+        if not auth_state or AUTH_STATE_KUBEFLOW_USERID not in auth_state:
+            self.log.info("No OIDC auth_state for %s: a new login is required", user.name)
+            return False
+        if not self._needs_refresh(auth_state):
+            return True
+        refresh_token = auth_state.get("refresh_token")
+        if not refresh_token:
+            self.log.info("Tokens of %s expired and cannot be refreshed", user.name)
+            return False
+
+        old_claims: dict[str, Any] = auth_state.get(AUTH_STATE_CLAIMS) or {}
+        try:
+            await self.provider_metadata()
+            token_info = await self.get_token_info(
+                handler, self.build_refresh_token_request_params(refresh_token)
+            )
+        except (HTTPClientError, web.HTTPError, DiscoveryError, OSError) as e:
+            self.log.info("Refreshing tokens of %s failed (%s): new login required", user.name, e)
+            return False
+        # Providers may or may not rotate refresh tokens; keep the old one if not.
+        token_info.setdefault("refresh_token", refresh_token)
+        if token_info.get("id_token"):
+            try:
+                claims = await self.verify_id_token(
+                    token_info["id_token"], nonce=old_claims.get("nonce"), require_nonce=False
+                )
+            except TokenVerificationError as e:
+                self.log.warning("Refreshed id_token of %s rejected: %s", user.name, e)
+                return False
+            # Core 12.2: a refreshed id_token is for the same subject.
+            if old_claims and not hmac.compare_digest(
+                str(claims.get("sub")), str(old_claims.get("sub"))
+            ):
+                self.log.warning("Refreshed id_token of %s has another sub", user.name)
+                return False
+        else:
+            token_info["id_token"] = auth_state.get("id_token")  # keep it for logout
+            claims = old_claims
+        try:
+            auth_model = await self.claims_to_auth_model(token_info, claims)
+        except web.HTTPError as e:
+            self.log.info("%s may no longer log in: %s", user.name, e)
+            return False
+        if auth_model["name"] != user.name:
+            self.log.warning("%s now maps to the hub user %s", user.name, auth_model["name"])
+            return False
+        if not self.allow_all and not await self.check_allowed(user.name, auth_model):
+            self.log.info("%s is no longer allowed (groups changed?)", user.name)
+            return False
+        return auth_model
+
+    # ------------------------------------------------------------------ logout
+
+    async def end_session_redirect(self, handler: Any, id_token: str | None) -> str | None:
+        """The provider's end-session URL for RP-initiated logout, or None."""
+        if not self.end_provider_session_on_logout:
+            return None
+        try:
+            await self.provider_metadata()
+        except DiscoveryError:
+            return None  # logged; the hub logout itself already happened
+        if not self.end_session_url:
+            return None
+        post_logout = self.post_logout_redirect_url or self.logout_redirect_url
+        if not post_logout:
+            post_logout = urljoin(self.get_callback_url(handler), "login")
+        params = {"client_id": self.client_id, "post_logout_redirect_uri": post_logout}
+        if id_token:
+            params["id_token_hint"] = id_token
+        separator = "&" if "?" in self.end_session_url else "?"
+        return f"{self.end_session_url}{separator}{urlencode(params)}"
