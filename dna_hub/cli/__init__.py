@@ -1,0 +1,65 @@
+"""The ``dna-hub`` command: ``render`` previews a login's objects; ``doctor`` checks a cluster."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dna-hub",
+        description="dna_hub: Zero to JupyterHub as the notebook front door of Kubeflow.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    render = commands.add_parser(
+        "render",
+        help="print the objects a login of USER would apply (no cluster needed)",
+        description="Print, as a YAML stream and without contacting a cluster, exactly the "
+        "objects a login of USER would apply: the Profile (with the digest annotation "
+        "dna_hub records) and the namespaced objects; with --pod also the notebook Pod as "
+        "KubeSpawner would create it.",
+    )
+    render.add_argument("--user", required=True, help="hub username")
+    render.add_argument(
+        "--owner",
+        help="Kubeflow identity (kubeflow-userid) of the user, e.g. their email; default: "
+        "DnaSpawner.profile_owner_fallback from the config",
+    )
+    render.add_argument("--group", action="append", default=[], help="a hub group of the user")
+    render.add_argument("--config", help="a jupyterhub_config.py to read DnaSpawner settings from")
+    render.add_argument("--pod", action="store_true", help="also print the notebook Pod")
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the current kube context for what dna_hub needs",
+        description="Check the current kube context: CRDs served, the hub's RBAC, the KFP "
+        "endpoints. Prints a pass/fail table with a fix for each failure; exits non-zero on "
+        "any failure.",
+    )
+    doctor.add_argument("--config", help="a jupyterhub_config.py to read DnaSpawner settings from")
+    doctor.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube)")
+    doctor.add_argument("--context", help="kube context to use")
+    doctor.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds allowed for each check (default 10)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "render":
+        from .render import run_render
+
+        return run_render(args)
+    if args.command == "doctor":
+        from .doctor import run_doctor
+
+        return run_doctor(args)
+    raise AssertionError(args.command)  # pragma: no cover - argparse enforces the choice
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
