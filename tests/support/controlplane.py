@@ -875,7 +875,15 @@ async def start_control_plane(timeout: float = START_TIMEOUT) -> ControlPlane:
     external = external_kubeconfig()
     if external:
         return await _start_external(external, timeout)
-    return await _start_local(timeout)
+    # Free ports are picked before the servers bind them; with parallel test sessions
+    # another process can take one in between. That race is retried, nothing else is.
+    for attempt in range(3):
+        try:
+            return await _start_local(timeout)
+        except ControlPlaneError as exc:
+            if "address already in use" not in str(exc) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def build_binaries(log_file: Path | None = None) -> None:
