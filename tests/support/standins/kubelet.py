@@ -59,9 +59,11 @@ import base64
 import contextlib
 import logging
 import os
+import random
 import re
 import shutil
 import signal
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,21 +93,27 @@ SHORT_BIND = {"-b"}
 
 
 class IpPool:
-    """Loopback addresses handed to pods; an address is reused only after release."""
+    """Loopback addresses handed to pods; an address is reused only after release.
 
-    def __init__(self, first: int = 2, last: int = 254) -> None:
+    The order is shuffled per process and, when the pod declares a port, an address whose
+    port is already taken (another test session's stand-in kubelet on this machine, a
+    leftover process) is skipped, so concurrent sessions do not collide.
+    """
+
+    def __init__(self, first: int = 2, last: int = 254, *, shuffle: bool = False) -> None:
         self._free = [f"127.0.0.{x}" for x in range(first, last + 1)]
+        if shuffle:
+            random.shuffle(self._free)
         self._used: set[str] = set()
 
-    def allocate(self, preferred: str | None = None) -> str:
-        if preferred and preferred in self._free:
-            self._free.remove(preferred)
-        elif self._free:
-            preferred = self._free.pop(0)
-        else:
-            raise RuntimeError("no free pod IP left in 127.0.0.2-254")
-        self._used.add(preferred)
-        return preferred
+    def allocate(self, preferred: str | None = None, port: int | None = None) -> str:
+        candidates = ([preferred] if preferred in self._free else []) + self._free
+        for ip in candidates:
+            if port is None or _bindable(ip, port):
+                self._free.remove(ip)
+                self._used.add(ip)
+                return ip
+        raise RuntimeError("no free pod IP left in 127.0.0.2-254")
 
     def release(self, ip: str | None) -> None:
         if ip and ip in self._used:
@@ -114,6 +122,15 @@ class IpPool:
 
     def in_use(self) -> set[str]:
         return set(self._used)
+
+
+def _bindable(ip: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((ip, port))
+        except OSError:
+            return False
+    return True
 
 
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
@@ -281,7 +298,14 @@ class PodWorker:
             await self._finish_deletion()
             return
         preferred = (self.pod.get("status") or {}).get("podIP")
-        self.ip = self.kubelet.ips.allocate(preferred)
+        containers = self.pod.get("spec", {}).get("containers") or [{}]
+        try:
+            self.ip = self.kubelet.ips.allocate(preferred, first_tcp_port(containers[0]))
+        except RuntimeError as exc:  # the kubelet's FailedCreatePodSandBox
+            await self._report_waiting("ContainerCreating", str(exc))
+            await self._wait_for_deletion()
+            await self._finish_deletion()
+            return
         try:
             spec = await self._launch_spec()
         except ContainerConfigError as exc:
@@ -651,7 +675,7 @@ class Kubelet:
     def __init__(self, kube: Kube, config: KubeletConfig | None = None) -> None:
         self.kube = kube
         self.config = config or KubeletConfig()
-        self.ips = IpPool()
+        self.ips = IpPool(shuffle=True)
         self.workers: dict[str, PodWorker] = {}
         self._binding: set[str] = set()
 
