@@ -625,6 +625,11 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         """
         if not self.enable_auth_state:
             return True
+        if handler is not None and not hasattr(handler, "_token_authenticated"):
+            # JupyterHub 6.1 reads this attribute when refresh_user returns False but sets
+            # it only for token-authenticated requests: cookie requests then fail with a
+            # 500 instead of asking for a new login. Set the value it means (not token).
+            handler._token_authenticated = False
         auth_state = await user.get_auth_state()
         if self.refresh_user_hook is not None:
             refreshed = await self._call_refresh_user_hook(user, auth_state)

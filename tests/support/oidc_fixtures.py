@@ -218,6 +218,9 @@ def chp_command(node_modules: Path) -> list[str]:
 def _rsa_jwk(kid: str) -> dict[str, Any]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwk = json.loads(RSAAlgorithm.to_jwk(key))
+    # PyJWT marks private JWKs key_ops=["sign"]; oidc-provider then cannot use the key to
+    # verify its own tokens (e.g. an id_token_hint at logout).
+    jwk.pop("key_ops", None)
     jwk.update(kid=kid, use="sig", alg="RS256")
     return jwk
 
