@@ -21,8 +21,16 @@ Fixtures (reusable by other tests, e.g. the browser test):
 
 Log in with an HTTP client: ``await hub.login(http, "alice")`` (hub flow) or
 ``await provider.browse(http, url, username="alice")`` (any flow through the provider's
-devInteractions pages). The devInteractions login form accepts any password
-(:data:`DEMO_PASSWORD` is what the helpers type).
+devInteractions pages, including the logout confirmation). The devInteractions login
+form accepts any password (:data:`DEMO_PASSWORD` is what the helpers type). Tokens
+without a hub: ``await provider.obtain_tokens("alice")`` (or ``authorize`` then
+``exchange``) as :data:`TOKEN_CLIENT`; ``await provider.refresh(token, client)``.
+
+Hub settings used by ``hub_factory`` are :func:`default_authenticator_settings`
+(groups policy :data:`ALLOWED_GROUPS`/:data:`ADMIN_GROUPS`, scopes :data:`HUB_SCOPES`).
+The hub's client is registered at the provider with redirect URI
+``<hub>/hub/oauth_callback`` and post-logout URI ``<hub>/hub/login``; the spawner stub
+writes ``{"user", "auth_state"}`` to ``hub.spawn_record(name)`` and "runs" nothing.
 """
 
 from __future__ import annotations
