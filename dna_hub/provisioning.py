@@ -26,10 +26,11 @@ import copy
 import logging
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from .errors import ApiFailure, OwnershipConflict, ProfileNotReady, ProvisioningError
@@ -67,6 +68,17 @@ def _with_digest(profile: Mapping[str, Any], digest: str) -> dict[str, Any]:
     manifest = copy.deepcopy(dict(profile))
     manifest["metadata"].setdefault("annotations", {})[DIGEST_ANNOTATION] = digest
     return manifest
+
+
+def _apply_waves(objects: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """Objects applied concurrently within a wave, waves in order.
+
+    A RoleBinding goes after the Roles: the API server checks that the hub holds what the
+    bound Role grants (escalation prevention), so the Role must exist by then.
+    """
+    bindings = [o for o in objects if o["kind"] == "RoleBinding"]
+    others = [o for o in objects if o["kind"] != "RoleBinding"]
+    return [wave for wave in (others, bindings) if wave]
 
 
 class ProfileProvisioner:
@@ -147,15 +159,16 @@ class ProfileProvisioner:
         await self._wait_for(SERVICE_ACCOUNT, namespace, self.service_account, lambda _: True)
 
         progress("Applying your profile's access policies…")
-        await asyncio.gather(
-            *(
-                self._request(
-                    f"apply {obj['kind']} {obj['metadata']['name']}",
-                    self.api.apply(obj, field_manager=FIELD_MANAGER),
+        for wave in _apply_waves(rendered.namespaced):
+            await asyncio.gather(
+                *(
+                    self._request(
+                        f"apply {obj['kind']} {obj['metadata']['name']}",
+                        self.api.apply(obj, field_manager=FIELD_MANAGER),
+                    )
+                    for obj in wave
                 )
-                for obj in rendered.namespaced
             )
-        )
         await self._request(
             f"record the applied digest on Profile {namespace}",
             self.api.apply(
@@ -171,20 +184,19 @@ class ProfileProvisioner:
         manifest = _with_digest(rendered.profile, PENDING)
         if not exists:
             try:
-                # Create, not apply: if someone else's Profile of this name appeared since
-                # we looked, this fails instead of taking it over.
-                return await self.api.create(PROFILE, manifest, field_manager=FIELD_MANAGER)
+                # Not forced: if someone else's Profile of this name appeared since we
+                # looked, its owner field conflicts and the apply fails instead of taking
+                # the Profile over.
+                return await self.api.apply(manifest, field_manager=FIELD_MANAGER, force=False)
             except ApiException as e:
                 if e.status != 409:
                     raise self._api_failure(f"create Profile {namespace}", e) from e
+                conflict = e
             current = await self._request(
                 f"read Profile {namespace}", self.api.get(PROFILE, namespace)
             )
             if current is None:
-                raise ApiFailure(
-                    "Your Kubeflow profile changed while it was being created; please try again.",
-                    f"Profile {namespace} was created and deleted concurrently",
-                )
+                raise self._api_failure(f"create Profile {namespace}", conflict)
             self._check_profile(current, owner)
         return await self._request(
             f"apply Profile {namespace}", self.api.apply(manifest, field_manager=FIELD_MANAGER)
@@ -237,23 +249,32 @@ class ProfileProvisioner:
         try:
             async with asyncio.timeout_at(deadline):
                 while True:
-                    listing = await self.api.list(kind, namespace, field_selector=selector)
+                    listing = await self._request(
+                        f"list {what}", self.api.list(kind, namespace, field_selector=selector)
+                    )
                     for item in listing.get("items", []):
                         if accept(item):
                             return item
                     version = listing["metadata"]["resourceVersion"]
                     remaining = max(1, int(deadline - loop.time()))
-                    async for event in self.api.watch(
-                        kind,
-                        namespace,
-                        field_selector=selector,
-                        resource_version=version,
-                        timeout_seconds=remaining,
-                    ):
-                        if event.get("type") in ("ADDED", "MODIFIED") and accept(event["object"]):
-                            return event["object"]
-                        if event.get("type") == "ERROR":
-                            break  # e.g. 410 Gone: list again
+                    try:
+                        async for event in self.api.watch(
+                            kind,
+                            namespace,
+                            field_selector=selector,
+                            resource_version=version,
+                            timeout_seconds=remaining,
+                        ):
+                            kind_of_event = event.get("type")
+                            if kind_of_event in ("ADDED", "MODIFIED") and accept(event["object"]):
+                                return event["object"]
+                            if kind_of_event == "ERROR":
+                                break  # e.g. 410 Gone: list again
+                    except aiohttp.ClientError as e:
+                        # A dropped watch is normal (API server restart, proxy idle timeout):
+                        # list again, after a pause so a broken server is not hammered.
+                        self.log.info("watch of %s interrupted (%s); listing again", what, e)
+                        await asyncio.sleep(0.5)
         except TimeoutError:
             raise ProfileNotReady(
                 "Your Kubeflow profile was not ready in time. Please try again; if this keeps "

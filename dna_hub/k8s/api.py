@@ -19,7 +19,7 @@ import aiohttp
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from .retry import RetryPolicy, retrying
+from .retry import RetryPolicy, is_retryable, retrying
 
 __all__ = ["Kind", "KubeApi"]
 
@@ -101,6 +101,7 @@ class KubeApi:
         query: list[tuple[str, str]] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        retry_conflicts: bool = True,
     ) -> dict[str, Any]:
         async def attempt() -> dict[str, Any]:
             self.requests += 1
@@ -116,7 +117,12 @@ class KubeApi:
                 _request_timeout=self.request_timeout,
             )
 
-        return await retrying(attempt, self.retry, what=f"{method} {path}")
+        def retryable(error: BaseException) -> bool:
+            if not retry_conflicts and getattr(error, "status", None) == 409:
+                return False
+            return is_retryable(error)
+
+        return await retrying(attempt, self.retry, what=f"{method} {path}", retryable=retryable)
 
     async def kind_for(self, api_version: str, kind: str) -> Kind:
         """The REST location of a kind: known, or discovered once from the API server."""
@@ -151,7 +157,11 @@ class KubeApi:
     async def apply(
         self, obj: Mapping[str, Any], *, field_manager: str, force: bool = True
     ) -> dict:
-        """Server-side apply: idempotent, and fields set by others are left alone."""
+        """Server-side apply: idempotent, and fields set by others are left alone.
+
+        Without ``force``, a field another manager set to a different value is a 409
+        conflict, which is an answer, not a transient failure: it is not retried.
+        """
         kind = await self.kind_for(obj["apiVersion"], obj["kind"])
         metadata = obj["metadata"]
         query = [("fieldManager", field_manager)]
@@ -163,6 +173,7 @@ class KubeApi:
             query=query,
             body=dict(obj),
             content_type="application/apply-patch+yaml",
+            retry_conflicts=force,
         )
 
     async def list(

@@ -38,6 +38,9 @@ class RetryPolicy:
 
 def is_retryable(error: BaseException) -> bool:
     if isinstance(error, ApiException):
+        # 409 AlreadyExists answers a create: trying again cannot change the answer.
+        if error.status == 409 and _status_reason(error) == "AlreadyExists":
+            return False
         return error.status in RETRYABLE_STATUS
     # A request that timed out or could not connect may succeed next time.
     return isinstance(
@@ -90,15 +93,23 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def api_message(error: ApiException) -> str:
-    """The ``message`` of a Kubernetes ``Status`` body, else the HTTP reason."""
+def _status(error: ApiException) -> dict:
+    """The Kubernetes ``Status`` object in an error's body, or an empty dict."""
     body = error.body
     if isinstance(body, bytes):
         body = body.decode("utf-8", "replace")
     try:
         status = json.loads(body) if body else {}
     except ValueError:
-        status = {}
-    if isinstance(status, dict) and status.get("message"):
-        return str(status["message"])
-    return str(error.reason or "no message")
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def _status_reason(error: ApiException) -> str | None:
+    return _status(error).get("reason")
+
+
+def api_message(error: ApiException) -> str:
+    """The ``message`` of a Kubernetes ``Status`` body, else the HTTP reason."""
+    message = _status(error).get("message")
+    return str(message) if message else str(error.reason or "no message")

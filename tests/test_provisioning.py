@@ -1,0 +1,383 @@
+"""Profile provisioning on the local control plane, as the hub's own identity (hub-rbac.yaml).
+
+The profile controller is the stand-in (tests/support/standins); everything else is the
+real API server with the real CRDs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from kubernetes_asyncio.client import ApiClient, Configuration
+from kubernetes_asyncio.config import load_kube_config
+
+from dna_hub.errors import ApiFailure, OwnershipConflict, ProfileNotReady
+from dna_hub.k8s.api import NAMESPACE, PROFILE, SERVICE_ACCOUNT, KubeApi
+from dna_hub.k8s.retry import RetryPolicy
+from dna_hub.naming import namespace_for
+from dna_hub.provisioning import DIGEST_ANNOTATION, ProfileProvisioner
+from dna_hub.rendering import ProfileContext, RenderedProfile, render_profile
+from tests.support.controlplane import ControlPlane
+from tests.support.faultproxy import FaultProxy
+
+pytestmark = [pytest.mark.controlplane]
+
+PROFILE_TEMPLATE = (
+    Path(__file__).parents[1] / "profile-templates" / "00-profile.yaml.j2"
+).read_text()
+
+
+def profile_template_with(annotations: dict[str, str]) -> str:
+    """The default Profile template plus test-only annotations for the controller stand-in."""
+    extra = "".join(f"    {key}: {value!r}\n" for key, value in annotations.items())
+    return PROFILE_TEMPLATE.replace("  annotations:\n", "  annotations:\n" + extra, 1)
+
+
+def rendered_for(
+    username: str, owner: str | None = None, template_dir: Path | None = None, **kw: Any
+) -> RenderedProfile:
+    context = ProfileContext(
+        username=username,
+        namespace=namespace_for(username),
+        owner=owner or f"{username}@example.com",
+        hub_namespace="jupyterhub",
+        **kw,
+    )
+    return render_profile(context, [template_dir] if template_dir else [])
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def hub_kube(hub_api: ApiClient, standins: Any) -> KubeApi:
+    """KubeApi as the hub, with the stand-ins (profile controller, webhook) running."""
+    return KubeApi(hub_api, request_timeout=10)
+
+
+@pytest.fixture
+def provisioner(hub_kube: KubeApi) -> Callable[..., ProfileProvisioner]:
+    def make(**kw: Any) -> ProfileProvisioner:
+        kw.setdefault("ready_timeout", 60)
+        return ProfileProvisioner(hub_kube, **kw)
+
+    return make
+
+
+@pytest.fixture
+def admin_kube(admin_api: ApiClient) -> KubeApi:
+    return KubeApi(admin_api, request_timeout=10)
+
+
+async def assert_provisioned(admin: KubeApi, rendered: RenderedProfile) -> None:
+    namespace = rendered.profile["metadata"]["name"]
+    owner = rendered.profile["spec"]["owner"]["name"]
+    profile = await admin.get(PROFILE, namespace)
+    assert profile is not None
+    assert profile["spec"]["owner"]["name"] == owner
+    assert profile["metadata"]["annotations"][DIGEST_ANNOTATION] == rendered.digest
+    ns = await admin.get(NAMESPACE, namespace)
+    assert ns is not None and ns["metadata"]["annotations"]["owner"] == owner
+    assert await admin.get(SERVICE_ACCOUNT, "default-editor", namespace) is not None
+    for obj in rendered.namespaced:
+        kind = await admin.kind_for(obj["apiVersion"], obj["kind"])
+        live = await admin.get(kind, obj["metadata"]["name"], obj["metadata"]["namespace"])
+        assert live is not None, obj["kind"]
+        assert live["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "dna-hub"
+        managers = {m["manager"] for m in live["metadata"]["managedFields"]}
+        assert "dna-hub" in managers
+
+
+async def test_first_provisioning_creates_the_whole_profile(
+    provisioner: Callable[..., ProfileProvisioner], admin_kube: KubeApi, unique_name: Callable
+) -> None:
+    rendered = rendered_for(unique_name("new"))
+    messages: list[str] = []
+    result = await provisioner().ensure(rendered, progress=messages.append)
+    assert not result.up_to_date
+    await assert_provisioned(admin_kube, rendered)
+    namespace = rendered.profile["metadata"]["name"]
+    assert messages[0] == "Provisioning your Kubeflow profile…"
+    assert f"Waiting for namespace {namespace}…" in messages
+
+
+async def test_repeat_provisioning_costs_one_request(
+    provisioner: Callable[..., ProfileProvisioner], unique_name: Callable
+) -> None:
+    rendered = rendered_for(unique_name("again"))
+    first = await provisioner().ensure(rendered)
+    assert not first.up_to_date and first.requests > 1
+    again = await provisioner().ensure(rendered)
+    assert again.up_to_date
+    assert again.requests == 1
+
+
+async def test_changed_templates_are_applied_on_next_spawn(
+    provisioner: Callable[..., ProfileProvisioner], admin_kube: KubeApi, unique_name: Callable
+) -> None:
+    username = unique_name("change")
+    await provisioner().ensure(rendered_for(username))
+    changed = rendered_for(username, resource_quota={"hard": {"cpu": "2"}})
+    result = await provisioner().ensure(changed)
+    assert not result.up_to_date
+    await assert_provisioned(admin_kube, changed)
+    profile = await admin_kube.get(PROFILE, changed.profile["metadata"]["name"])
+    assert profile["spec"]["resourceQuotaSpec"] == {"hard": {"cpu": "2"}}
+
+
+async def test_slow_profile_controller(
+    provisioner: Callable[..., ProfileProvisioner],
+    admin_kube: KubeApi,
+    unique_name: Callable,
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "00-profile.yaml.j2").write_text(
+        profile_template_with(
+            {
+                "dna-hub.test/controller-delay-seconds": "3",
+                "dna-hub.test/controller-step-delay-seconds": "0.5",
+            }
+        )
+    )
+    rendered = rendered_for(unique_name("slow"), template_dir=tmp_path)
+    result = await provisioner().ensure(rendered)
+    assert result.seconds >= 3
+    await assert_provisioned(admin_kube, rendered)
+
+
+async def test_controller_that_never_answers_times_out_then_converges(
+    provisioner: Callable[..., ProfileProvisioner],
+    admin_kube: KubeApi,
+    unique_name: Callable,
+    tmp_path: Path,
+) -> None:
+    username = unique_name("paused")
+    (tmp_path / "00-profile.yaml.j2").write_text(
+        profile_template_with({"dna-hub.test/controller-paused": "true"})
+    )
+    paused = rendered_for(username, template_dir=tmp_path)
+    with pytest.raises(ProfileNotReady) as info:
+        await provisioner(ready_timeout=3).ensure(paused)
+    namespace = paused.profile["metadata"]["name"]
+    assert "not ready in time" in info.value.jupyterhub_message
+    assert f"Namespace {namespace} did not appear within 3s" in str(info.value)
+    profile = await admin_kube.get(PROFILE, namespace)
+    assert profile["metadata"]["annotations"][DIGEST_ANNOTATION] == "pending"
+    # the next spawn (templates without the pause) converges
+    rendered = rendered_for(username)
+    result = await provisioner().ensure(rendered)
+    assert not result.up_to_date
+    await assert_provisioned(admin_kube, rendered)
+
+
+async def test_someone_elses_profile_is_refused_and_untouched(
+    provisioner: Callable[..., ProfileProvisioner], admin_kube: KubeApi, unique_name: Callable
+) -> None:
+    username = unique_name("victim")
+    namespace = namespace_for(username)
+    foreign = {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "Profile",
+        "metadata": {"name": namespace},
+        "spec": {"owner": {"kind": "User", "name": "mallory@example.com"}},
+    }
+    created = await admin_kube.create(PROFILE, foreign, field_manager="someone")
+    # wait until the controller has made the namespace, so we see a settled state
+    for _ in range(100):
+        if await admin_kube.get(NAMESPACE, namespace):
+            break
+        await asyncio.sleep(0.1)
+    before = await admin_kube.get(PROFILE, namespace)
+    rendered = rendered_for(username, owner=f"{username}@example.com")
+    with pytest.raises(OwnershipConflict) as info:
+        await provisioner().ensure(rendered)
+    assert "belongs to someone else" in info.value.jupyterhub_message
+    assert "mallory@example.com" in str(info.value)  # the admin sees who owns it
+    after = await admin_kube.get(PROFILE, namespace)
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert after["metadata"]["uid"] == created["metadata"]["uid"]
+    # nothing namespaced was written either
+    kind = await admin_kube.kind_for("kubeflow.org/v1alpha1", "PodDefault")
+    assert await admin_kube.get(kind, "access-ml-pipeline", namespace) is None
+
+
+async def test_someone_elses_namespace_is_refused_and_no_profile_written(
+    provisioner: Callable[..., ProfileProvisioner], admin_kube: KubeApi, unique_name: Callable
+) -> None:
+    username = unique_name("squat")
+    namespace = namespace_for(username)
+    await admin_kube.create(
+        NAMESPACE,
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace, "annotations": {"owner": "mallory@example.com"}},
+        },
+        field_manager="someone",
+    )
+    with pytest.raises(OwnershipConflict) as info:
+        await provisioner().ensure(rendered_for(username))
+    assert f"namespace {namespace} already exists" in info.value.jupyterhub_message
+    assert await admin_kube.get(PROFILE, namespace) is None
+
+
+async def test_concurrent_spawns_of_one_user(
+    provisioner: Callable[..., ProfileProvisioner], admin_kube: KubeApi, unique_name: Callable
+) -> None:
+    rendered = rendered_for(unique_name("twice"))
+    first, second = await asyncio.gather(
+        provisioner().ensure(rendered), provisioner().ensure(rendered)
+    )
+    assert sorted([first.up_to_date, second.up_to_date]) == [False, True]
+    await assert_provisioned(admin_kube, rendered)
+
+
+async def test_fifty_users_at_once(
+    provisioner: Callable[..., ProfileProvisioner], admin_kube: KubeApi, unique_name: Callable
+) -> None:
+    renders = [rendered_for(unique_name(f"u{i}")) for i in range(50)]
+    results = await asyncio.gather(*(provisioner(ready_timeout=120).ensure(r) for r in renders))
+    assert [r.namespace for r in results] == [r.profile["metadata"]["name"] for r in renders]
+    await asyncio.gather(*(assert_provisioned(admin_kube, r) for r in renders))
+
+
+@pytest.mark.parametrize(
+    "username",
+    [
+        "Alice.Smith@Example.com",
+        "new\nline: {{ x }}",
+        "quote\"'s",
+        "ünïcødé-用户",
+        "x" * 200,
+    ],
+)
+async def test_hostile_usernames_are_accepted_by_the_api_server(
+    provisioner: Callable[..., ProfileProvisioner],
+    admin_kube: KubeApi,
+    unique_name: Callable,
+    username: str,
+) -> None:
+    username = f"{unique_name('h')}-{username}"
+    rendered = rendered_for(username, owner=username)
+    await provisioner().ensure(rendered)
+    await assert_provisioned(admin_kube, rendered)
+    profile = await admin_kube.get(PROFILE, namespace_for(username))
+    assert profile["metadata"]["annotations"]["dna-hub.io/hub-username"] == username
+    assert profile["spec"]["owner"]["name"] == username
+
+
+# --- faults: a proxy in front of the real API server ---------------------------------------
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def faulty(
+    control_plane: ControlPlane, standins: Any, tmp_path: Path
+) -> AsyncIterator[tuple[FaultProxy, KubeApi]]:
+    with FaultProxy.for_kubeconfig(control_plane.hub_kubeconfig, control_plane.ca_file) as proxy:
+        kubeconfig = proxy.write_kubeconfig(control_plane.hub_kubeconfig, tmp_path / "kubeconfig")
+        configuration = Configuration()
+        await load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+        async with ApiClient(configuration) as api_client:
+            yield (
+                proxy,
+                KubeApi(
+                    api_client,
+                    request_timeout=2,
+                    retry=RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.2),
+                ),
+            )
+
+
+PROVISIONING_REQUESTS = [
+    ("GET", r"/apis/kubeflow.org/v1/profiles/[^/?]+$"),
+    ("PATCH", r"/apis/kubeflow.org/v1/profiles/[^/?]+$"),
+    ("PATCH", r"/poddefaults/access-ml-pipeline$"),
+    ("PATCH", r"/networkpolicies/dna-hub-notebook-ingress$"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), PROVISIONING_REQUESTS)
+@pytest.mark.parametrize("status", [409, 429, 500])
+async def test_transient_faults_are_retried(
+    faulty: tuple[FaultProxy, KubeApi],
+    admin_kube: KubeApi,
+    unique_name: Callable,
+    method: str,
+    path: str,
+    status: int,
+) -> None:
+    proxy, kube = faulty
+    rule = proxy.add_rule(method, path, status=status, times=2)
+    rendered = rendered_for(unique_name("flaky"))
+    if (method, status) == ("PATCH", 409) and "profiles" in path:
+        # The first write of a new Profile is an unforced apply: a 409 there is a field
+        # conflict with another writer — an answer, not retried — and the spawn says so.
+        with pytest.raises(ApiFailure, match="HTTP 409"):
+            await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered)
+        assert rule.hits == 1
+    else:
+        await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered)
+        await assert_provisioned(admin_kube, rendered)
+        assert rule.hits == 2
+    # whatever happened, the next spawn converges
+    proxy.clear_rules()
+    await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered, force=True)
+    await assert_provisioned(admin_kube, rendered)
+
+
+@pytest.mark.parametrize(("method", "path"), PROVISIONING_REQUESTS)
+async def test_persistent_faults_fail_clearly_and_next_spawn_converges(
+    faulty: tuple[FaultProxy, KubeApi],
+    admin_kube: KubeApi,
+    unique_name: Callable,
+    method: str,
+    path: str,
+) -> None:
+    proxy, kube = faulty
+    rule = proxy.add_rule(method, path, status=500, times=None)
+    rendered = rendered_for(unique_name("down"))
+    with pytest.raises(ApiFailure) as info:
+        await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered)
+    assert rule.hits == 3  # bounded: RetryPolicy(attempts=3)
+    assert "try again" in info.value.jupyterhub_message
+    assert "HTTP 500" in str(info.value)
+    proxy.clear_rules()
+    await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered, force=True)
+    await assert_provisioned(admin_kube, rendered)
+
+
+async def test_timeouts_are_retried_and_bounded(
+    faulty: tuple[FaultProxy, KubeApi], admin_kube: KubeApi, unique_name: Callable
+) -> None:
+    proxy, kube = faulty
+    rule = proxy.add_rule(
+        "PATCH", r"/poddefaults/access-ml-pipeline$", action="timeout", hold_seconds=5, times=1
+    )
+    rendered = rendered_for(unique_name("slowapi"))
+    await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered)
+    assert rule.hits == 1
+    await assert_provisioned(admin_kube, rendered)
+
+    rule = proxy.add_rule(
+        "PATCH", r"/poddefaults/access-ml-pipeline$", action="timeout", hold_seconds=5, times=None
+    )
+    with pytest.raises(ApiFailure, match=r"timed out|did not answer"):
+        await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered, force=True)
+    assert rule.hits == 3
+    proxy.clear_rules()
+    await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered, force=True)
+    await assert_provisioned(admin_kube, rendered)
+
+
+async def test_forbidden_is_not_retried(
+    faulty: tuple[FaultProxy, KubeApi], unique_name: Callable
+) -> None:
+    proxy, kube = faulty
+    rule = proxy.add_rule("PATCH", r"/apis/kubeflow.org/v1/profiles/", status=403, times=None)
+    with pytest.raises(ApiFailure) as info:
+        await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered_for(unique_name("deny")))
+    assert rule.hits == 1
+    assert info.value.reason == "forbidden"
+    assert "hub-rbac.yaml" in str(info.value)
