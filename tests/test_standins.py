@@ -354,6 +354,12 @@ async def test_profile_creates_namespace_rbac_and_policy(
         # An owned child deleted behind the controller's back comes back (Owns()).
         await kube.delete(f"/api/v1/namespaces/{name}/serviceaccounts/default-editor")
         await wait_profile_ready(kube, name)
+
+        # Deletion: the controller drops its finalizer. (The namespace then goes through
+        # kube-controller-manager's garbage collector, which may take its 30 s discovery
+        # resync to notice the Profile kind on a fresh control plane: not asserted here.)
+        await delete_profile(kube, name)
+        await eventually(lambda: _gone(kube, f"/apis/kubeflow.org/v1/profiles/{name}"))
     finally:
         await delete_profile(kube, name)
 
