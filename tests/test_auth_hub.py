@@ -92,7 +92,7 @@ async def test_wrong_issuer_refuses_login(oidc_provider, oidc_provider_factory, 
 
 async def test_spawn_after_id_token_expired(oidc_provider_factory, hub_factory):
     """Refresh before spawn with the refresh token; the expired id_token is no obstacle."""
-    provider = oidc_provider_factory(ttl={"AccessToken": 4, "IdToken": 2})
+    provider = oidc_provider_factory(ttl={"AccessToken": 4, "IdToken": 3})
     hub = await hub_factory(
         provider, authenticator={"id_token_leeway": 0, "token_refresh_margin": 0}
     )

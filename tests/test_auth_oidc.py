@@ -257,8 +257,8 @@ def test_secure_defaults():
 
 @pytest.fixture(scope="module")
 def short_lived(oidc_provider_factory) -> OIDCProvider:
-    """Access tokens of 3 s and id_tokens of 2 s; refresh tokens of a day."""
-    return oidc_provider_factory(ttl={"AccessToken": 3, "IdToken": 2})
+    """Access tokens of 4 s and id_tokens of 3 s; refresh tokens of a day."""
+    return oidc_provider_factory(ttl={"AccessToken": 4, "IdToken": 3})
 
 
 async def test_refresh_after_id_token_expired(short_lived):
@@ -268,7 +268,7 @@ async def test_refresh_after_id_token_expired(short_lived):
     assert model is not None
     user = FakeUser("alice", model["auth_state"])
     assert await authenticator.refresh_user(user) is True  # still fresh: nothing to do
-    await asyncio.sleep(3.5)  # both the access token and the id_token have expired
+    await asyncio.sleep(4.5)  # both the access token and the id_token have expired
     refreshed = await authenticator.refresh_user(user)
     assert isinstance(refreshed, dict), refreshed
     new_state = refreshed["auth_state"]

@@ -84,11 +84,12 @@ async def test_wrong_audience(oidc_provider):
 
 
 async def test_expired(oidc_provider_factory):
-    short = oidc_provider_factory(ttl={"IdToken": 1})
+    # exp = iat + 3 with whole seconds: between 2 and 3 s of real validity.
+    short = oidc_provider_factory(ttl={"IdToken": 3})
     grant = await short.obtain_tokens("alice")
     verifier = verifier_for(short, leeway=0)
     await verifier.verify(grant.id_token, nonce=grant.nonce)  # valid at first
-    await asyncio.sleep(2.2)
+    await asyncio.sleep(3.2)
     with pytest.raises(TokenVerificationError) as error:
         await verifier.verify(grant.id_token, nonce=grant.nonce)
     assert error.value.reason == "expired"
