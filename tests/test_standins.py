@@ -36,6 +36,7 @@ from tests.support.standins.poddefault_webhook import (
 )
 from tests.support.standins.profile_controller import (
     DELAY_ANNOTATION,
+    PAUSED_ANNOTATION,
     authorization_policy_spec,
     set_namespace_labels,
 )
@@ -416,6 +417,24 @@ async def test_delay_annotation_holds_the_controller(
         await delete_profile(kube, name)
 
 
+@pytest.mark.controlplane
+async def test_paused_annotation_simulates_a_controller_outage(
+    standins: StandIns, standins_kube: Kube, unique_name: Callable[..., str]
+) -> None:
+    kube, name = standins_kube, unique_name("paused")
+    await make_profile(kube, name, "erin@example.com", annotations={PAUSED_ANNOTATION: "true"})
+    try:
+        await asyncio.sleep(1.5)
+        assert await kube.get_or_none(f"/api/v1/namespaces/{name}") is None
+        await kube.patch(
+            f"/apis/kubeflow.org/v1/profiles/{name}",
+            {"metadata": {"annotations": {PAUSED_ANNOTATION: None}}},
+        )
+        await wait_profile_ready(kube, name)
+    finally:
+        await delete_profile(kube, name)
+
+
 def _pod_manifest(name: str, argv: list[str], **spec: Any) -> JSON:
     container: JSON = {"name": "main", "image": "python:3.11", "command": argv}
     container.update(spec.pop("container", {}))
@@ -622,5 +641,16 @@ async def test_fault_proxy_forwards_bearer_token(
             with pytest.raises(KubeError) as caught:
                 await kube.create("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", {})
             assert caught.value.status == 429 and caught.value.reason == "TooManyRequests"
+
+            # A held request: "timeout" answers 504 after holding, "delay" then forwards.
+            proxy.add_rule("GET", r"^/version$", action="timeout", hold_seconds=0.5)
+            proxy.add_rule("GET", r"^/version$", action="delay", hold_seconds=0.5)
+            start = time.monotonic()
+            with pytest.raises(KubeError) as caught:
+                await kube.get("/version")
+            assert caught.value.status == 504 and caught.value.reason == "Timeout"
+            assert (await kube.get("/version"))["major"] == "1"
+            assert time.monotonic() - start >= 1.0
+            assert proxy.count("GET", r"^/version$", injected=True) == 2
         finally:
             await kube.close()

@@ -9,9 +9,12 @@ Fixtures:
   ``standin-node``). Started once, stopped (SIGTERM) at session end.
 * ``standins_factory`` (function): ``standins_factory(*args)`` starts *another* stand-in
   process with extra command-line arguments (e.g. ``"--no-webhook", "--no-kubelet",
-  "--profile-delay", "5"``), stopped when the test ends. Two profile controllers would
-  fight over the same Profiles, so for a slow controller prefer the per-Profile annotations
-  of :mod:`tests.support.standins.profile_controller`:
+  "--profile-delay", "5"``), stopped when the test ends. Never run a component twice
+  against the same cluster: two profile controllers fight over the same Profiles, two
+  webhooks replace each other's (same-named) configuration, two kubelets race to bind
+  pods. So pass ``--no-…`` for what the session's ``standins`` already runs — and for a
+  slow profile controller prefer the per-Profile annotations of
+  :mod:`tests.support.standins.profile_controller`:
   ``dna-hub.test/controller-delay-seconds``, ``dna-hub.test/controller-step-delay-seconds``,
   ``dna-hub.test/controller-paused``.
 * ``standins_kube``: a :class:`~tests.support.standins.Kube` (dict-based REST client) as
