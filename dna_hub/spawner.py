@@ -234,6 +234,8 @@ class DnaSpawner(KubeSpawner):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._force_provision = False
+        #: What the last provisioning did (requests, time, whether it was up to date).
+        self.last_provision: ProvisionResult | None = None
         self._progress_messages: list[str] = []
         self._progress_changed = asyncio.Event()
         self._provisioned = asyncio.Event()
@@ -291,7 +293,7 @@ class DnaSpawner(KubeSpawner):
     async def _start(self) -> Any:
         try:
             try:
-                result = await self.provision_profile()
+                result = self.last_provision = await self.provision_profile()
             finally:
                 self._provisioned.set()
                 self._progress_changed.set()

@@ -1,0 +1,270 @@
+"""DnaSpawner end to end on the control plane: login identity → profile → notebook pod → server.
+
+The spawner runs in the test's event loop as it would in the hub, with the hub's own
+identity (helm-values/hub-rbac.yaml); the profile controller, the PodDefault webhook and the
+kubelet are the stand-ins; the user and hub objects are the few attributes JupyterHub passes
+a spawner (KubeSpawner's own tests do the same with ``_mock=True``). The full browser flow
+through a real JupyterHub is in tests/test_e2e_browser.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from jupyterhub import orm
+from jupyterhub.objects import Server
+from kubernetes_asyncio.config import kube_config
+from kubespawner import KubeSpawner
+
+from dna_hub import DnaSpawner
+from dna_hub.errors import ConfigurationError, OwnershipConflict
+from dna_hub.naming import namespace_for
+from tests.support.standins import Kube
+from tests.support.standins_fixtures import StandIns
+from tests.test_kubespawner_standins import fake_hub_api  # noqa: F401 - a fixture
+from tests.test_provisioning import profile_template_with
+from tests.test_standins import eventually
+
+pytestmark = [pytest.mark.controlplane, pytest.mark.slow]
+
+
+class HubUser(SimpleNamespace):
+    """The attributes of jupyterhub.user.User a spawner uses."""
+
+    async def get_auth_state(self) -> dict[str, Any]:
+        return self.auth_state
+
+
+@pytest.fixture(autouse=True)
+def _hub_kubeconfig(control_plane: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # kubernetes_asyncio read KUBECONFIG at import time, before the control_plane fixture
+    # set it to the hub's kubeconfig; KubeSpawner's load_kube_config() must see the hub's.
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", os.environ["KUBECONFIG"])
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def make_spawner(
+    standins: StandIns,
+    fake_hub_api: str,  # noqa: F811
+) -> AsyncIterator[Callable[..., DnaSpawner]]:
+    spawners: list[DnaSpawner] = []
+
+    def make(
+        username: str, owner: str | None = None, server_name: str = "", **config: Any
+    ) -> DnaSpawner:
+        user = HubUser(
+            name=username,
+            escaped_name=username,
+            id=abs(hash(username)) % 100000,
+            url=f"/user/{username}/",
+            settings={},
+            groups=[SimpleNamespace(name="data-science")],
+            auth_state={"kubeflow_userid": owner} if owner else {},
+        )
+        hub = SimpleNamespace(public_host="", url="/hub/", base_url="/hub/", api_url=fake_hub_api)
+        config.setdefault("cmd", ["jupyterhub-singleuser"])
+        config.setdefault("image", "dna-hub/singleuser:test")
+        config.setdefault("start_timeout", 90)
+        config.setdefault("profile_ready_timeout", 60)
+        spawner = DnaSpawner(
+            _mock=True,
+            user=user,
+            hub=hub,
+            # JupyterHub's ORM row for the server; named servers have a name.
+            orm_spawner=SimpleNamespace(
+                name=server_name, display_name=server_name, server=None, last_activity=None
+            ),
+            api_token="not-a-real-token",
+            oauth_client_id=f"jupyterhub-user-{username}",
+            hub_namespace="jupyterhub",
+            **config,
+        )
+        base_url = f"/user/{username}/{server_name + '/' if server_name else ''}"
+        spawner.server = Server(
+            orm_server=orm.Server(proto="http", ip="", port=0, base_url=base_url, cookie_name="")
+        )
+        spawners.append(spawner)
+        return spawner
+
+    try:
+        yield make
+    finally:
+        for spawner in spawners:
+            if spawner._start_future is not None and spawner._start_future.done():
+                if not spawner._start_future.exception():
+                    await asyncio.wait_for(spawner.stop(now=True), timeout=60)
+        for reflector in list(KubeSpawner.reflectors.values()):
+            await reflector.stop()
+        KubeSpawner.reflectors.clear()
+
+
+async def start_with_progress(spawner: DnaSpawner) -> tuple[str, list[str]]:
+    """Start like JupyterHub does: start() and progress() side by side."""
+    future = spawner.start()
+    messages: list[str] = []
+
+    async def follow() -> None:
+        async for event in spawner.progress():
+            messages.append(event["message"])
+
+    follower = asyncio.ensure_future(follow())
+    try:
+        url = await asyncio.wait_for(future, timeout=150)
+    finally:
+        await asyncio.wait_for(follower, timeout=30)
+    parsed = urlsplit(url)
+    spawner.server.ip, spawner.server.port = parsed.hostname, parsed.port
+    return url, messages
+
+
+async def answers(url: str) -> int:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        async with http.get(url, allow_redirects=False) as response:
+            return response.status
+
+
+async def test_first_spawn_of_a_new_user_with_a_slow_profile_controller(
+    make_spawner: Callable[..., DnaSpawner],
+    standins: StandIns,
+    standins_kube: Kube,
+    unique_name: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    username = unique_name("first")
+    owner = f"{username.title()}@Example.com"  # case kept: it is what Kubeflow sees
+    (tmp_path / "00-profile.yaml.j2").write_text(
+        profile_template_with({"dna-hub.test/controller-delay-seconds": "2"})
+    )
+    spawner = make_spawner(username, owner, profile_template_dirs=[str(tmp_path)])
+    namespace = namespace_for(username)
+    assert spawner.namespace == namespace
+
+    url, messages = await start_with_progress(spawner)
+
+    assert messages[:2] == [
+        "Provisioning your Kubeflow profile…",
+        f"Waiting for namespace {namespace}…",
+    ]
+    profile = await standins_kube.get(f"/apis/kubeflow.org/v1/profiles/{namespace}")
+    assert profile["spec"]["owner"] == {"kind": "User", "name": owner}
+    ns = await standins_kube.get(f"/api/v1/namespaces/{namespace}")
+    assert ns["metadata"]["annotations"]["owner"] == owner  # made by the profile controller
+    pod = await standins_kube.get(f"/api/v1/namespaces/{namespace}/pods/{spawner.pod_name}")
+    assert pod["status"]["phase"] == "Running"
+    assert pod["spec"]["serviceAccountName"] == "default-editor"
+    (container,) = pod["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KF_PIPELINES_ENDPOINT"] == "http://ml-pipeline.kubeflow:8888"
+    assert env["KF_PIPELINES_UI_ENDPOINT"] == "http://ml-pipeline-ui.kubeflow:80"
+    assert env["KALE_SECURITY_CONTEXT_RUN_AS_USER"] == "8737"
+    # injected by the PodDefault webhook, not by the spawner
+    assert env["KF_PIPELINES_SA_TOKEN_PATH"] == "/var/run/secrets/kubeflow/pipelines/token"
+    assert (
+        "poddefault.admission.kubeflow.org/poddefault-access-ml-pipeline"
+        in (pod["metadata"]["annotations"])
+    )
+    assert "volume-kf-pipeline-token" in {v["name"] for v in pod["spec"]["volumes"]}
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == 1000
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    status = await eventually(lambda: answers(f"{url}{spawner.server.base_url}api"), timeout=30)
+    assert status == 200, standins.pod_log(namespace, spawner.pod_name)
+
+    # A repeat spawn of an up-to-date profile costs one provisioning request.
+    await asyncio.wait_for(spawner.stop(), timeout=60)
+    spawner.clear_state()
+    await start_with_progress(spawner)
+    assert spawner.last_provision is not None
+    assert spawner.last_provision.up_to_date
+    assert spawner.last_provision.requests == 1
+
+
+async def test_two_servers_of_one_user_at_once(
+    make_spawner: Callable[..., DnaSpawner], standins_kube: Kube, unique_name: Callable[..., str]
+) -> None:
+    username = unique_name("both")
+    owner = f"{username}@example.com"
+    first = make_spawner(username, owner)
+    second = make_spawner(username, owner, server_name="gpu")
+    (url1, _), (url2, _) = await asyncio.gather(
+        start_with_progress(first), start_with_progress(second)
+    )
+    assert url1 != url2
+    namespace = namespace_for(username)
+    profiles = await standins_kube.get("/apis/kubeflow.org/v1/profiles")
+    assert [p["metadata"]["name"] for p in profiles["items"]].count(namespace) == 1
+    pods = await standins_kube.get(f"/api/v1/namespaces/{namespace}/pods")
+    assert sorted(p["metadata"]["name"] for p in pods["items"]) == sorted(
+        [first.pod_name, second.pod_name]
+    )
+
+
+async def test_spawn_into_someone_elses_namespace_is_refused(
+    make_spawner: Callable[..., DnaSpawner], standins_kube: Kube, unique_name: Callable[..., str]
+) -> None:
+    username = unique_name("taken")
+    namespace = namespace_for(username)
+    await standins_kube.create(
+        "/api/v1/namespaces",
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace, "annotations": {"owner": "mallory@example.com"}},
+        },
+    )
+    spawner = make_spawner(username, f"{username}@example.com")
+    with pytest.raises(OwnershipConflict) as info:
+        await start_with_progress(spawner)
+    assert "does not belong to you" in info.value.jupyterhub_message
+    assert await standins_kube.get_or_none(f"/apis/kubeflow.org/v1/profiles/{namespace}") is None
+    pods = await standins_kube.get(f"/api/v1/namespaces/{namespace}/pods")
+    assert pods["items"] == []
+
+
+async def test_spawn_without_a_kubeflow_identity_fails_clearly(
+    make_spawner: Callable[..., DnaSpawner], standins_kube: Kube, unique_name: Callable[..., str]
+) -> None:
+    username = unique_name("anon")
+    spawner = make_spawner(username, owner=None)
+    with pytest.raises(ConfigurationError) as info:
+        await start_with_progress(spawner)
+    assert "log out and in again" in info.value.jupyterhub_message
+    assert "kubeflow_userid" in str(info.value)
+    assert (
+        await standins_kube.get_or_none(f"/apis/kubeflow.org/v1/profiles/{namespace_for(username)}")
+        is None
+    )
+
+
+async def test_saved_state_and_options_never_move_the_namespace(
+    make_spawner: Callable[..., DnaSpawner], unique_name: Callable[..., str]
+) -> None:
+    username = unique_name("state")
+    spawner = make_spawner(username, f"{username}@example.com")
+    policy = namespace_for(username)
+    spawner.load_state({"namespace": "jupyterhub-old-style", "pod_name": "jupyter-x"})
+    assert spawner.namespace == policy
+    spawner.clear_state()
+    assert spawner.namespace == policy
+    # a profile_list override naming another namespace is ignored
+    spawner.profile_list = [
+        {
+            "display_name": "evil",
+            "slug": "evil",
+            "kubespawner_override": {"namespace": "kube-system"},
+        }
+    ]
+    spawner.user_options = {"profile": "evil"}
+    await spawner.load_user_options()
+    assert spawner.namespace == policy
