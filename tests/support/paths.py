@@ -13,9 +13,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DIR = Path(os.environ.get("DNA_HUB_SHARED_DIR", REPO_ROOT.parent / "shared")).resolve()
 
 #: Built binaries, virtualenvs and npm trees reused between runs.
-CACHE_DIR = Path(
-    os.environ.get("DNA_HUB_CACHE_DIR", Path.home() / ".cache" / "dna-hub")
-).resolve()
+CACHE_DIR = Path(os.environ.get("DNA_HUB_CACHE_DIR", Path.home() / ".cache" / "dna-hub")).resolve()
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
