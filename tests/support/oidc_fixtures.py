@@ -761,72 +761,89 @@ def default_authenticator_settings(provider: OIDCProvider, client: OIDCClient) -
     }
 
 
+async def start_hub(
+    provider: OIDCProvider,
+    node_modules: Path,
+    work: Path,
+    *,
+    authenticator: dict[str, Any] | None = None,
+    hub: dict[str, Any] | None = None,
+    issuer: str | None = None,
+    extra_config: str = "",
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+) -> HubProcess:
+    """Start ``jupyterhub`` + ``configurable-http-proxy``; its client registered at `provider`.
+
+    `authenticator` overrides DnaOIDCAuthenticator settings (defaults:
+    :func:`default_authenticator_settings`); `hub` sets JupyterHub settings; `issuer`
+    overrides the issuer the hub is configured with; `extra_config` is Python appended to
+    the generated jupyterhub_config.py (e.g. to select DnaSpawner instead of the stub).
+    """
+    record_dir = work / "spawns"
+    record_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    client = await provider.register_client([f"{url}/hub/oauth_callback"], [f"{url}/hub/login"])
+    settings = default_authenticator_settings(provider, client)
+    settings["oauth_callback_url"] = f"{url}/hub/oauth_callback"
+    if issuer is not None:
+        settings["issuer"] = issuer
+    settings.update(authenticator or {})
+    dummy = urlsplit(provider.base_url)
+    api_token = secrets.token_hex(32)
+    config = _HUB_CONFIG.format(
+        record_dir=str(record_dir),
+        dummy_host=dummy.hostname,
+        dummy_port=dummy.port,
+        bind_url=url,
+        hub_port=free_port(),
+        proxy_api_url=f"http://127.0.0.1:{free_port()}",
+        chp=chp_command(node_modules),
+        db_url=f"sqlite:///{work / 'jupyterhub.sqlite'}",
+        cookie_secret_file=str(work / "cookie_secret"),
+        api_token=api_token,
+        hub_settings=json.dumps(hub or {}),
+        auth_settings=json.dumps(settings),
+    )
+    (work / "jupyterhub_config.py").write_text(config + extra_config)
+    process_env = {
+        **os.environ,
+        **(env or {}),
+        "JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32),
+        "CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(32),
+    }
+    log_file = work / "jupyterhub.log"
+    with open(log_file, "wb") as log:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "jupyterhub"), "-f", "jupyterhub_config.py"],
+            cwd=work,
+            env=process_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    hub_process = HubProcess(url, provider, client, api_token, process, log_file, record_dir)
+    try:
+        await _wait_for_hub(hub_process)
+    except BaseException:
+        hub_process.stop()
+        raise
+    return hub_process
+
+
 @pytest.fixture
 async def hub_factory(
     oidc_node_modules: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[HubFactory]:
+    """``await hub_factory(provider, ...)``: :func:`start_hub`, stopped after the test."""
     hubs: list[HubProcess] = []
 
-    async def start(
-        provider: OIDCProvider,
-        *,
-        authenticator: dict[str, Any] | None = None,
-        hub: dict[str, Any] | None = None,
-        issuer: str | None = None,
-    ) -> HubProcess:
-        """Start a hub whose client is registered at `provider`.
-
-        `authenticator` overrides DnaOIDCAuthenticator settings (defaults:
-        :func:`default_authenticator_settings`); `hub` sets JupyterHub settings;
-        `issuer` overrides the issuer the hub is configured with.
-        """
-        work = tmp_path_factory.mktemp("hub")
-        record_dir = work / "spawns"
-        record_dir.mkdir()
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        client = await provider.register_client([f"{url}/hub/oauth_callback"], [f"{url}/hub/login"])
-        settings = default_authenticator_settings(provider, client)
-        settings["oauth_callback_url"] = f"{url}/hub/oauth_callback"
-        if issuer is not None:
-            settings["issuer"] = issuer
-        settings.update(authenticator or {})
-        dummy = urlsplit(provider.base_url)
-        api_token = secrets.token_hex(32)
-        (work / "jupyterhub_config.py").write_text(
-            _HUB_CONFIG.format(
-                record_dir=str(record_dir),
-                dummy_host=dummy.hostname,
-                dummy_port=dummy.port,
-                bind_url=url,
-                hub_port=free_port(),
-                proxy_api_url=f"http://127.0.0.1:{free_port()}",
-                chp=chp_command(oidc_node_modules),
-                db_url=f"sqlite:///{work / 'jupyterhub.sqlite'}",
-                cookie_secret_file=str(work / "cookie_secret"),
-                api_token=api_token,
-                hub_settings=json.dumps(hub or {}),
-                auth_settings=json.dumps(settings),
-            )
+    async def start(provider: OIDCProvider, **kwargs: Any) -> HubProcess:
+        hub_process = await start_hub(
+            provider, oidc_node_modules, tmp_path_factory.mktemp("hub"), **kwargs
         )
-        env = {
-            **os.environ,
-            "JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32),
-            "CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(32),
-        }
-        log_file = work / "jupyterhub.log"
-        with open(log_file, "wb") as log:
-            process = subprocess.Popen(
-                [str(Path(sys.executable).parent / "jupyterhub"), "-f", "jupyterhub_config.py"],
-                cwd=work,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        hub_process = HubProcess(url, provider, client, api_token, process, log_file, record_dir)
         hubs.append(hub_process)
-        await _wait_for_hub(hub_process)
         return hub_process
 
     yield start
@@ -834,15 +851,19 @@ async def hub_factory(
         hub_process.stop()
 
 
+class HubNotReady(RuntimeError):
+    """jupyterhub exited or did not answer /hub/health in time (the message has its log)."""
+
+
 async def _wait_for_hub(hub: HubProcess, timeout: float = 60.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     async with httpx.AsyncClient(timeout=5) as http:
         while asyncio.get_running_loop().time() < deadline:
             if hub.process.poll() is not None:
-                pytest.fail(f"jupyterhub exited:\n{hub.log()}", pytrace=False)
+                raise HubNotReady(f"jupyterhub exited:\n{hub.log()}")
             with contextlib.suppress(httpx.HTTPError):
                 response = await http.get(f"{hub.url}/hub/health")
                 if response.status_code == 200:
                     return
             await asyncio.sleep(0.2)
-    pytest.fail(f"jupyterhub did not become ready:\n{hub.log()}", pytrace=False)
+    raise HubNotReady(f"jupyterhub did not become ready:\n{hub.log()}")
