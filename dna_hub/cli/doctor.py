@@ -1,0 +1,191 @@
+"""``dna-hub doctor``: does the current kube context give dna_hub what it needs?
+
+Run it as the hub (``kubectl exec deploy/hub -- dna-hub doctor``) or with the hub's
+kubeconfig: every check is made with the caller's own identity, so the RBAC checks answer
+"may *this* identity do it" (SelfSubjectAccessReview).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from kubernetes_asyncio import config as kube_config
+from kubernetes_asyncio.client import ApiClient, AuthorizationV1Api, Configuration
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from ..k8s.retry import describe
+from ..permissions import HUB_PERMISSIONS, REQUIRED_KINDS
+from .render import load_hub_config
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def spawner_setting(config: Any, name: str) -> Any:
+    from ..spawner import DnaSpawner
+
+    section = config.get("DnaSpawner", {})
+    if name in section:
+        return section[name]
+    return DnaSpawner.class_traits()[name].default()
+
+
+async def load_client(args: argparse.Namespace) -> ApiClient:
+    configuration = Configuration()
+    if args.kubeconfig or not _in_cluster():
+        await kube_config.load_kube_config(
+            config_file=args.kubeconfig, context=args.context, client_configuration=configuration
+        )
+    else:
+        kube_config.load_incluster_config(client_configuration=configuration)
+    return ApiClient(configuration)
+
+
+def _in_cluster() -> bool:
+    import os
+
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+
+async def check_api(api: ApiClient, seconds: float) -> Check:
+    try:
+        version = await api.call_api(
+            "/version",
+            "GET",
+            response_types_map={200: "object"},
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+            _request_timeout=seconds,
+        )
+    except (ApiException, OSError, TimeoutError) as e:
+        return Check(
+            "API server reachable",
+            False,
+            describe(e),
+            "check the kube context / the hub's network policy egress to the API server",
+        )
+    return Check("API server reachable", True, f"Kubernetes {version.get('gitVersion', '?')}")
+
+
+async def check_kind(api: ApiClient, kind: Any, seconds: float) -> Check:
+    name = f"{kind.kind} ({kind.resource}.{kind.group}/{kind.version}) served"
+    try:
+        listing = await api.call_api(
+            f"/apis/{kind.group}/{kind.version}",
+            "GET",
+            response_types_map={200: "object"},
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+            _request_timeout=seconds,
+        )
+    except ApiException as e:
+        if e.status == 404:
+            return Check(name, False, "not served", f"install {kind.why} ({kind.kind})")
+        return Check(name, False, describe(e), "check the API server")
+    except (OSError, TimeoutError) as e:
+        return Check(name, False, describe(e), "check the API server")
+    served = {r.get("name") for r in listing.get("resources", [])}
+    if kind.resource in served:
+        return Check(name, True, "served")
+    return Check(name, False, "not served", f"install {kind.why} ({kind.kind})")
+
+
+async def check_permission(api: ApiClient, permission: Any, seconds: float) -> Check:
+    group = permission.group or "core"
+    name = f"may {permission.verb} {permission.resource}.{group} in all namespaces"
+    body = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {
+            "resourceAttributes": {
+                "group": permission.group,
+                "resource": permission.resource,
+                "verb": permission.verb,
+            }
+        },
+    }
+    try:
+        review = await asyncio.wait_for(
+            AuthorizationV1Api(api).create_self_subject_access_review(body), seconds
+        )
+    except (ApiException, OSError, TimeoutError) as e:
+        return Check(name, False, describe(e), "check the API server")
+    if review.status.allowed:
+        return Check(name, True, permission.why)
+    return Check(
+        name,
+        False,
+        f"denied — needed because: {permission.why}",
+        "kubectl apply -f helm-values/hub-rbac.yaml (ClusterRole dna-hub bound to the hub's "
+        "ServiceAccount)",
+    )
+
+
+async def check_resolvable(label: str, url: str, seconds: float) -> Check:
+    host = urlsplit(url).hostname or ""
+    name = f"{label} host {host!r} resolves"
+    try:
+        infos = await asyncio.wait_for(
+            asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM), seconds
+        )
+    except (OSError, TimeoutError) as e:
+        return Check(
+            name,
+            False,
+            f"{type(e).__name__}: {e}",
+            f"set DnaSpawner.{label} to the in-cluster URL of Kubeflow Pipelines",
+        )
+    return Check(name, True, ", ".join(sorted({i[4][0] for i in infos})))
+
+
+async def run_checks(args: argparse.Namespace) -> list[Check]:
+    config = load_hub_config(args.config)
+    checks: list[Check] = []
+    api = await load_client(args)
+    async with api:
+        checks.append(await check_api(api, args.timeout))
+        if not checks[0].ok:
+            return checks
+        for kind in REQUIRED_KINDS:
+            if kind.setting and not spawner_setting(config, kind.setting):
+                continue
+            checks.append(await check_kind(api, kind, args.timeout))
+        checks.extend(
+            await asyncio.gather(*(check_permission(api, p, args.timeout) for p in HUB_PERMISSIONS))
+        )
+    for label in ("kfp_endpoint", "kfp_ui_endpoint"):
+        checks.append(await check_resolvable(label, spawner_setting(config, label), args.timeout))
+    return checks
+
+
+def format_table(checks: list[Check]) -> str:
+    width = max(len(c.name) for c in checks)
+    lines = [f"{'CHECK':<{width}}  RESULT  DETAIL / FIX"]
+    for c in checks:
+        lines.append(f"{c.name:<{width}}  {'pass' if c.ok else 'FAIL':<6}  {c.detail}")
+        if not c.ok and c.fix:
+            lines.append(f"{'':<{width}}          fix: {c.fix}")
+    failed = sum(not c.ok for c in checks)
+    lines.append(f"\n{len(checks) - failed} passed, {failed} failed")
+    return "\n".join(lines)
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    try:
+        checks = asyncio.run(run_checks(args))
+    except kube_config.ConfigException as e:
+        print(f"dna-hub doctor: no usable kube context: {e}", file=sys.stderr)
+        return 2
+    print(format_table(checks))
+    return 0 if all(c.ok for c in checks) else 1

@@ -1,0 +1,92 @@
+"""What the hub needs from the cluster: the API kinds and the RBAC permissions.
+
+``helm-values/hub-rbac.yaml`` grants exactly :data:`HUB_PERMISSIONS` (a test holds them
+equal), and ``dna-hub doctor`` checks both lists against a live cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Permission:
+    group: str
+    resource: str
+    verb: str
+    why: str
+
+
+@dataclass(frozen=True)
+class ServedKind:
+    group: str
+    version: str
+    resource: str
+    kind: str
+    why: str
+    #: Only needed with this DnaSpawner setting on (None: always).
+    setting: str | None = None
+
+
+def _grant(group: str, resource: str, verbs: str, why: str) -> list[Permission]:
+    return [Permission(group, resource, verb, why) for verb in verbs.split()]
+
+
+HUB_PERMISSIONS: tuple[Permission, ...] = tuple(
+    _grant("", "pods", "get list watch create delete", "KubeSpawner runs notebook pods")
+    + _grant("", "events", "list watch", "KubeSpawner shows pod events as spawn progress")
+    + _grant("kubeflow.org", "profiles", "get create patch", "DnaSpawner applies Profiles")
+    + _grant("", "namespaces", "get list watch", "DnaSpawner waits for profile namespaces")
+    + _grant("", "serviceaccounts", "list watch", "DnaSpawner waits for default-editor")
+    + _grant("kubeflow.org", "poddefaults", "create patch", "profile template: PodDefault")
+    + _grant(
+        "security.istio.io",
+        "authorizationpolicies",
+        "create patch",
+        "profile template: notebook AuthorizationPolicy",
+    )
+    + _grant(
+        "networking.k8s.io",
+        "networkpolicies",
+        "create patch",
+        "profile template: notebook NetworkPolicy",
+    )
+    + _grant("rbac.authorization.k8s.io", "roles", "create patch", "profile template: Kale Role")
+    + _grant(
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        "create patch",
+        "profile template: Kale RoleBinding",
+    )
+    + _grant("networking.istio.io", "envoyfilters", "create patch", "legacy EnvoyFilter template")
+    + _grant(
+        "argoproj.io",
+        "workflows",
+        "get list watch",
+        "held to grant them in the Kale Role (RBAC escalation prevention)",
+    )
+    + _grant(
+        "argoproj.io",
+        "workflowtaskresults",
+        "create patch",
+        "held to grant them in the Kale Role (RBAC escalation prevention)",
+    )
+)
+
+REQUIRED_KINDS: tuple[ServedKind, ...] = (
+    ServedKind("kubeflow.org", "v1", "profiles", "Profile", "Kubeflow profile controller's CRD"),
+    ServedKind(
+        "kubeflow.org", "v1alpha1", "poddefaults", "PodDefault", "Kubeflow admission webhook's CRD"
+    ),
+    ServedKind(
+        "security.istio.io", "v1", "authorizationpolicies", "AuthorizationPolicy", "Istio's CRDs"
+    ),
+    ServedKind(
+        "networking.istio.io",
+        "v1alpha3",
+        "envoyfilters",
+        "EnvoyFilter",
+        "Istio's CRDs",
+        setting="legacy_envoy_filter",
+    ),
+)
