@@ -10,7 +10,6 @@ through a real JupyterHub is in tests/test_e2e_browser.py.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +21,6 @@ import pytest
 import pytest_asyncio
 from jupyterhub import orm
 from jupyterhub.objects import Server
-from kubernetes_asyncio.config import kube_config
 from kubespawner import KubeSpawner
 
 from dna_hub import DnaSpawner
@@ -42,13 +40,6 @@ class HubUser(SimpleNamespace):
 
     async def get_auth_state(self) -> dict[str, Any]:
         return self.auth_state
-
-
-@pytest.fixture(autouse=True)
-def _hub_kubeconfig(control_plane: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    # kubernetes_asyncio read KUBECONFIG at import time, before the control_plane fixture
-    # set it to the hub's kubeconfig; KubeSpawner's load_kube_config() must see the hub's.
-    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", os.environ["KUBECONFIG"])
 
 
 @pytest_asyncio.fixture(loop_scope="session")

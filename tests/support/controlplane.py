@@ -801,29 +801,32 @@ async def _start_local(timeout: float) -> ControlPlane:
                 "client-key-data": _file_data(files["admin.key"]),
             },
         )
-        cp._spawn(
-            "kube-controller-manager",
-            [
-                str(bins["kube-controller-manager"]),
-                f"--kubeconfig={cp.admin_kubeconfig}",
-                f"--service-account-private-key-file={files['sa.key']}",
-                f"--root-ca-file={cp.ca_file}",
-                "--use-service-account-credentials=false",
-                "--leader-elect=false",
-                # No cloud, no real nodes: the controllers that need them stay off (the
-                # stand-in kubelet's nodes must not be tainted or evicted either).
-                "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service,"
-                "-route,-attachdetach",
-                "--port=0",
-                "--secure-port=0",
-                "--kube-api-qps=200",
-                "--kube-api-burst=400",
-                "--v=1",
-            ],
-        )
         cp._admin_config = await load_configuration(cp.admin_kubeconfig, workdir)
         async with cp.admin_client() as api:
             await _bootstrap(cp, api, paths.SHARED_DIR / "crds-k8s-1.20", timeout)
+            # Started once the CRDs are served, so its garbage collector knows Profiles from
+            # the start: a deleted Profile's namespace goes at once, not at the next
+            # 30-second discovery resync.
+            cp._spawn(
+                "kube-controller-manager",
+                [
+                    str(bins["kube-controller-manager"]),
+                    f"--kubeconfig={cp.admin_kubeconfig}",
+                    f"--service-account-private-key-file={files['sa.key']}",
+                    f"--root-ca-file={cp.ca_file}",
+                    "--use-service-account-credentials=false",
+                    "--leader-elect=false",
+                    # No cloud, no real nodes: the controllers that need them stay off (the
+                    # stand-in kubelet's nodes must not be tainted or evicted either).
+                    "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service,"
+                    "-route,-attachdetach",
+                    "--port=0",
+                    "--secure-port=0",
+                    "--kube-api-qps=200",
+                    "--kube-api-burst=400",
+                    "--v=1",
+                ],
+            )
             await _wait_controllers(cp, api, timeout)
         cp.check_alive()
         return cp

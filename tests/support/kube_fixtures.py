@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import pytest_asyncio
 from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.config import kube_config
 
 from tests.support import paths
 from tests.support.controlplane import (
@@ -95,10 +96,15 @@ async def control_plane() -> AsyncIterator[ControlPlane]:
     except ControlPlaneError as exc:
         pytest.fail(f"control plane failed to start: {exc}", pytrace=False)
     previous = os.environ.get("KUBECONFIG")
+    previous_default = kube_config.KUBE_CONFIG_DEFAULT_LOCATION
     os.environ["KUBECONFIG"] = str(cp.hub_kubeconfig)
+    # kubernetes_asyncio read KUBECONFIG when it was imported, before this fixture ran;
+    # KubeSpawner's load_kube_config() (in-process spawners) must find the hub's.
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(cp.hub_kubeconfig)
     try:
         yield cp
     finally:
+        kube_config.KUBE_CONFIG_DEFAULT_LOCATION = previous_default
         if previous is None:
             os.environ.pop("KUBECONFIG", None)
         else:
