@@ -108,3 +108,10 @@ async def test_login_to_jupyterlab_in_own_profile(
     assert pod["status"]["phase"] == "Running"
     assert pod["spec"]["serviceAccountName"] == "default-editor"
     assert pod["metadata"]["annotations"]["hub.jupyter.org/username"] == "alice"
+
+    # the hub's /metrics shows the provisioning
+    async with dna_hub.api() as api:
+        metrics = (await api.get(f"{dna_hub.url}/hub/metrics")).text
+    assert 'dna_hub_provisioning_duration_seconds_count{outcome="success",path="full"} 1.0' in (
+        metrics
+    )

@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.config import load_kube_config
+from prometheus_client import REGISTRY
 
 from dna_hub.errors import ApiFailure, OwnershipConflict, ProfileNotReady
 from dna_hub.k8s.api import NAMESPACE, PROFILE, SERVICE_ACCOUNT, KubeApi
@@ -24,6 +25,8 @@ from dna_hub.provisioning import DIGEST_ANNOTATION, ProfileProvisioner
 from dna_hub.rendering import ProfileContext, RenderedProfile, render_profile
 from tests.support.controlplane import ControlPlane
 from tests.support.faultproxy import FaultProxy
+
+DURATION_COUNT = "dna_hub_provisioning_duration_seconds_count"
 
 pytestmark = [pytest.mark.controlplane]
 
@@ -103,15 +106,24 @@ async def test_first_provisioning_creates_the_whole_profile(
     assert f"Waiting for namespace {namespace}…" in messages
 
 
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 async def test_repeat_provisioning_costs_one_request(
     provisioner: Callable[..., ProfileProvisioner], unique_name: Callable
 ) -> None:
     rendered = rendered_for(unique_name("again"))
+    full_before = sample(DURATION_COUNT, outcome="success", path="full")
+    fast_before = sample(DURATION_COUNT, outcome="success", path="fast")
     first = await provisioner().ensure(rendered)
     assert not first.up_to_date and first.requests > 1
     again = await provisioner().ensure(rendered)
     assert again.up_to_date
     assert again.requests == 1
+    # what the hub's /metrics shows
+    assert sample(DURATION_COUNT, outcome="success", path="full") == full_before + 1
+    assert sample(DURATION_COUNT, outcome="success", path="fast") == fast_before + 1
 
 
 async def test_changed_templates_are_applied_on_next_spawn(
@@ -191,13 +203,18 @@ async def test_someone_elses_profile_is_refused_and_untouched(
         await asyncio.sleep(0.1)
     before = await admin_kube.get(PROFILE, namespace)
     rendered = rendered_for(username, owner=f"{username}@example.com")
+    failures_before = sample("dna_hub_provisioning_failures_total", reason="ownership")
     with pytest.raises(OwnershipConflict) as info:
         await provisioner().ensure(rendered)
+    assert sample("dna_hub_provisioning_failures_total", reason="ownership") == failures_before + 1
     assert "belongs to someone else" in info.value.jupyterhub_message
     assert "mallory@example.com" in str(info.value)  # the admin sees who owns it
     after = await admin_kube.get(PROFILE, namespace)
-    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    # the controller stand-in may still be adding its finalizer or status; dna_hub wrote nothing
     assert after["metadata"]["uid"] == created["metadata"]["uid"]
+    assert after["spec"] == before["spec"]
+    assert after["metadata"].get("annotations") == before["metadata"].get("annotations")
+    assert "dna-hub" not in {m["manager"] for m in after["metadata"]["managedFields"]}
     # nothing namespaced was written either
     kind = await admin_kube.kind_for("kubeflow.org/v1alpha1", "PodDefault")
     assert await admin_kube.get(kind, "access-ml-pipeline", namespace) is None

@@ -45,6 +45,8 @@ c.DnaSpawner.image = "dna-hub/singleuser:local"
 c.DnaSpawner.start_timeout = 180
 c.DnaSpawner.http_timeout = 120
 c.DnaSpawner.profile_ready_timeout = 90
+# the admin service token may read /hub/metrics (provisioning metrics)
+c.JupyterHub.load_roles[0]["scopes"].append("read:metrics")
 """
 
 
