@@ -237,3 +237,34 @@ async def test_every_permission_is_needed_and_all_suffice(
         if e is not None and not is_forbidden(e)
     ]
     assert not wrong, "missing permissions must fail with 403:\n" + "\n".join(wrong)
+
+
+# --- the optional admission guard for Kubernetes >= 1.30 ------------------------------------
+
+GUARD_FILE = REPO_ROOT / "helm-values" / "hub-namespace-guard.yaml"
+
+
+def test_namespace_guard_is_valid_and_covers_every_namespaced_write() -> None:
+    import kubernetes_validate
+
+    policy, binding = [o for o in yaml.safe_load_all(GUARD_FILE.read_text()) if o]
+    for obj in (policy, binding):
+        kubernetes_validate.validate(obj, "1.30.0", strict=True)
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    guarded = {
+        (group, resource)
+        for rule in policy["spec"]["matchConstraints"]["resourceRules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    cluster_scoped = {("kubeflow.org", "profiles")}
+    writes = {
+        (p.group, p.resource)
+        for p in HUB_PERMISSIONS
+        if p.verb in {"create", "patch", "update", "delete"}
+    }
+    # a namespaced kind the hub may write but the guard does not cover would be a hole
+    assert writes - cluster_scoped <= guarded
+    (condition,) = policy["spec"]["matchConditions"]
+    assert "system:serviceaccount:jupyterhub:hub" in condition["expression"]
