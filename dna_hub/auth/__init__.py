@@ -2,7 +2,10 @@
 
 - `discovery`: fetch and check `<issuer>/.well-known/openid-configuration`.
 - `tokens`: verify id_tokens (PyJWT) against the provider's JWKS.
-- `oidc`: `DnaOIDCAuthenticator`, the JupyterHub authenticator built on both.
+- `claims`: pure rules from verified claims to the hub username, groups and the
+  Kubeflow identity.
+- `handlers`: the tornado login, callback and logout handlers (nonce, `iss`, RP logout).
+- `oidc`: `DnaOIDCAuthenticator`, the JupyterHub authenticator built on all of them.
 
 The auth_state keys the rest of dna_hub reads are constants here, so the spawner can
 import them without importing JupyterHub or oauthenticator.

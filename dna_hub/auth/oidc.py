@@ -9,7 +9,11 @@ cookie, managed groups, encrypted auth_state) and adds what "just OAuth2" lacks:
 - the hub username and the exact Kubeflow identity from configurable claims;
 - `refresh_user` that refreshes expiring tokens with the refresh token and never
   re-verifies a stored, naturally expired id_token (oauthenticator issue #793);
-- RP-initiated logout at the provider's `end_session_endpoint`.
+- RP-initiated logout at the provider's `end_session_endpoint` (`handlers.py`).
+
+The class holds the configuration and the flow; the tornado handlers live in
+`handlers.py` and the pure claim rules (username, groups, email_verified, Kubeflow
+identity) in `claims.py`, called by thin methods here that pass in the trait values.
 
 auth_state keys (see `dna_hub.auth`): `kubeflow_userid`, `groups`, `oidc_claims`,
 `expires_at`, plus oauthenticator's `access_token`, `refresh_token`, `id_token`, `scope`
@@ -20,21 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import secrets
 import time
-import unicodedata
 from inspect import isawaitable
 from typing import Any
 from urllib.parse import urlencode, urljoin
 
 from oauthenticator.generic import GenericOAuthenticator
-from oauthenticator.oauth2 import (
-    OAuthCallbackHandler,
-    OAuthLoginHandler,
-    OAuthLogoutHandler,
-    _deserialize_state,
-    _serialize_state,
-)
+from oauthenticator.oauth2 import _deserialize_state
 from tornado import web
 from tornado.httpclient import HTTPClientError
 from traitlets import Bool, Float, List, Unicode, default, validate
@@ -45,7 +41,14 @@ from . import (
     AUTH_STATE_GROUPS,
     AUTH_STATE_KUBEFLOW_USERID,
 )
+from . import claims as claim_rules
 from .discovery import DiscoveryCache, DiscoveryError, ProviderMetadata
+from .handlers import (
+    DnaOIDCCallbackHandler,
+    DnaOIDCLoginHandler,
+    DnaOIDCLogoutHandler,
+    LoginRejected,
+)
 from .tokens import (
     DEFAULT_ALGORITHMS,
     IdTokenVerifier,
@@ -62,72 +65,6 @@ _ENDPOINT_TRAITS = {
     "jwks_url": "jwks_uri",
     "end_session_url": "end_session_endpoint",
 }
-
-
-class LoginRejected(web.HTTPError):
-    """403 with a message the user sees on the hub's error page (no user is created)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(403, "%s", message)
-        # JupyterHub's error page shows this text.
-        self.jupyterhub_message = message
-
-
-class DnaOIDCLoginHandler(OAuthLoginHandler):
-    """oauthenticator's login redirect plus discovery and an OIDC `nonce`."""
-
-    _nonce: str = ""
-
-    async def get(self) -> None:
-        await self.authenticator.provider_metadata(user_facing=True)
-        # The nonce binds the id_token to this browser's login attempt (replay defence);
-        # it is stored, like the PKCE verifier, in oauthenticator's signed state cookie.
-        self._nonce = secrets.token_urlsafe(32)
-        super().get()
-
-    def set_state_cookie(self, state_cookie_value: str) -> None:
-        state = _deserialize_state(state_cookie_value)
-        state["nonce"] = self._nonce
-        super().set_state_cookie(_serialize_state(state))
-
-    def authorize_redirect(self, *args: Any, **kwargs: Any) -> None:
-        extra = dict(kwargs.pop("extra_params", None) or {})
-        extra["nonce"] = self._nonce
-        super().authorize_redirect(*args, extra_params=extra, **kwargs)
-
-
-class DnaOIDCCallbackHandler(OAuthCallbackHandler):
-    """oauthenticator's callback plus the RFC 9207 `iss` check against mix-up attacks."""
-
-    def check_arguments(self) -> None:
-        super().check_arguments()
-        iss = self.get_argument("iss", None)
-        if iss is not None and iss != self.authenticator.issuer:
-            raise LoginRejected(
-                f"The authorization response came from issuer {iss!r}, "
-                f"not the configured {self.authenticator.issuer!r}."
-            )
-
-
-class DnaOIDCLogoutHandler(OAuthLogoutHandler):
-    """Hub logout, then RP-initiated logout at the provider when it supports it."""
-
-    _id_token: str | None = None
-
-    async def get(self) -> None:
-        # Read the id_token before the default logout clears the login cookie.
-        user = self.current_user
-        if user is not None and self.authenticator.enable_auth_state:
-            auth_state = await user.get_auth_state() or {}
-            self._id_token = auth_state.get("id_token")
-        await super().get()
-
-    async def render_logout_page(self) -> None:
-        url = await self.authenticator.end_session_redirect(self, self._id_token)
-        if url:
-            self.redirect(url)
-            return
-        await super().render_logout_page()
 
 
 class DnaOIDCAuthenticator(GenericOAuthenticator):
@@ -366,6 +303,11 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
             self._startup_task = loop.create_task(self._startup_check())
 
     async def _startup_check(self) -> None:
+        """Log loudly at startup if the provider is unusable or cannot meet our config.
+
+        Only logs: the hub still starts (the provider may come back), but the admin sees
+        the cause now rather than at the first user's failed login.
+        """
         try:
             metadata = await self.provider_metadata()
         except Exception as e:
@@ -391,6 +333,7 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         self.log.info("OpenID provider %s discovered", metadata.issuer)
 
     async def httpfetch(self, url: str, *args: Any, **kwargs: Any) -> Any:
+        """oauthenticator's fetch with `http_timeout`, so a hung provider cannot hang logins."""
         # Every call to the provider gets a timeout unless http_request_kwargs has one.
         for key in ("connect_timeout", "request_timeout"):
             if key not in self.http_request_kwargs:
@@ -398,6 +341,7 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         return await super().httpfetch(url, *args, **kwargs)
 
     async def _fetch_json(self, url: str) -> Any:
+        """GET a JSON document from the provider (discovery, JWKS) with the hub's TLS rules."""
         return await self.httpfetch(
             url,
             label=f"fetching {url}",
@@ -439,6 +383,11 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         return metadata
 
     def _verifier(self) -> IdTokenVerifier:
+        """An id_token verifier for the current config; the JWKS cache outlives it.
+
+        The cache is rebuilt only when discovery moved `jwks_url`, so keys and the
+        refetch rate limit survive between logins.
+        """
         if self._jwks is None or self._jwks.jwks_uri != self.jwks_url:
             self._jwks = JWKSCache(
                 self.jwks_url,
@@ -467,66 +416,47 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
     # ------------------------------------------------------------------ identity
 
     def normalize_username(self, username: str) -> str:
-        # Stripped and lowercased so that Alice@X and alice@x are one hub user and the
-        # spawner's namespace policy sees one spelling.
-        username = username.strip().lower()
-        return self.username_map.get(username, username)
+        """Stripped and lowercased (then `username_map`): one hub user per person."""
+        return claim_rules.normalize_username(username, self.username_map)
 
     def validate_username(self, username: str) -> bool:
-        if any(unicodedata.category(c).startswith("C") for c in username):
+        """JupyterHub's check, after refusing control and format characters."""
+        if claim_rules.has_control_characters(username):
             return False
         return super().validate_username(username)
 
-    def _claim_str(self, claims: dict[str, Any], name: str) -> str | None:
-        value = claims.get(name) if name else None
-        return value if isinstance(value, str) and value.strip() else None
-
     def username_from_claims(self, claims: dict[str, Any]) -> str:
         """The normalised hub username, or LoginRejected with the reason."""
-        if callable(self.username_claim):
-            raw = self.username_claim(claims)
-            source = "username_claim"
-        else:
-            source = self.username_claim
-            raw = self._claim_str(claims, self.username_claim)
-            if raw is None and self.username_fallback_claim:
-                source = self.username_fallback_claim
-                raw = self._claim_str(claims, self.username_fallback_claim)
-        if not isinstance(raw, str) or not raw.strip():
-            raise LoginRejected(
-                f"Your account has no usable {self.username_claim!r} or "
-                f"{self.username_fallback_claim!r} claim for a hub username."
+        try:
+            return claim_rules.username_from_claims(
+                claims,
+                username_claim=self.username_claim,
+                fallback_claim=self.username_fallback_claim,
+                normalize=self.normalize_username,
+                validate=self.validate_username,
             )
-        if any(unicodedata.category(c).startswith("C") for c in raw):
-            raise LoginRejected(f"The {source!r} claim contains control characters.")
-        name = self.normalize_username(raw)
-        if not self.validate_username(name):
-            raise LoginRejected(f"{name!r} (from {source!r}) is not a valid hub username.")
-        return name
+        except claim_rules.ClaimError as e:
+            raise LoginRejected(str(e)) from None
 
     def groups_from_claims(self, claims: dict[str, Any]) -> list[str]:
-        value = claims.get(self.groups_claim) if self.groups_claim else None
-        if value is None:
+        """The user's groups from `groups_claim`; a malformed claim counts as none."""
+        groups = claim_rules.groups_from_claims(claims, self.groups_claim)
+        if groups is None:
+            value = claims.get(self.groups_claim)
+            self.log.warning("Ignoring non-list %r claim: %r", self.groups_claim, value)
             return []
-        if isinstance(value, str):
-            return [value]
-        if isinstance(value, list):
-            return [g for g in value if isinstance(g, str)]
-        self.log.warning("Ignoring non-list %r claim: %r", self.groups_claim, value)
-        return []
+        return groups
 
     def check_email_verified(self, claims: dict[str, Any]) -> None:
-        if not self.require_email_verified:
-            return
-        verified = claims.get("email_verified")
-        # Some providers (e.g. Cognito) send the string "true".
-        if verified is True or (isinstance(verified, str) and verified.lower() == "true"):
+        """LoginRejected unless the email is verified (when `require_email_verified`)."""
+        if not self.require_email_verified or claim_rules.email_verified(claims):
             return
         raise LoginRejected(
             "Your email address is not verified with the identity provider, so you cannot log in."
         )
 
     async def _userinfo(self, token_info: dict[str, Any], sub: str) -> dict[str, Any]:
+        """The userinfo claims for `sub`, or LoginRejected (no endpoint, other subject)."""
         if not self.userdata_url:
             raise LoginRejected("The provider has no userinfo endpoint (fetch_userinfo).")
         info = await self.httpfetch(
@@ -553,12 +483,12 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
             claims = {**info, **claims}
         self.check_email_verified(claims)
         username = self.username_from_claims(claims)
-        kubeflow_userid = self._claim_str(claims, self.kubeflow_userid_claim)
-        if kubeflow_userid is None:
-            raise LoginRejected(
-                f"Your account has no {self.kubeflow_userid_claim!r} claim, which Kubeflow "
-                "needs to identify you."
+        try:
+            kubeflow_userid = claim_rules.kubeflow_userid_from_claims(
+                claims, self.kubeflow_userid_claim
             )
+        except claim_rules.ClaimError as e:
+            raise LoginRejected(str(e)) from None
         auth_state = self.build_auth_state_dict(token_info, claims)
         if isawaitable(auth_state):
             auth_state = await auth_state
@@ -609,6 +539,7 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
     # ------------------------------------------------------------------ refresh
 
     def _needs_refresh(self, auth_state: dict[str, Any]) -> bool:
+        """True if the access token expires within `token_refresh_margin` seconds."""
         expires_at = auth_state.get(AUTH_STATE_EXPIRES_AT)
         if not isinstance(expires_at, int | float):
             return False  # the provider gave no lifetime: nothing tells us it is stale
