@@ -18,6 +18,7 @@ Everything here is pure: no I/O but reading the template files.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -139,7 +140,10 @@ def _json_value(value: Any) -> str:
         raise TemplateError(f"cannot insert a value of type {type(value).__name__}: {e}") from e
 
 
-def _environment(template_dirs: Sequence[Path]) -> ImmutableSandboxedEnvironment:
+@functools.lru_cache(maxsize=16)
+def _environment(template_dirs: tuple[Path, ...]) -> ImmutableSandboxedEnvironment:
+    """One environment per set of directories: templates are compiled once, not per spawn
+    (Jinja still notices an edited file by its modification time)."""
     loader = jinja2.FileSystemLoader([str(d) for d in template_dirs])
     return ImmutableSandboxedEnvironment(
         loader=loader,
@@ -234,7 +238,7 @@ def render_profile(
     template replaces it; other files add objects.
     """
     dirs = [Path(d) for d in extra_template_dirs] + [default_template_dir()]
-    env = _environment(dirs)
+    env = _environment(tuple(dirs))
     variables = context.template_variables()
     profiles: list[dict[str, Any]] = []
     namespaced: list[dict[str, Any]] = []
