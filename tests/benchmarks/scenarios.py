@@ -1,0 +1,490 @@
+"""The benchmark scenarios. Each returns a JSON-able dict; :mod:`.report` turns them into tables."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import resource
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kubernetes_asyncio.client import ApiClient, Configuration
+from kubernetes_asyncio.config import load_kube_config
+
+from dna_hub.errors import ProvisioningError
+from dna_hub.k8s.api import KubeApi
+from dna_hub.provisioning import ProfileProvisioner
+from dna_hub.rendering import RenderedProfile
+from tests.benchmarks import oldmethod
+from tests.benchmarks.harness import (
+    HUB_REQUEST_TIMEOUT,
+    Cluster,
+    LoopLagProbe,
+    cpu_seconds,
+    exists,
+    memory_kib,
+    rendered_for,
+    summary,
+    unique,
+    verify,
+)
+from tests.support.faultproxy import FaultProxy
+
+#: Progress messages DnaSpawner shows, in order: each starts a phase.
+PHASES = (
+    ("Provisioning your Kubeflow profile", "read"),
+    ("Waiting for namespace", "write_profile"),
+    ("Waiting for service account", "wait_namespace"),
+    ("Applying your profile", "wait_service_account"),
+)
+
+
+class OldMethod:
+    """The old platform's hook, with its kustomization written once per run."""
+
+    def __init__(self, c: Cluster, root: Path) -> None:
+        self.c = c
+        self.root = root
+        self.cache_dir = root / "home" / ".kube" / "cache"
+        oldmethod.write_kustomization(root, c.cp.hub_namespace)
+
+    async def spawn(self, rendered: RenderedProfile, timeout: float = 120) -> oldmethod.HookResult:
+        profile = rendered.profile
+        return await oldmethod.run_hook(
+            self.root,
+            self.c.cp.hub_kubeconfig,
+            user=profile["metadata"]["annotations"]["dna-hub.io/hub-username"],
+            profile=profile["metadata"]["name"],
+            owner=profile["spec"]["owner"]["name"],
+            cache_dir=self.cache_dir,
+            timeout=timeout,
+        )
+
+
+async def dna_spawn(
+    api_client: ApiClient, rendered: RenderedProfile, *, ready_timeout: float = 120
+) -> tuple[Any, dict[str, float]]:
+    """DnaSpawner.provision_profile's provisioning: a fresh KubeApi on the shared client."""
+    marks: list[tuple[str, float]] = []
+
+    def progress(message: str) -> None:
+        marks.append((message, time.perf_counter()))
+
+    started = time.perf_counter()
+    provisioner = ProfileProvisioner(
+        KubeApi(api_client, request_timeout=HUB_REQUEST_TIMEOUT), ready_timeout=ready_timeout
+    )
+    result = await provisioner.ensure(rendered, progress=progress)
+    ended = time.perf_counter()
+    phases: dict[str, float] = {}
+    previous = started
+    names = [name for _, name in PHASES] + ["apply_objects"]
+    for (message, at), name in zip([*marks, ("end", ended)], names, strict=False):
+        del message
+        phases[name] = at - previous
+        previous = at
+    return result, phases
+
+
+# --------------------------------------------------------------------------- 1 + 2
+
+
+async def first_and_repeat(c: Cluster, api_client: ApiClient, old: OldMethod, samples: int) -> dict:
+    """Brand-new users, one at a time, the two methods interleaved; then repeat spawns."""
+    # Warm up as a long-running hub is warm: connections, kubectl's discovery cache.
+    await dna_spawn(api_client, rendered_for(unique("warm")))
+    await old.spawn(rendered_for(unique("warmold")))
+
+    dna_rows: list[dict[str, Any]] = []
+    old_rows: list[dict[str, Any]] = []
+    dna_users: list[RenderedProfile] = []
+    old_users: list[RenderedProfile] = []
+    for _ in range(samples):
+        rendered = rendered_for(unique("first"))
+        result, phases = await dna_spawn(api_client, rendered)
+        dna_rows.append({"seconds": result.seconds, "requests": result.requests, "phases": phases})
+        dna_users.append(rendered)
+
+        rendered = rendered_for(unique("firstold"))
+        hook = await old.spawn(rendered)
+        old_rows.append(
+            {
+                "seconds": hook.seconds,
+                "requests": hook.requests,
+                "ok": hook.ok,
+                "applies": [
+                    {"rc": a.returncode, "seconds": a.seconds, "requests": a.requests}
+                    for a in hook.applies
+                ],
+                "first_apply_error": hook.applies[0].error[:300],
+            }
+        )
+        old_users.append(rendered)
+
+    dna_missing = [m for m in await asyncio.gather(*(verify(c.admin, r) for r in dna_users)) if m]
+    old_missing = [m for m in await asyncio.gather(*(exists(c.admin, r) for r in old_users)) if m]
+
+    repeat_dna: list[dict[str, Any]] = []
+    for rendered in dna_users:
+        result, _ = await dna_spawn(api_client, rendered)
+        repeat_dna.append(
+            {
+                "seconds": result.seconds,
+                "requests": result.requests,
+                "up_to_date": result.up_to_date,
+            }
+        )
+    repeat_old: list[dict[str, Any]] = []
+    for rendered in old_users:
+        hook = await old.spawn(rendered)
+        repeat_old.append({"seconds": hook.seconds, "requests": hook.requests, "ok": hook.ok})
+
+    dna_s = summary([r["seconds"] for r in dna_rows])
+    old_s = summary([r["seconds"] for r in old_rows])
+    phase_names = list(dna_rows[0]["phases"]) if dna_rows else []
+    return {
+        "samples": samples,
+        "dna": {
+            "seconds": dna_s,
+            "requests": summary([r["requests"] for r in dna_rows]),
+            "phases_median": {
+                name: summary([r["phases"].get(name, 0.0) for r in dna_rows])["median"]
+                for name in phase_names
+            },
+            "missing_after": dna_missing,
+        },
+        "old": {
+            "seconds": old_s,
+            "requests": summary([r["requests"] for r in old_rows]),
+            "apply_seconds_median": [
+                summary([r["applies"][i]["seconds"] for r in old_rows])["median"] for i in (0, 1)
+            ],
+            "first_apply_failed": sum(r["applies"][0]["rc"] != 0 for r in old_rows),
+            "second_apply_failed": sum(r["applies"][1]["rc"] != 0 for r in old_rows),
+            "first_apply_error_example": next(
+                (r["first_apply_error"] for r in old_rows if r["first_apply_error"]), ""
+            ),
+            "missing_after": old_missing,
+        },
+        "ratio_median": old_s["median"] / dna_s["median"] if dna_s.get("median") else None,
+        "ratio_mean": old_s["mean"] / dna_s["mean"] if dna_s.get("mean") else None,
+        "repeat": {
+            "dna": {
+                "seconds": summary([r["seconds"] for r in repeat_dna]),
+                "requests": summary([r["requests"] for r in repeat_dna]),
+                "all_up_to_date": all(r["up_to_date"] for r in repeat_dna),
+            },
+            "old": {
+                "seconds": summary([r["seconds"] for r in repeat_old]),
+                "requests": summary([r["requests"] for r in repeat_old]),
+                "failed": sum(not r["ok"] for r in repeat_old),
+            },
+        },
+    }
+
+
+# --------------------------------------------------------------------------- 3 + 4
+
+
+async def storm_dna(
+    c: Cluster, api_client: ApiClient, n: int, ready_timeout: float, *, render_in_loop: bool = True
+) -> dict:
+    """``n`` brand-new users at once in this event loop, as ``n`` spawns in one hub.
+
+    ``render_in_loop``: each spawn renders its templates first, in the event loop, as
+    ``DnaSpawner.provision_profile`` does; otherwise they are rendered before the clock
+    starts, and only ``ProfileProvisioner.ensure`` runs in the storm.
+    """
+    usernames = [unique(f"s{n}-") for _ in range(n)]
+    prerendered = {} if render_in_loop else {u: rendered_for(u) for u in usernames}
+    render_seconds: list[float] = []
+    phases: list[dict[str, float]] = []
+
+    async def one(username: str) -> tuple[Any, RenderedProfile]:
+        started = time.perf_counter()
+        rendered = prerendered.get(username) or rendered_for(username)
+        if render_in_loop:
+            render_seconds.append(time.perf_counter() - started)
+        result, phase = await dna_spawn(api_client, rendered, ready_timeout=ready_timeout)
+        phases.append(phase)
+        return result, rendered
+
+    memory_before = memory_kib()
+    pids = c.pids()
+    cpu_before = cpu_seconds(pids)
+    started = time.perf_counter()
+    with LoopLagProbe() as probe:
+        outcomes = await asyncio.gather(*(one(u) for u in usernames), return_exceptions=True)
+    wall = time.perf_counter() - started
+    cpu_after = cpu_seconds(pids)
+    memory_after = memory_kib()
+    results = [o[0] for o in outcomes if not isinstance(o, BaseException)]
+    errors = [describe_error(o) for o in outcomes if isinstance(o, BaseException)]
+    # Every profile the storm reported ready really is complete (checked after the clock).
+    renders = [o[1] for o in outcomes if not isinstance(o, BaseException)]
+    missing = [m for m in await bounded_gather([lambda r=r: verify(c.admin, r) for r in renders])]
+    return {
+        "users": n,
+        "render_in_loop": render_in_loop,
+        "succeeded": len(results),
+        "failed": len(errors),
+        "errors": sorted(set(errors))[:5],
+        "incomplete_after": sum(1 for m in missing if m),
+        "wall_seconds": wall,
+        "per_user_seconds": summary([r.seconds for r in results]),
+        "requests_per_spawn": summary([r.requests for r in results]),
+        "render_ms_max": max(render_seconds, default=0) * 1000,
+        "render_ms_median": summary(render_seconds).get("median", 0) * 1000,
+        "phases_median": {
+            name: summary([p.get(name, 0.0) for p in phases])["median"]
+            for name in (phases[0] if phases else {})
+        },
+        "cpu_seconds": {name: cpu_after[name] - cpu_before[name] for name in pids},
+        "loop_stall_on_cpu_max_ms": probe.max_busy_ms,
+        "loop_stall_worst_at_seconds": probe.worst_busy_at,
+        "loop_lag_max_ms": probe.max_ms,
+        "loop_lag_p99_ms": probe.p99_ms,
+        "memory_kib_before": memory_before,
+        "memory_kib_after": memory_after,
+    }
+
+
+async def bounded_gather(calls: list[Callable[[], Any]], limit: int = 20) -> list[Any]:
+    semaphore = asyncio.Semaphore(limit)
+
+    async def run(call: Callable[[], Any]) -> Any:
+        async with semaphore:
+            return await call()
+
+    return await asyncio.gather(*(run(call) for call in calls))
+
+
+async def tracemalloc_storm(c: Cluster, api_client: ApiClient, n: int) -> dict:
+    """A separate, small storm under tracemalloc: Python heap per concurrent spawn."""
+    tracemalloc.start()
+    try:
+        baseline, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        result = await storm_dna(c, api_client, n, ready_timeout=600)
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return {
+        "users": n,
+        "succeeded": result["succeeded"],
+        "peak_mib": (peak - baseline) / 2**20,
+        "retained_mib": (current - baseline) / 2**20,
+        "peak_kib_per_user": (peak - baseline) / 1024 / n,
+    }
+
+
+def old_method_concurrency_limit(peak_child_kib: int) -> int:
+    """How many kubectl processes fit in half of the available memory."""
+    available = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            available = int(line.split()[1])
+    return max(1, int(available * 0.5 // max(peak_child_kib, 1)))
+
+
+async def storm_old(old: OldMethod, n: int, time_cap: float, concurrency: int) -> dict:
+    """``n`` old-method hooks at once (each its own kubectl processes), capped by time."""
+    renders = [rendered_for(unique(f"o{n}-")) for _ in range(n)]
+    semaphore = asyncio.Semaphore(concurrency)
+    finished: list[oldmethod.HookResult] = []
+
+    async def one(rendered: RenderedProfile) -> None:
+        async with semaphore:
+            finished.append(await old.spawn(rendered, timeout=time_cap))
+
+    pids = old.c.pids()
+    cpu_before = cpu_seconds(pids)
+    children_before = _children_cpu()
+    started = time.perf_counter()
+    capped = False
+    with LoopLagProbe() as probe:
+        tasks = [asyncio.ensure_future(one(r)) for r in renders]
+        done, pending = await asyncio.wait(tasks, timeout=time_cap)
+        if pending:
+            capped = True
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+    wall = time.perf_counter() - started
+    cpu_after = cpu_seconds(pids)
+    cpu = {name: cpu_after[name] - cpu_before[name] for name in pids}
+    cpu["kubectl processes"] = _children_cpu() - children_before
+    errors = [describe_error(t.exception()) for t in done if t.exception() is not None]
+    ok = [h for h in finished if h.ok]
+    return {
+        "users": n,
+        "concurrency": min(n, concurrency),
+        "time_cap_seconds": time_cap,
+        "capped": capped,
+        "finished": len(finished),
+        "succeeded": len(ok),
+        "failed": len(finished) - len(ok),
+        "errors": sorted(set(errors))[:5],
+        "wall_seconds": wall,
+        "per_user_seconds": summary([h.seconds for h in finished]),
+        "requests_per_spawn": summary([h.requests for h in finished]),
+        "cpu_seconds": cpu,
+        "loop_lag_max_ms": probe.max_ms,
+        "loop_stall_on_cpu_max_ms": probe.max_busy_ms,
+    }
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def describe_error(error: BaseException | None) -> str:
+    if error is None:
+        return ""
+    return f"{type(error).__name__}: {error}"
+
+
+# --------------------------------------------------------------------------- 5
+
+
+def _profile_template_dir(root: Path) -> Path:
+    """The default Profile template plus the stand-in's delay annotations.
+
+    A short controller delay makes the namespace list come back empty (so the watch is
+    really used), and a step delay does the same for ``default-editor``.
+    """
+    source = (Path(__file__).parents[2] / "profile-templates" / "00-profile.yaml.j2").read_text()
+    extra = (
+        "    dna-hub.test/controller-delay-seconds: '0.3'\n"
+        "    dna-hub.test/controller-step-delay-seconds: '0.3'\n"
+    )
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "00-profile.yaml.j2").write_text(
+        source.replace("  annotations:\n", "  annotations:\n" + extra, 1)
+    )
+    return root
+
+
+def fault_rows(rendered: RenderedProfile) -> list[tuple[str, str, str, int]]:
+    """``(label, method, path regex, requests of that kind to let through first)``."""
+    ns = re.escape(rendered.profile["metadata"]["name"])
+    profile = rf"^/apis/kubeflow\.org/v1/profiles/{ns}$"
+    rows = [
+        ("GET Profile", "GET", rf"^/apis/kubeflow\.org/v1/profiles/{ns}$", 0),
+        ("GET Namespace (owner check)", "GET", rf"^/api/v1/namespaces/{ns}$", 0),
+        ("PATCH Profile (create, unforced)", "PATCH", profile, 0),
+        ("PATCH Profile (record digest)", "PATCH", profile, 1),
+        ("LIST Namespace", "GET", r"^/api/v1/namespaces$", 0),
+        ("WATCH Namespace", "GET", r"^/api/v1/namespaces$", 1),
+        ("LIST ServiceAccount", "GET", rf"^/api/v1/namespaces/{ns}/serviceaccounts$", 0),
+        ("WATCH ServiceAccount", "GET", rf"^/api/v1/namespaces/{ns}/serviceaccounts$", 1),
+    ]
+    for obj in rendered.namespaced:
+        plural = {
+            "PodDefault": "poddefaults",
+            "AuthorizationPolicy": "authorizationpolicies",
+            "NetworkPolicy": "networkpolicies",
+            "Role": "roles",
+            "RoleBinding": "rolebindings",
+            "EnvoyFilter": "envoyfilters",
+        }[obj["kind"]]
+        name = re.escape(obj["metadata"]["name"])
+        rows.append((f"PATCH {obj['kind']}", "PATCH", rf"/namespaces/{ns}/{plural}/{name}$", 0))
+    return rows
+
+
+FAULTS = ("409", "429", "500", "timeout")
+
+
+async def fault_matrix(c: Cluster, workdir: Path, cell_timeout: float = 120) -> dict:
+    template_dir = _profile_template_dir(workdir / "fault-templates")
+    example = rendered_for(unique("fx"), template_dir)
+    labels = [label for label, *_ in fault_rows(example)]
+    cells: list[dict[str, Any]] = []
+    with FaultProxy.for_kubeconfig(c.cp.hub_kubeconfig, c.cp.ca_file) as proxy:
+        kubeconfig = proxy.write_kubeconfig(c.cp.hub_kubeconfig, workdir / "fault.kubeconfig")
+        configuration = Configuration()
+        await load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+        async with ApiClient(configuration) as api_client:
+            for index, label in enumerate(labels):
+                for fault in FAULTS:
+                    rendered = rendered_for(unique("f"), template_dir)
+                    _, method, path, skip = fault_rows(rendered)[index]
+                    proxy.clear_rules()
+                    if skip:
+                        proxy.add_rule(method, path, action="delay", hold_seconds=0, times=skip)
+                    if fault == "timeout":
+                        rule = proxy.add_rule(
+                            method,
+                            path,
+                            action="timeout",
+                            hold_seconds=HUB_REQUEST_TIMEOUT + 2,
+                            times=1,
+                        )
+                    else:
+                        rule = proxy.add_rule(method, path, status=int(fault), times=1)
+                    cells.append(
+                        await _fault_cell(c, api_client, proxy, rendered, label, fault, rule,
+                                          cell_timeout)
+                    )  # fmt: skip
+    return {
+        "rows": labels,
+        "faults": list(FAULTS),
+        "cells": cells,
+        "retry_policy": "RetryPolicy() defaults: 5 attempts, 0.2 s base, 5 s cap",
+        "request_timeout": HUB_REQUEST_TIMEOUT,
+    }
+
+
+async def _fault_cell(
+    c: Cluster,
+    api_client: ApiClient,
+    proxy: FaultProxy,
+    rendered: RenderedProfile,
+    label: str,
+    fault: str,
+    rule: Any,
+    cell_timeout: float,
+) -> dict:
+    cell: dict[str, Any] = {"request": label, "fault": fault}
+    api = KubeApi(api_client, request_timeout=HUB_REQUEST_TIMEOUT)
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(cell_timeout):
+            result = await ProfileProvisioner(api, ready_timeout=60).ensure(rendered)
+        cell["outcome"] = "success"
+        cell["requests"] = result.requests
+    except ProvisioningError as e:
+        cell["outcome"] = "error"
+        cell["clear"] = True
+        cell["user_message"] = e.user_message
+        cell["detail"] = e.detail
+    except Exception as e:
+        cell["outcome"] = "error"
+        cell["clear"] = False
+        cell["detail"] = describe_error(e)
+    cell["seconds"] = time.perf_counter() - started
+    cell["exercised"] = rule.hits > 0
+    cell["hits"] = rule.hits
+    proxy.clear_rules()
+    # The next spawn: forced (DnaSpawner forces after a failed start), no faults.
+    try:
+        async with asyncio.timeout(cell_timeout):
+            await ProfileProvisioner(
+                KubeApi(api_client, request_timeout=HUB_REQUEST_TIMEOUT), ready_timeout=60
+            ).ensure(rendered, force=True)
+        missing = await verify(c.admin, rendered)
+        cell["converged"] = missing is None
+        if missing:
+            cell["convergence_problem"] = missing
+    except Exception as e:
+        cell["converged"] = False
+        cell["convergence_problem"] = describe_error(e)
+    with contextlib.suppress(Exception):
+        del api
+    return cell
