@@ -26,7 +26,7 @@ import copy
 import logging
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -35,7 +35,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from .errors import ApiFailure, OwnershipConflict, ProfileNotReady, ProvisioningError
 from .k8s.api import NAMESPACE, PROFILE, SERVICE_ACCOUNT, Kind, KubeApi
-from .k8s.retry import describe
+from .k8s.retry import describe, is_retryable
 from .metrics import PROVISIONING_DURATION, PROVISIONING_FAILURES, PROVISIONING_REQUESTS
 from .rendering import RenderedProfile
 
@@ -79,6 +79,18 @@ def _apply_waves(objects: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str,
     bindings = [o for o in objects if o["kind"] == "RoleBinding"]
     others = [o for o in objects if o["kind"] != "RoleBinding"]
     return [wave for wave in (others, bindings) if wave]
+
+
+async def _all(*calls: Awaitable[Any]) -> list[Any]:
+    """Run concurrently; on the first failure cancel the rest and raise that failure."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 class ProfileProvisioner:
@@ -155,12 +167,23 @@ class ProfileProvisioner:
         await self._wait_for(
             NAMESPACE, None, namespace, lambda ns: self._namespace_ready(ns, owner)
         )
-        progress(f"Waiting for service account {self.service_account} in {namespace}…")
-        await self._wait_for(SERVICE_ACCOUNT, namespace, self.service_account, lambda _: True)
-
         progress("Applying your profile's access policies…")
-        for wave in _apply_waves(rendered.namespaced):
-            await asyncio.gather(
+        # The namespace exists: apply into it while the controller makes default-editor.
+        await _all(
+            self._apply_namespaced(rendered.namespaced),
+            self._wait_for(SERVICE_ACCOUNT, namespace, self.service_account, lambda _: True),
+        )
+        await self._request(
+            f"record the applied digest on Profile {namespace}",
+            self.api.apply(
+                _with_digest(rendered.profile, rendered.digest), field_manager=FIELD_MANAGER
+            ),
+        )
+        return False
+
+    async def _apply_namespaced(self, objects: Sequence[Mapping[str, Any]]) -> None:
+        for wave in _apply_waves(objects):
+            await _all(
                 *(
                     self._request(
                         f"apply {obj['kind']} {obj['metadata']['name']}",
@@ -169,13 +192,6 @@ class ProfileProvisioner:
                     for obj in wave
                 )
             )
-        await self._request(
-            f"record the applied digest on Profile {namespace}",
-            self.api.apply(
-                _with_digest(rendered.profile, rendered.digest), field_manager=FIELD_MANAGER
-            ),
-        )
-        return False
 
     async def _write_profile(
         self, rendered: RenderedProfile, owner: str, *, exists: bool
@@ -241,11 +257,17 @@ class ProfileProvisioner:
         name: str,
         accept: Callable[[dict[str, Any]], bool],
     ) -> dict[str, Any]:
-        """List, then watch from the list's resourceVersion, until ``accept`` is true."""
+        """List, then watch from the list's resourceVersion, until ``accept`` is true.
+
+        A watch holds an HTTP connection for its whole life, from the pool every other
+        request of the hub uses; so at most ``KubeApi.watch_slots`` are open at once, and a
+        spawn that finds them all taken polls (list, with growing pauses) until one frees.
+        """
         what = f"{kind.kind} {name}" + (f" in {namespace}" if namespace else "")
         selector = f"metadata.name={name}"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.ready_timeout
+        pause = 0.25
         try:
             async with asyncio.timeout_at(deadline):
                 while True:
@@ -255,26 +277,17 @@ class ProfileProvisioner:
                     for item in listing.get("items", []):
                         if accept(item):
                             return item
-                    version = listing["metadata"]["resourceVersion"]
-                    remaining = max(1, int(deadline - loop.time()))
-                    try:
-                        async for event in self.api.watch(
-                            kind,
-                            namespace,
-                            field_selector=selector,
-                            resource_version=version,
-                            timeout_seconds=remaining,
-                        ):
-                            kind_of_event = event.get("type")
-                            if kind_of_event in ("ADDED", "MODIFIED") and accept(event["object"]):
-                                return event["object"]
-                            if kind_of_event == "ERROR":
-                                break  # e.g. 410 Gone: list again
-                    except aiohttp.ClientError as e:
-                        # A dropped watch is normal (API server restart, proxy idle timeout):
-                        # list again, after a pause so a broken server is not hammered.
-                        self.log.info("watch of %s interrupted (%s); listing again", what, e)
-                        await asyncio.sleep(0.5)
+                    slots = self.api.watch_slots()
+                    if slots.locked():
+                        await asyncio.sleep(pause)
+                        pause = min(pause * 2, 2.0)
+                        continue
+                    async with slots:
+                        found = await self._watch_once(
+                            kind, namespace, selector, listing, accept, deadline, what
+                        )
+                    if found is not None:
+                        return found
         except TimeoutError:
             raise ProfileNotReady(
                 "Your Kubeflow profile was not ready in time. Please try again; if this keeps "
@@ -282,8 +295,42 @@ class ProfileProvisioner:
                 f"{what} did not appear within {self.ready_timeout:.0f}s "
                 "(is Kubeflow's profile controller running?)",
             ) from None
+
+    async def _watch_once(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        selector: str,
+        listing: Mapping[str, Any],
+        accept: Callable[[dict[str, Any]], bool],
+        deadline: float,
+        what: str,
+    ) -> dict[str, Any] | None:
+        """One watch from the listing's resourceVersion: the object, or None to list again."""
+        remaining = max(1, int(deadline - asyncio.get_running_loop().time()))
+        try:
+            async for event in self.api.watch(
+                kind,
+                namespace,
+                field_selector=selector,
+                resource_version=listing["metadata"]["resourceVersion"],
+                timeout_seconds=remaining,
+            ):
+                event_type = event.get("type")
+                if event_type in ("ADDED", "MODIFIED") and accept(event["object"]):
+                    return event["object"]
+                if event_type == "ERROR":
+                    return None  # e.g. 410 Gone: list again
         except ApiException as e:
-            raise self._api_failure(f"wait for {what}", e) from e
+            if not is_retryable(e):
+                raise self._api_failure(f"watch {what}", e) from e
+            self.log.info("watch of %s answered %s; listing again", what, describe(e))
+        except (aiohttp.ClientError, TimeoutError) as e:
+            # A dropped or stalled watch is normal (API server restart, proxy idle timeout);
+            # this TimeoutError is the request's own: the overall deadline cancels instead.
+            self.log.info("watch of %s interrupted (%s); listing again", what, describe(e))
+        await asyncio.sleep(0.5)  # so a failing server is not hammered
+        return None
 
     async def _request(self, what: str, call: Any) -> Any:
         """Await one API call, turning a final failure into an actionable error."""

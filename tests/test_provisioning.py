@@ -398,3 +398,33 @@ async def test_forbidden_is_not_retried(
     assert rule.hits == 1
     assert info.value.reason == "forbidden"
     assert "hub-rbac.yaml" in str(info.value)
+
+
+@pytest.mark.parametrize("status", [409, 429, 500, 504])
+async def test_a_failing_watch_is_listed_again(
+    faulty: tuple[FaultProxy, KubeApi], admin_kube: KubeApi, unique_name: Callable, status: int
+) -> None:
+    proxy, kube = faulty
+    rule = proxy.add_rule("GET", r"^/api/v1/namespaces$", query="watch=true", status=status)
+    rendered = rendered_for(unique_name("watchfail"))
+    await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered)
+    await assert_provisioned(admin_kube, rendered)
+    assert rule.hits == 1
+
+
+async def test_without_free_watch_slots_provisioning_polls(
+    faulty: tuple[FaultProxy, KubeApi],
+    admin_kube: KubeApi,
+    unique_name: Callable,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proxy, kube = faulty
+    # every watch slot of this loop taken (as by many spawns waiting at once)
+    monkeypatch.setitem(KubeApi._watch_slots, asyncio.get_running_loop(), asyncio.Semaphore(0))
+    proxy.clear_records()
+    rendered = rendered_for(unique_name("nowatch"))
+    await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered)
+    await assert_provisioned(admin_kube, rendered)
+    lists = [r for r in proxy.records if r.path == "/api/v1/namespaces"]
+    assert lists, "the namespace was never listed"
+    assert not [r for r in proxy.records if "watch=true" in r.query]

@@ -10,7 +10,9 @@ assert what a spawn costs.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import weakref
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -79,6 +81,11 @@ class KubeApi:
 
     #: Kinds found by discovery, shared by every instance (discovery data is per cluster).
     _discovered: ClassVar[dict[tuple[str, str], Kind]] = {}
+    #: At most this many watches open at once per event loop (see ``watch_slots``).
+    max_watches: ClassVar[int] = 40
+    _watch_slots: ClassVar[
+        weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
+    ] = weakref.WeakKeyDictionary()
 
     def __init__(
         self,
@@ -92,6 +99,17 @@ class KubeApi:
         self.retry = retry or RetryPolicy()
         #: HTTP requests sent, retries included.
         self.requests = 0
+
+    @classmethod
+    def watch_slots(cls) -> asyncio.Semaphore:
+        """The running loop's watch slots: a watch holds a pooled connection for minutes,
+        and the pool (kubernetes_asyncio's default: 100) also serves every short request
+        of the hub, KubeSpawner's included; unbounded watches would starve them."""
+        loop = asyncio.get_running_loop()
+        slots = cls._watch_slots.get(loop)
+        if slots is None:
+            slots = cls._watch_slots[loop] = asyncio.Semaphore(cls.max_watches)
+        return slots
 
     async def _call(
         self,

@@ -110,9 +110,15 @@ class Rule:
     message: str | None = None
     retry_after: int | None = None
     hits: int = 0
+    #: Optional regex the query string must match too (e.g. ``watch=true``).
+    query: re.Pattern[str] | None = None
 
-    def matches(self, method: str, path: str) -> bool:
-        return (self.method in ("*", method)) and bool(self.path.search(path))
+    def matches(self, method: str, path: str, query: str = "") -> bool:
+        return (
+            self.method in ("*", method)
+            and bool(self.path.search(path))
+            and (self.query is None or bool(self.query.search(query)))
+        )
 
     @property
     def exhausted(self) -> bool:
@@ -218,6 +224,7 @@ class FaultProxy:
         reason: str | None = None,
         message: str | None = None,
         retry_after: int | None = None,
+        query: str | None = None,
     ) -> Rule:
         if action not in ("status", "timeout", "delay"):
             raise ValueError(f"unknown action {action!r}")
@@ -233,6 +240,7 @@ class FaultProxy:
             reason,
             message,
             retry_after,
+            query=re.compile(query) if query is not None else None,
         )
         with self._lock:
             self._rules.append(rule)
@@ -262,10 +270,10 @@ class FaultProxy:
             and (injected is None or (r.injected is not None) == injected)
         )
 
-    def _take_rule(self, method: str, path: str) -> Rule | None:
+    def _take_rule(self, method: str, path: str, query: str = "") -> Rule | None:
         with self._lock:
             for rule in self._rules:
-                if not rule.exhausted and rule.matches(method, path):
+                if not rule.exhausted and rule.matches(method, path, query):
                     rule.hits += 1
                     return rule
         return None
@@ -358,7 +366,7 @@ class FaultProxy:
     # ---- request handling
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        rule = self._take_rule(request.method, request.path)
+        rule = self._take_rule(request.method, request.path, request.query_string)
         if rule is not None:
             if rule.action == "status":
                 return self._inject(request, rule, rule.status)
