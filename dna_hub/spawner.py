@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import string
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from traitlets import Bool, Dict, Float, Integer, List, Unicode, default, valida
 
 from .errors import ConfigurationError, ProvisioningError
 from .k8s.api import KubeApi
+from .metrics import PROVISIONING_FAILURES
 from .naming import (
     DEFAULT_NAMESPACE_TEMPLATE,
     NamespacePolicyError,
@@ -118,6 +120,16 @@ class DnaSpawner(KubeSpawner):
         identity.""",
     )
 
+    @validate("profile_owner_fallback")
+    def _validate_owner_fallback(self, proposal: dict[str, Any]) -> str:
+        fields = {f for _, f, _, _ in string.Formatter().parse(proposal["value"]) if f is not None}
+        if fields - {"username"}:
+            raise ValueError(
+                f"profile_owner_fallback {proposal['value']!r} may only use {{username}}, "
+                f"not {sorted(fields - {'username'})}"
+            )
+        return proposal["value"]
+
     profile_resource_quota = Dict(
         config=True,
         help="""Kubernetes ResourceQuotaSpec for every profile (Profile.spec.resourceQuotaSpec),
@@ -151,6 +163,21 @@ class DnaSpawner(KubeSpawner):
         help="""Seconds to wait for the Kubeflow profile controller to create the user's
         namespace and default-editor service account before the spawn fails.""",
     )
+
+    max_concurrent_watches = Integer(
+        40,
+        config=True,
+        help="""Most watches (namespace, default-editor) provisioning keeps open at once. Each
+        holds a connection of the Kubernetes client pool KubeSpawner shares (100 by
+        default); spawns beyond this wait by polling instead, so a login storm cannot starve
+        the hub's other requests. Keep it well below the pool size. Read at the first spawn.""",
+    )
+
+    @validate("max_concurrent_watches")
+    def _validate_max_watches(self, proposal: dict[str, Any]) -> int:
+        if proposal["value"] < 1:
+            raise ValueError("max_concurrent_watches must be at least 1")
+        return proposal["value"]
 
     # --- the notebook's access to Kubeflow Pipelines ----------------------------------------
 
@@ -317,10 +344,19 @@ class DnaSpawner(KubeSpawner):
 
     async def provision_profile(self) -> ProvisionResult:
         """Render and apply this user's Kubeflow profile; wait until it is ready."""
-        self._apply_namespace_policy(strict=True)
-        rendered = self.render_profile(await self.profile_owner())
+        try:
+            self._apply_namespace_policy(strict=True)
+            rendered = self.render_profile(await self.profile_owner())
+        except ProvisioningError as e:
+            PROVISIONING_FAILURES.labels(e.reason).inc()
+            self.log.error("Cannot provision a profile for %s: %s", self.user.name, e)
+            raise
         provisioner = ProfileProvisioner(
-            KubeApi(self.api.api_client, request_timeout=self.k8s_api_request_timeout),
+            KubeApi(
+                self.api.api_client,
+                request_timeout=self.k8s_api_request_timeout,
+                max_watches=self.max_concurrent_watches,
+            ),
             ready_timeout=self.profile_ready_timeout,
             service_account=self.service_account or "default-editor",
             log=self.log,

@@ -112,3 +112,14 @@ def test_render_refuses_a_bad_namespace_template(tmp_path: Path) -> None:
     result = render("--user", "kube-system", "--owner", "x@y", "--config", str(config))
     assert result.returncode == 2
     assert "reserved namespace 'kube-system'" in result.stderr
+
+
+def test_a_bad_owner_fallback_is_refused_at_config_time(tmp_path: Path) -> None:
+    config = tmp_path / "jupyterhub_config.py"
+    config.write_text(
+        "c = get_config()  # noqa\nc.DnaSpawner.profile_owner_fallback = '{user.name}@x'\n"
+    )
+    result = render("--user", "bob", "--config", str(config))
+    assert result.returncode == 2
+    assert "may only use {username}" in result.stderr
+    assert "Traceback" not in result.stderr

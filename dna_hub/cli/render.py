@@ -17,9 +17,10 @@ from typing import Any
 from unittest import mock
 
 import yaml
+from traitlets import TraitError
 from traitlets.config import Config, PyFileConfigLoader
 
-from ..errors import ProvisioningError
+from ..errors import ConfigurationError, ProvisioningError
 from ..provisioning import DIGEST_ANNOTATION, _with_digest
 
 #: Where the pod manifest would carry per-spawn secrets, a placeholder is printed instead.
@@ -67,8 +68,14 @@ async def render_objects(
         url="http://hub:8081/hub/",
         base_url="/hub/",
     )
-    with _no_kubernetes_credentials():
-        spawner = DnaSpawner(config=config, user=_OfflineUser(user, groups), hub=hub, _mock=True)
+    try:
+        with _no_kubernetes_credentials():
+            spawner = DnaSpawner(
+                config=config, user=_OfflineUser(user, groups), hub=hub, _mock=True
+            )
+    except (TraitError, ValueError) as e:
+        # traitlets validators raise either: both mean the configuration is invalid
+        raise ConfigurationError("invalid DnaSpawner configuration", str(e)) from e
     spawner._apply_namespace_policy(strict=True)
     if owner is None:
         owner = await spawner.profile_owner()

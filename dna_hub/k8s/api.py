@@ -93,22 +93,25 @@ class KubeApi:
         *,
         request_timeout: float = 10.0,
         retry: RetryPolicy | None = None,
+        max_watches: int | None = None,
     ) -> None:
         self.api_client = api_client
+        if max_watches is not None:
+            self.max_watches = max_watches
         self.request_timeout = request_timeout
         self.retry = retry or RetryPolicy()
         #: HTTP requests sent, retries included.
         self.requests = 0
 
-    @classmethod
-    def watch_slots(cls) -> asyncio.Semaphore:
+    def watch_slots(self) -> asyncio.Semaphore:
         """The running loop's watch slots: a watch holds a pooled connection for minutes,
         and the pool (kubernetes_asyncio's default: 100) also serves every short request
         of the hub, KubeSpawner's included; unbounded watches would starve them."""
         loop = asyncio.get_running_loop()
-        slots = cls._watch_slots.get(loop)
+        slots = self._watch_slots.get(loop)
         if slots is None:
-            slots = cls._watch_slots[loop] = asyncio.Semaphore(cls.max_watches)
+            # Sized by the first user in this loop (the hub configures it once).
+            slots = self._watch_slots[loop] = asyncio.Semaphore(self.max_watches)
         return slots
 
     async def _call(
