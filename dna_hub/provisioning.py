@@ -93,10 +93,18 @@ async def _all(*calls: Awaitable[Any]) -> list[Any]:
         raise
 
 
+_SlotsByLoop = weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
+
+
 class ProfileProvisioner:
     """Provisions rendered profiles through a :class:`KubeApi`."""
 
     _locks: ClassVar[weakref.WeakValueDictionary[str, asyncio.Lock]] = weakref.WeakValueDictionary()
+    #: At most this many provisionings run at once per event loop (the hub's one loop).
+    #: Beyond it they queue: a login storm then costs the loop a bounded amount of work per
+    #: iteration (its stalls stay short for everyone), and the API server is not flooded.
+    max_concurrent: ClassVar[int] = 32
+    _slots: ClassVar[_SlotsByLoop] = weakref.WeakKeyDictionary()
 
     def __init__(
         self,
@@ -105,8 +113,11 @@ class ProfileProvisioner:
         ready_timeout: float = 120.0,
         service_account: str = "default-editor",
         log: logging.Logger | logging.LoggerAdapter | None = None,
+        max_concurrent: int | None = None,
     ) -> None:
         self.api = api
+        if max_concurrent is not None:
+            self.max_concurrent = max_concurrent
         self.ready_timeout = ready_timeout
         self.service_account = service_account
         self.log = log or logging.getLogger(__name__)
@@ -127,8 +138,13 @@ class ProfileProvisioner:
         requests_before = self.api.requests
         path = "full"
         try:
+            report = progress or (lambda _: None)
             async with lock:
-                up_to_date = await self._ensure(rendered, force, progress or (lambda _: None))
+                slots = self._provisioning_slots()
+                if slots.locked():
+                    report("Waiting for other users' profiles to be provisioned…")
+                async with slots:
+                    up_to_date = await self._ensure(rendered, force, report)
             path = "fast" if up_to_date else "full"
         except ProvisioningError as e:
             PROVISIONING_FAILURES.labels(e.reason).inc()
@@ -144,6 +160,14 @@ class ProfileProvisioner:
             requests=self.api.requests - requests_before,
             seconds=seconds,
         )
+
+    def _provisioning_slots(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        slots = self._slots.get(loop)
+        if slots is None:
+            # Sized by the first provisioning in this loop (the hub configures it once).
+            slots = self._slots[loop] = asyncio.Semaphore(self.max_concurrent)
+        return slots
 
     async def _ensure(self, rendered: RenderedProfile, force: bool, progress: Progress) -> bool:
         namespace = rendered.profile["metadata"]["name"]

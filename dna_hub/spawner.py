@@ -164,6 +164,14 @@ class DnaSpawner(KubeSpawner):
         namespace and default-editor service account before the spawn fails.""",
     )
 
+    max_concurrent_provisioning = Integer(
+        32,
+        config=True,
+        help="""Most profile provisionings the hub runs at once; more spawns wait their turn
+        (their progress page says so). Bounds the work a login storm puts on the hub's event
+        loop and on the API server. Read at the first spawn.""",
+    )
+
     max_concurrent_watches = Integer(
         40,
         config=True,
@@ -173,10 +181,10 @@ class DnaSpawner(KubeSpawner):
         the hub's other requests. Keep it well below the pool size. Read at the first spawn.""",
     )
 
-    @validate("max_concurrent_watches")
-    def _validate_max_watches(self, proposal: dict[str, Any]) -> int:
+    @validate("max_concurrent_watches", "max_concurrent_provisioning")
+    def _validate_at_least_one(self, proposal: dict[str, Any]) -> int:
         if proposal["value"] < 1:
-            raise ValueError("max_concurrent_watches must be at least 1")
+            raise ValueError(f"{proposal['trait'].name} must be at least 1")
         return proposal["value"]
 
     # --- the notebook's access to Kubeflow Pipelines ----------------------------------------
@@ -346,7 +354,9 @@ class DnaSpawner(KubeSpawner):
         """Render and apply this user's Kubeflow profile; wait until it is ready."""
         try:
             self._apply_namespace_policy(strict=True)
-            rendered = self.render_profile(await self.profile_owner())
+            owner = await self.profile_owner()
+            # Rendering is CPU work: off the hub's event loop, which serves everyone.
+            rendered = await asyncio.to_thread(self.render_profile, owner)
         except ProvisioningError as e:
             PROVISIONING_FAILURES.labels(e.reason).inc()
             self.log.error("Cannot provision a profile for %s: %s", self.user.name, e)
@@ -360,6 +370,7 @@ class DnaSpawner(KubeSpawner):
             ready_timeout=self.profile_ready_timeout,
             service_account=self.service_account or "default-editor",
             log=self.log,
+            max_concurrent=self.max_concurrent_provisioning,
         )
         try:
             return await provisioner.ensure(

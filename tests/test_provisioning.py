@@ -428,3 +428,24 @@ async def test_without_free_watch_slots_provisioning_polls(
     lists = [r for r in proxy.records if r.path == "/api/v1/namespaces"]
     assert lists, "the namespace was never listed"
     assert not [r for r in proxy.records if "watch=true" in r.query]
+
+
+async def test_provisionings_beyond_the_limit_wait_their_turn(
+    provisioner: Callable[..., ProfileProvisioner],
+    admin_kube: KubeApi,
+    unique_name: Callable,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(ProfileProvisioner._slots, asyncio.get_running_loop(), asyncio.Semaphore(1))
+    renders = [rendered_for(unique_name(f"q{i}")) for i in range(3)]
+    messages: list[list[str]] = [[], [], []]
+    await asyncio.gather(
+        *(
+            provisioner().ensure(r, progress=m.append)
+            for r, m in zip(renders, messages, strict=True)
+        )
+    )
+    waited = [m for m in messages if "Waiting for other users' profiles to be provisioned…" in m]
+    assert len(waited) == 2  # one ran at once, the two others queued
+    for rendered in renders:
+        await assert_provisioned(admin_kube, rendered)
