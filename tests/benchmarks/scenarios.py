@@ -206,7 +206,8 @@ async def storm_dna(
 
     async def one(username: str) -> tuple[Any, RenderedProfile]:
         started = time.perf_counter()
-        rendered = prerendered.get(username) or rendered_for(username)
+        # as DnaSpawner.provision_profile does: rendering off the event loop
+        rendered = prerendered.get(username) or await asyncio.to_thread(rendered_for, username)
         if render_in_loop:
             render_seconds.append(time.perf_counter() - started)
         result, phase = await dna_spawn(api_client, rendered, ready_timeout=ready_timeout)
