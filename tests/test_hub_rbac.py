@@ -108,7 +108,8 @@ async def exercise(api_client: ApiClient, username: str) -> None:
     and event calls are exactly the ones KubeSpawner 7 makes (reflectors across namespaces,
     create, delete, read to confirm a stale pod is gone).
     """
-    kube = KubeApi(api_client, request_timeout=10, retry=RetryPolicy(attempts=1))
+    # retries cover a loaded machine; a 403 is never retried, so it still surfaces
+    kube = KubeApi(api_client, request_timeout=10, retry=RetryPolicy(attempts=3))
     rendered = rendered_for(username, legacy_envoy_filter=True, legacy_ml_pipeline_policy=True)
     await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered)
     await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered, force=True)
