@@ -312,8 +312,9 @@ def results_markdown(results: dict[str, Any]) -> str:
             "",
             "### 3. Login storm — DnaSpawner, all users in one event loop",
             "",
-            "All spawns start at once (one `asyncio.gather`), each rendering its templates in"
-            " the event loop and then provisioning, as `DnaSpawner.provision_profile` does:",
+            "All spawns start at once (one `asyncio.gather`), each rendering its templates"
+            " (in a worker thread) and then provisioning, as `DnaSpawner.provision_profile`"
+            " does:",
             "",
             storm_table(results["storms"]),
             "",
@@ -323,7 +324,9 @@ def results_markdown(results: dict[str, Any]) -> str:
             storm_table(results.get("storms_prerendered") or []),
             "",
             "Median time per phase of one user's provisioning during the storm (`render` is "
-            "`render_profile`, which `DnaSpawner.provision_profile` runs in the event loop):",
+            "`render_profile`, which `DnaSpawner.provision_profile` runs in a worker thread;"
+            " *write profile* includes the wait for one of the `max_concurrent_provisioning`"
+            " slots):",
             "",
             phases_table(results["storms"]),
         ]
