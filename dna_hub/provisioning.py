@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from .concurrency import LoopLimit
 from .errors import ApiFailure, OwnershipConflict, ProfileNotReady, ProvisioningError
 from .k8s.api import NAMESPACE, PROFILE, SERVICE_ACCOUNT, Kind, KubeApi
 from .k8s.retry import describe, is_retryable
@@ -93,9 +94,6 @@ async def _all(*calls: Awaitable[Any]) -> list[Any]:
         raise
 
 
-_SlotsByLoop = weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
-
-
 class ProfileProvisioner:
     """Provisions rendered profiles through a :class:`KubeApi`."""
 
@@ -104,7 +102,7 @@ class ProfileProvisioner:
     #: Beyond it they queue: a login storm then costs the loop a bounded amount of work per
     #: iteration (its stalls stay short for everyone), and the API server is not flooded.
     max_concurrent: ClassVar[int] = 32
-    _slots: ClassVar[_SlotsByLoop] = weakref.WeakKeyDictionary()
+    provisioning_limit: ClassVar[LoopLimit] = LoopLimit()
 
     def __init__(
         self,
@@ -140,7 +138,7 @@ class ProfileProvisioner:
         try:
             report = progress or (lambda _: None)
             async with lock:
-                slots = self._provisioning_slots()
+                slots = self.provisioning_limit.get(self.max_concurrent)
                 if slots.locked():
                     report("Waiting for other users' profiles to be provisioned…")
                 async with slots:
@@ -160,14 +158,6 @@ class ProfileProvisioner:
             requests=self.api.requests - requests_before,
             seconds=seconds,
         )
-
-    def _provisioning_slots(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        slots = self._slots.get(loop)
-        if slots is None:
-            # Sized by the first provisioning in this loop (the hub configures it once).
-            slots = self._slots[loop] = asyncio.Semaphore(self.max_concurrent)
-        return slots
 
     async def _ensure(self, rendered: RenderedProfile, force: bool, progress: Progress) -> bool:
         namespace = rendered.profile["metadata"]["name"]

@@ -17,6 +17,7 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.config import load_kube_config
 from prometheus_client import REGISTRY
 
+from dna_hub.concurrency import LoopLimit
 from dna_hub.errors import ApiFailure, OwnershipConflict, ProfileNotReady
 from dna_hub.k8s.api import NAMESPACE, PROFILE, SERVICE_ACCOUNT, KubeApi
 from dna_hub.k8s.retry import RetryPolicy
@@ -402,11 +403,19 @@ async def test_forbidden_is_not_retried(
 
 @pytest.mark.parametrize("status", [409, 429, 500, 504])
 async def test_a_failing_watch_is_listed_again(
-    faulty: tuple[FaultProxy, KubeApi], admin_kube: KubeApi, unique_name: Callable, status: int
+    faulty: tuple[FaultProxy, KubeApi],
+    admin_kube: KubeApi,
+    unique_name: Callable,
+    status: int,
+    tmp_path: Path,
 ) -> None:
     proxy, kube = faulty
     rule = proxy.add_rule("GET", r"^/api/v1/namespaces$", query="watch=true", status=status)
-    rendered = rendered_for(unique_name("watchfail"))
+    # the controller waits a second, so the first list finds nothing and the watch must run
+    (tmp_path / "00-profile.yaml.j2").write_text(
+        profile_template_with({"dna-hub.test/controller-delay-seconds": "1"})
+    )
+    rendered = rendered_for(unique_name("watchfail"), template_dir=tmp_path)
     await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered)
     await assert_provisioned(admin_kube, rendered)
     assert rule.hits == 1
@@ -420,7 +429,8 @@ async def test_without_free_watch_slots_provisioning_polls(
 ) -> None:
     proxy, kube = faulty
     # every watch slot of this loop taken (as by many spawns waiting at once)
-    monkeypatch.setitem(KubeApi._watch_slots, asyncio.get_running_loop(), asyncio.Semaphore(0))
+    monkeypatch.setattr(KubeApi, "watch_limit", LoopLimit())
+    KubeApi.watch_limit.replace(asyncio.Semaphore(0))
     proxy.clear_records()
     rendered = rendered_for(unique_name("nowatch"))
     await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered)
@@ -436,7 +446,8 @@ async def test_provisionings_beyond_the_limit_wait_their_turn(
     unique_name: Callable,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(ProfileProvisioner._slots, asyncio.get_running_loop(), asyncio.Semaphore(1))
+    monkeypatch.setattr(ProfileProvisioner, "provisioning_limit", LoopLimit())
+    ProfileProvisioner.provisioning_limit.replace(asyncio.Semaphore(1))
     renders = [rendered_for(unique_name(f"q{i}")) for i in range(3)]
     messages: list[list[str]] = [[], [], []]
     await asyncio.gather(

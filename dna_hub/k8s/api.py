@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import weakref
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -21,6 +20,7 @@ import aiohttp
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from ..concurrency import LoopLimit
 from .retry import RetryPolicy, is_retryable, retrying
 
 __all__ = ["Kind", "KubeApi"]
@@ -83,9 +83,8 @@ class KubeApi:
     _discovered: ClassVar[dict[tuple[str, str], Kind]] = {}
     #: At most this many watches open at once per event loop (see ``watch_slots``).
     max_watches: ClassVar[int] = 40
-    _watch_slots: ClassVar[
-        weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
-    ] = weakref.WeakKeyDictionary()
+    #: Shared by every KubeApi in the same event loop.
+    watch_limit: ClassVar[LoopLimit] = LoopLimit()
 
     def __init__(
         self,
@@ -107,12 +106,7 @@ class KubeApi:
         """The running loop's watch slots: a watch holds a pooled connection for minutes,
         and the pool (kubernetes_asyncio's default: 100) also serves every short request
         of the hub, KubeSpawner's included; unbounded watches would starve them."""
-        loop = asyncio.get_running_loop()
-        slots = self._watch_slots.get(loop)
-        if slots is None:
-            # Sized by the first user in this loop (the hub configures it once).
-            slots = self._watch_slots[loop] = asyncio.Semaphore(self.max_watches)
-        return slots
+        return self.watch_limit.get(self.max_watches)
 
     async def _call(
         self,
