@@ -10,8 +10,9 @@ from __future__ import annotations
 class ProvisioningError(Exception):
     """Provisioning a user's Kubeflow profile failed.
 
-    ``reason`` is a short, fixed label for metrics and logs (``ownership``, ``timeout``,
-    ``api``, ``template``, ``naming``, ``forbidden``).
+    ``reason`` is a short, fixed label for metrics and logs: ``ownership``, ``timeout``,
+    ``api``, ``forbidden``, ``invalid`` (the cluster rejected a manifest), ``deleting``,
+    ``naming``, ``template``, ``config``.
     """
 
     reason = "error"

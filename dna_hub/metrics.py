@@ -19,7 +19,7 @@ PROVISIONING_DURATION = Histogram(
 PROVISIONING_FAILURES = Counter(
     "dna_hub_provisioning_failures_total",
     "Profile provisioning failures, by reason "
-    "(ownership, timeout, api, forbidden, config, deleting, error)",
+    "(ownership, timeout, api, forbidden, invalid, deleting, naming, template, config)",
     ["reason"],
 )
 

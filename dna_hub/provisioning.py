@@ -65,7 +65,7 @@ def _annotations(obj: Mapping[str, Any]) -> dict[str, str]:
     return obj.get("metadata", {}).get("annotations") or {}
 
 
-def _with_digest(profile: Mapping[str, Any], digest: str) -> dict[str, Any]:
+def with_digest(profile: Mapping[str, Any], digest: str) -> dict[str, Any]:
     manifest = copy.deepcopy(dict(profile))
     manifest["metadata"].setdefault("annotations", {})[DIGEST_ANNOTATION] = digest
     return manifest
@@ -175,22 +175,27 @@ class ProfileProvisioner:
                 self._check_namespace(existing, owner)
 
         progress("Provisioning your Kubeflow profile…")
-        profile = await self._write_profile(rendered, owner, exists=profile is not None)
+        await self._write_profile(rendered, owner, exists=profile is not None)
 
+        # One deadline for the whole wait on the profile controller (namespace, then
+        # default-editor), so ready_timeout bounds it as its help says.
+        deadline = asyncio.get_running_loop().time() + self.ready_timeout
         progress(f"Waiting for namespace {namespace}…")
         await self._wait_for(
-            NAMESPACE, None, namespace, lambda ns: self._namespace_ready(ns, owner)
+            NAMESPACE, None, namespace, lambda ns: self._namespace_ready(ns, owner), deadline
         )
         progress("Applying your profile's access policies…")
         # The namespace exists: apply into it while the controller makes default-editor.
         await _all(
             self._apply_namespaced(rendered.namespaced),
-            self._wait_for(SERVICE_ACCOUNT, namespace, self.service_account, lambda _: True),
+            self._wait_for(
+                SERVICE_ACCOUNT, namespace, self.service_account, lambda _: True, deadline
+            ),
         )
         await self._request(
             f"record the applied digest on Profile {namespace}",
             self.api.apply(
-                _with_digest(rendered.profile, rendered.digest), field_manager=FIELD_MANAGER
+                with_digest(rendered.profile, rendered.digest), field_manager=FIELD_MANAGER
             ),
         )
         return False
@@ -211,7 +216,7 @@ class ProfileProvisioner:
         self, rendered: RenderedProfile, owner: str, *, exists: bool
     ) -> dict[str, Any]:
         namespace = rendered.profile["metadata"]["name"]
-        manifest = _with_digest(rendered.profile, PENDING)
+        manifest = with_digest(rendered.profile, PENDING)
         if not exists:
             try:
                 # Not forced: if someone else's Profile of this name appeared since we
@@ -270,6 +275,7 @@ class ProfileProvisioner:
         namespace: str | None,
         name: str,
         accept: Callable[[dict[str, Any]], bool],
+        deadline: float,
     ) -> dict[str, Any]:
         """List, then watch from the list's resourceVersion, until ``accept`` is true.
 
@@ -279,8 +285,6 @@ class ProfileProvisioner:
         """
         what = f"{kind.kind} {name}" + (f" in {namespace}" if namespace else "")
         selector = f"metadata.name={name}"
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.ready_timeout
         pause = 0.25
         try:
             async with asyncio.timeout_at(deadline):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import sys
 from dataclasses import dataclass
@@ -53,8 +54,6 @@ async def load_client(args: argparse.Namespace) -> ApiClient:
 
 
 def _in_cluster() -> bool:
-    import os
-
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
 
 

@@ -21,7 +21,7 @@ from traitlets import TraitError
 from traitlets.config import Config, PyFileConfigLoader
 
 from ..errors import ConfigurationError, ProvisioningError
-from ..provisioning import DIGEST_ANNOTATION, _with_digest
+from ..provisioning import DIGEST_ANNOTATION, with_digest
 
 #: Where the pod manifest would carry per-spawn secrets, a placeholder is printed instead.
 PLACEHOLDER = "<generated at spawn>"
@@ -80,7 +80,7 @@ async def render_objects(
     if owner is None:
         owner = await spawner.profile_owner()
     rendered = spawner.render_profile(owner)
-    objects = [_with_digest(rendered.profile, rendered.digest), *rendered.namespaced]
+    objects = [with_digest(rendered.profile, rendered.digest), *rendered.namespaced]
     if with_pod:
         spawner.api_token = PLACEHOLDER
         spawner.oauth_client_id = f"jupyterhub-user-{user}"
