@@ -2,6 +2,12 @@
 
 ``helm-values/hub-rbac.yaml`` grants exactly :data:`HUB_PERMISSIONS` (a test holds them
 equal), and ``dna-hub doctor`` checks both lists against a live cluster.
+
+Most permissions are required: without one, something dna_hub does fails with 403. A few are
+optimisations (``optional``): ``watch`` on namespaces and service accounts lets a spawn learn
+the moment Kubeflow's profile controller is done; without it the wait polls (list with growing
+pauses, a little later and with more requests) and the hub logs a warning that names the
+missing permission. ``tests/test_hub_rbac.py`` proves both kinds.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ class Permission:
     resource: str
     verb: str
     why: str
+    #: The hub still works without it (more slowly, with a warning naming it).
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -28,16 +36,32 @@ class ServedKind:
     setting: str | None = None
 
 
-def _grant(group: str, resource: str, verbs: str, why: str) -> list[Permission]:
-    return [Permission(group, resource, verb, why) for verb in verbs.split()]
+def _grant(
+    group: str, resource: str, verbs: str, why: str, *, optional: bool = False
+) -> list[Permission]:
+    return [Permission(group, resource, verb, why, optional) for verb in verbs.split()]
 
 
 HUB_PERMISSIONS: tuple[Permission, ...] = tuple(
     _grant("", "pods", "get list watch create delete", "KubeSpawner runs notebook pods")
     + _grant("", "events", "list watch", "KubeSpawner shows pod events as spawn progress")
     + _grant("kubeflow.org", "profiles", "get create patch", "DnaSpawner applies Profiles")
-    + _grant("", "namespaces", "get list watch", "DnaSpawner waits for profile namespaces")
-    + _grant("", "serviceaccounts", "list watch", "DnaSpawner waits for default-editor")
+    + _grant("", "namespaces", "get list", "DnaSpawner waits for profile namespaces")
+    + _grant(
+        "",
+        "namespaces",
+        "watch",
+        "DnaSpawner learns at once that a profile namespace is ready (else it polls)",
+        optional=True,
+    )
+    + _grant("", "serviceaccounts", "list", "DnaSpawner waits for default-editor")
+    + _grant(
+        "",
+        "serviceaccounts",
+        "watch",
+        "DnaSpawner learns at once that default-editor exists (else it polls)",
+        optional=True,
+    )
     + _grant("kubeflow.org", "poddefaults", "create patch", "profile template: PodDefault")
     + _grant(
         "security.istio.io",

@@ -11,7 +11,9 @@ spawn converges from:
    meantime) or server-side applied, with the digest annotation set to ``pending`` so an
    interrupted run is never mistaken for a finished one.
 4. **Wait** — by watch, not sleep-and-poll — until Kubeflow's profile controller has made the
-   namespace (owned by this user) and the ``default-editor`` service account.
+   namespace (owned by this user) and the ``default-editor`` service account. Watching is an
+   optimisation: a hub whose RBAC lacks ``watch`` on one of them polls instead (list with
+   growing pauses) and logs a warning naming the missing permission.
 5. **Namespaced objects**, server-side applied (field manager ``dna-hub``).
 6. **Digest** recorded on the Profile.
 
@@ -119,6 +121,9 @@ class ProfileProvisioner:
         self.ready_timeout = ready_timeout
         self.service_account = service_account
         self.log = log or logging.getLogger(__name__)
+        #: Resources this identity may list but not watch (a 403 on the watch): waits on
+        #: them poll for the rest of this provisioner's life.
+        self.unwatchable: set[str] = set()
 
     async def ensure(
         self,
@@ -282,6 +287,7 @@ class ProfileProvisioner:
         A watch holds an HTTP connection for its whole life, from the pool every other
         request of the hub uses; so at most ``KubeApi.watch_slots`` are open at once, and a
         spawn that finds them all taken polls (list, with growing pauses) until one frees.
+        A kind this identity may not watch (403) is polled the same way.
         """
         what = f"{kind.kind} {name}" + (f" in {namespace}" if namespace else "")
         selector = f"metadata.name={name}"
@@ -296,7 +302,7 @@ class ProfileProvisioner:
                         if accept(item):
                             return item
                     slots = self.api.watch_slots()
-                    if slots.locked():
+                    if slots.locked() or kind.plural in self.unwatchable:
                         await asyncio.sleep(pause)
                         pause = min(pause * 2, 2.0)
                         continue
@@ -340,6 +346,17 @@ class ProfileProvisioner:
                 if event_type == "ERROR":
                     return None  # e.g. 410 Gone: list again
         except ApiException as e:
+            if e.status == 403:
+                # Designed fallback, not an error: polling finds the object too, later.
+                self.unwatchable.add(kind.plural)
+                self.log.warning(
+                    "may not watch %s (RBAC lacks 'watch %s'): polling for %s instead; "
+                    "grant it as in helm-values/hub-rbac.yaml",
+                    kind.plural,
+                    kind.plural,
+                    what,
+                )
+                return None
             if not is_retryable(e):
                 raise self._api_failure(f"watch {what}", e) from e
             self.log.info("watch of %s answered %s; listing again", what, describe(e))

@@ -2,15 +2,20 @@
 
 The suite's hub identity has exactly this RBAC (tests/support/controlplane.py applies the
 file unchanged). Here, for every single permission, a hub identity with all the others
-runs everything dna_hub does against the API and must hit a real 403; with all of them,
-it runs cleanly.
+runs everything dna_hub does against the API: without a required permission it must hit a
+real 403; without an optional one (a watch dna_hub can replace by polling) it must still
+work, poll, and log a warning naming the permission. With all of them it runs cleanly, with
+no warning. The profile controller is held (HeldController) so that every code path that
+needs a permission is taken in every run, however fast or slow the machine is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -20,13 +25,14 @@ from kubernetes_asyncio.client import ApiClient, CoreV1Api
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from dna_hub.errors import ApiFailure
-from dna_hub.k8s.api import KubeApi
+from dna_hub.k8s.api import Kind, KubeApi
 from dna_hub.k8s.retry import RetryPolicy
 from dna_hub.naming import namespace_for
 from dna_hub.permissions import HUB_PERMISSIONS, Permission
 from dna_hub.provisioning import ProfileProvisioner
 from tests.support.controlplane import ControlPlane
 from tests.support.paths import REPO_ROOT
+from tests.support.standins.profile_controller import PAUSED_ANNOTATION
 from tests.test_provisioning import rendered_for
 
 RBAC_FILE = REPO_ROOT / "helm-values" / "hub-rbac.yaml"
@@ -101,18 +107,113 @@ async def drain(response: Any) -> None:
             raise ApiException(status=response.status, reason=body.decode(errors="replace"))
 
 
-async def exercise(api_client: ApiClient, username: str) -> None:
+class HeldController:
+    """Plays Kubeflow's profile controller for one paused Profile, at a chosen moment.
+
+    The exercised Profile carries the stand-in controller's pause annotation, so nothing
+    makes its namespace or ``default-editor`` until dna_hub has listed once and found
+    nothing, and then waits: by opening a watch, or (if it never watches) by listing again.
+    At that moment this creates the object (as the admin, exactly as the controller would).
+    So every wait goes down its watch path — allowed (the watch sees ADDED, since it starts
+    from the list's resourceVersion) or refused (dna_hub polls and finds it) — and a hub
+    that stopped watching is seen as such rather than timing out. No verdict depends on how
+    fast a stand-in is.
+    """
+
+    def __init__(self, admin: ApiClient, owner: str) -> None:
+        self.core = CoreV1Api(admin)
+        self.owner = owner
+        #: Resources dna_hub tried to watch (whether or not the watch was allowed).
+        self.watched: set[str] = set()
+        self.lists: dict[str, int] = {}
+
+    async def on_list(self, kind: Kind, namespace: str | None, selector: str | None) -> None:
+        self.lists[kind.plural] = self.lists.get(kind.plural, 0) + 1
+        if selector and self.lists[kind.plural] > 1:
+            await self.release(kind, namespace, selector)
+
+    async def on_watch(self, kind: Kind, namespace: str | None, selector: str) -> None:
+        self.watched.add(kind.plural)
+        await self.release(kind, namespace, selector)
+
+    async def release(self, kind: Kind, namespace: str | None, selector: str) -> None:
+        name = selector.removeprefix("metadata.name=")
+        try:
+            if kind.plural == "namespaces":
+                await self.core.create_namespace(
+                    {"metadata": {"name": name, "annotations": {"owner": self.owner}}}
+                )
+            elif kind.plural == "serviceaccounts":
+                await self.core.create_namespaced_service_account(
+                    namespace, {"metadata": {"name": name}}
+                )
+                await self.token_secret(namespace, name)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
+    async def token_secret(self, namespace: str, name: str) -> None:
+        """Until the controller-manager has made the SA's token secret, 1.20's ServiceAccount
+        admission refuses pods that use it — with a 403 this test must not mistake."""
+        for _ in range(300):
+            account = await self.core.read_namespaced_service_account(name, namespace)
+            if account.secrets:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no token secret for {namespace}/{name} after 30 s")
+
+
+class WatchHookedKubeApi(KubeApi):
+    """KubeApi that tells a HeldController each time dna_hub lists or opens a watch."""
+
+    def __init__(self, *args: Any, controller: HeldController, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.controller = controller
+
+    async def list(self, kind: Kind, namespace: str | None = None, **kw: Any) -> dict:
+        await self.controller.on_list(kind, namespace, kw.get("field_selector"))
+        return await super().list(kind, namespace, **kw)
+
+    async def watch(self, kind: Kind, namespace: str | None, **kw: Any):  # type: ignore[override]
+        await self.controller.on_watch(kind, namespace, kw["field_selector"])
+        async for event in super().watch(kind, namespace, **kw):
+            yield event
+
+
+@dataclass
+class Exercised:
+    #: Resources dna_hub opened (or tried to open) a watch on.
+    watched: set[str]
+    #: Resources whose watch was refused, so dna_hub polled.
+    unwatchable: set[str]
+    warnings: list[str]
+
+
+async def exercise(api_client: ApiClient, admin: ApiClient, username: str) -> Exercised:
     """What dna_hub does against the API, with one identity.
 
-    Provisioning is dna_hub's own code (create path, then the forced patch path); the pod
-    and event calls are exactly the ones KubeSpawner 7 makes (reflectors across namespaces,
+    Provisioning is dna_hub's own code (create path, then the forced patch path), with the
+    profile controller held so that both waits must watch (see HeldController); the pod and
+    event calls are exactly the ones KubeSpawner 7 makes (reflectors across namespaces,
     create, delete, read to confirm a stale pod is gone).
     """
-    # retries cover a loaded machine; a 403 is never retried, so it still surfaces
-    kube = KubeApi(api_client, request_timeout=10, retry=RetryPolicy(attempts=3))
     rendered = rendered_for(username, legacy_envoy_filter=True, legacy_ml_pipeline_policy=True)
-    await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered)
-    await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered, force=True)
+    rendered.profile["metadata"].setdefault("annotations", {})[PAUSED_ANNOTATION] = "true"
+    owner = rendered.profile["spec"]["owner"]["name"]
+    controller = HeldController(admin, owner)
+    # retries cover a loaded machine; a 403 is never retried, so it still surfaces
+    kube = WatchHookedKubeApi(
+        api_client, request_timeout=10, retry=RetryPolicy(attempts=3), controller=controller
+    )
+    log = logging.getLogger(f"{__name__}.{username}")
+    records = ListHandler()
+    log.addHandler(records)
+    try:
+        provisioner = ProfileProvisioner(kube, ready_timeout=60, log=log)
+        await provisioner.ensure(rendered)
+        await ProfileProvisioner(kube, ready_timeout=60, log=log).ensure(rendered, force=True)
+    finally:
+        log.removeHandler(records)
     core = CoreV1Api(api_client)
     namespace = namespace_for(username)
     selector = "component=singleuser-server"
@@ -136,6 +237,20 @@ async def exercise(api_client: ApiClient, username: str) -> None:
     except ApiException as e:
         if e.status != 404:
             raise
+    return Exercised(
+        controller.watched,
+        set(provisioner.unwatchable),
+        [r.getMessage() for r in records.records if r.levelno >= logging.WARNING],
+    )
+
+
+class ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 async def identity_without(
@@ -207,37 +322,56 @@ async def test_every_permission_is_needed_and_all_suffice(
     kfp_namespace: None,
     unique_name: Callable[..., str],
 ) -> None:
-    # all of them: everything works
+    # all of them: everything works, and both waits watched without a warning
     full = await identity_without(admin_api, control_plane, None, unique_name("all"))
     async with full:
-        await exercise(full, unique_name("rbac-all"))
+        done = await exercise(full, admin_api, unique_name("rbac-all"))
+    assert done.watched == {"namespaces", "serviceaccounts"}, (
+        f"dna_hub must watch for the profile controller's work; it watched only {done.watched}"
+    )
+    assert not done.unwatchable and not done.warnings, done
 
-    # each one missing: a real 403
+    # each one missing: a required one fails with a real 403; an optional one (a watch)
+    # is still used — dna_hub falls back to polling and logs a warning that names it
     limit = asyncio.Semaphore(6)
 
     async def without(
         index: int, permission: Permission
-    ) -> tuple[Permission, BaseException | None]:
+    ) -> tuple[Permission, Exercised | BaseException]:
         async with limit:
             api = await identity_without(
                 admin_api, control_plane, permission, unique_name(f"w{index}")
             )
             async with api:
                 try:
-                    await exercise(api, unique_name(f"rbac-{index}"))
+                    return permission, await exercise(api, admin_api, unique_name(f"rbac-{index}"))
                 except Exception as error:
                     return permission, error
-                return permission, None
 
     results = await asyncio.gather(*(without(i, p) for i, p in enumerate(HUB_PERMISSIONS)))
-    unneeded = [f"{p.verb} {p.resource}.{p.group or 'core'}" for p, e in results if e is None]
+
+    def label(p: Permission) -> str:
+        return f"{p.verb} {p.resource}.{p.group or 'core'}"
+
+    required = [(p, r) for p, r in results if not p.optional]
+    unneeded = [label(p) for p, r in required if isinstance(r, Exercised)]
     assert not unneeded, f"hub-rbac.yaml grants permissions nothing uses: {unneeded}"
     wrong = [
-        f"{p.verb} {p.resource}: {type(e).__name__}: {e}"
-        for p, e in results
-        if e is not None and not is_forbidden(e)
+        f"{label(p)}: {type(r).__name__}: {r}"
+        for p, r in required
+        if isinstance(r, BaseException) and not is_forbidden(r)
     ]
     assert not wrong, "missing permissions must fail with 403:\n" + "\n".join(wrong)
+
+    for p, r in results:
+        if not p.optional:
+            continue
+        assert isinstance(r, Exercised), f"without optional {label(p)} the hub must work: {r!r}"
+        assert r.unwatchable == {p.resource}, (
+            f"without {label(p)} dna_hub must poll {p.resource} and nothing else: {r}"
+        )
+        named = [w for w in r.warnings if f"watch {p.resource}" in w]
+        assert named, f"without {label(p)} a warning must name it; warnings: {r.warnings}"
 
 
 # --- the optional admission guard for Kubernetes >= 1.30 ------------------------------------
