@@ -13,11 +13,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default, validate
 
 from .errors import ConfigurationError, ProvisioningError
 from .k8s.api import KubeApi
+from .k8s.retry import asks_to_retry, describe
 from .metrics import PROVISIONING_FAILURES
 from .naming import (
     DEFAULT_NAMESPACE_TEMPLATE,
@@ -347,6 +349,36 @@ class DnaSpawner(KubeSpawner):
             raise
         self._force_provision = False
         return started
+
+    async def _make_create_pod_request(self, pod: Any, request_timeout: float) -> bool:
+        """Create the pod; False asks KubeSpawner's bounded backoff to try again.
+
+        KubeSpawner retries only a 409. The API server also answers "try again" (429, or the
+        500 ServerTimeout that Kubernetes < 1.24 gives while ``default-editor``'s token secret
+        is being made — see :func:`dna_hub.k8s.retry.asks_to_retry`); a first spawn lands
+        there right after the profile controller made the account. Other failures are
+        logged without the pod spec (it holds the server's API token) and raised.
+        """
+        try:
+            await asyncio.wait_for(
+                self.api.create_namespaced_pod(self.namespace, pod), request_timeout
+            )
+        except TimeoutError:
+            return False
+        except ApiException as e:
+            if asks_to_retry(e):
+                self.log.info(
+                    "Creating pod %s: the API server asked to retry (%s)",
+                    pod.metadata.name,
+                    describe(e),
+                )
+                return False
+            if e.status == 409:
+                # KubeSpawner's own handling: delete the stale pod, then retry.
+                return await super()._make_create_pod_request(pod, request_timeout)
+            self.log.error("Creating pod %s failed: %s", pod.metadata.name, describe(e))
+            raise
+        return True
 
     # --- provisioning -------------------------------------------------------------------------
 

@@ -21,11 +21,16 @@ import pytest
 import pytest_asyncio
 from jupyterhub import orm
 from jupyterhub.objects import Server
+from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.config import load_kube_config
 from kubespawner import KubeSpawner
 
 from dna_hub import DnaSpawner
 from dna_hub.errors import ConfigurationError, OwnershipConflict
 from dna_hub.naming import namespace_for
+from tests.support.controlplane import ControlPlane
+from tests.support.faultproxy import FaultProxy
 from tests.support.standins import Kube
 from tests.support.standins_fixtures import StandIns
 from tests.test_kubespawner_standins import fake_hub_api  # noqa: F401 - a fixture
@@ -259,3 +264,59 @@ async def test_saved_state_and_options_never_move_the_namespace(
     spawner.user_options = {"profile": "evil"}
     await spawner.load_user_options()
     assert spawner.namespace == policy
+
+
+async def test_pod_refused_until_the_token_secret_exists_is_retried(
+    make_spawner: Callable[..., DnaSpawner],
+    control_plane: ControlPlane,
+    standins_kube: Kube,
+    unique_name: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    """Kubernetes < 1.24 refuses a pod whose service account has no token secret yet with a
+    retryable 500 ServerTimeout (the exact body the 1.20 test server sends, injected here so
+    the test does not depend on how fast the token controller is); the spawn retries."""
+    username = unique_name("token")
+    spawner = make_spawner(username, f"{username}@example.com")
+    with FaultProxy.for_kubeconfig(control_plane.hub_kubeconfig, control_plane.ca_file) as proxy:
+        kubeconfig = proxy.write_kubeconfig(control_plane.hub_kubeconfig, tmp_path / "kubeconfig")
+        configuration = Configuration()
+        await load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+        async with ApiClient(configuration) as api_client:
+            shared, spawner.api = spawner.api, CoreV1Api(api_client)
+            rule = proxy.add_rule(
+                "POST",
+                r"/api/v1/namespaces/[^/]+/pods$",
+                status=500,
+                reason="ServerTimeout",
+                message='No API token found for service account "default-editor", retry after '
+                "the token is automatically created and added to the service account",
+                times=1,
+            )
+            await start_with_progress(spawner)
+            assert rule.hits == 1
+            assert proxy.count("POST", r"/pods$") == 2
+            spawner.api = shared  # the fixture stops the server after the proxy is gone
+    pods = await standins_kube.get(f"/api/v1/namespaces/{namespace_for(username)}/pods")
+    assert [p["metadata"]["name"] for p in pods["items"]] == [spawner.pod_name]
+
+
+async def test_other_pod_refusals_are_not_retried(
+    make_spawner: Callable[..., DnaSpawner],
+    control_plane: ControlPlane,
+    unique_name: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    username = unique_name("refused")
+    spawner = make_spawner(username, f"{username}@example.com")
+    with FaultProxy.for_kubeconfig(control_plane.hub_kubeconfig, control_plane.ca_file) as proxy:
+        kubeconfig = proxy.write_kubeconfig(control_plane.hub_kubeconfig, tmp_path / "kubeconfig")
+        configuration = Configuration()
+        await load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+        async with ApiClient(configuration) as api_client:
+            spawner.api = CoreV1Api(api_client)
+            proxy.add_rule("POST", r"/api/v1/namespaces/[^/]+/pods$", status=403, times=None)
+            with pytest.raises(ApiException) as refused:
+                await start_with_progress(spawner)
+            assert refused.value.status == 403
+            assert proxy.count("POST", r"/pods$") == 1

@@ -48,6 +48,20 @@ def is_retryable(error: BaseException) -> bool:
     )
 
 
+def asks_to_retry(error: BaseException) -> bool:
+    """The API server answered "not now, try again": 429, or a 500 ServerTimeout.
+
+    The ServerTimeout is what the ServiceAccount admission of Kubernetes < 1.24 answers to a
+    pod whose service account has no token secret yet ("No API token found for service
+    account …, retry after the token is automatically created"): the moments between
+    Kubeflow's profile controller creating ``default-editor`` and the token controller
+    creating its secret.
+    """
+    if not isinstance(error, ApiException):
+        return False
+    return error.status == 429 or (error.status == 500 and _status_reason(error) == "ServerTimeout")
+
+
 def _retry_after(error: BaseException) -> float | None:
     headers = getattr(error, "headers", None) or {}
     value = headers.get("Retry-After") if hasattr(headers, "get") else None
