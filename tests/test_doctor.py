@@ -99,6 +99,31 @@ async def test_a_missing_rbac_rule_is_reported_with_its_fix(
     assert "1 failed" in result.stdout
 
 
+async def wait_envoyfilters_served(api: ApiClient, served: bool, timeout: float = 60) -> None:
+    """Until API discovery does (not) list envoyfilters — or fail, saying so."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            listing = await api.call_api(
+                "/apis/networking.istio.io/v1alpha3",
+                "GET",
+                response_types_map={200: "object"},
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _request_timeout=10,
+            )
+            names = {r.get("name") for r in listing.get("resources", [])}
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            names = set()
+        if ("envoyfilters" in names) == served:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"envoyfilters {'not ' if served else ''}served after {timeout:.0f}s")
+        await asyncio.sleep(0.1)
+
+
 async def test_a_missing_crd_is_reported_with_its_fix(
     admin_api: ApiClient, control_plane: ControlPlane, tmp_path: Path
 ) -> None:
@@ -109,13 +134,7 @@ async def test_a_missing_crd_is_reported_with_its_fix(
     extensions = ApiextensionsV1Api(admin_api)
     await extensions.delete_custom_resource_definition(crd_name)
     try:
-        for _ in range(100):  # until the API server stops serving it
-            try:
-                await extensions.read_custom_resource_definition(crd_name)
-            except ApiException as e:
-                if e.status == 404:
-                    break
-            await asyncio.sleep(0.1)
+        await wait_envoyfilters_served(admin_api, False)  # what doctor reads: discovery
         config = config_file(tmp_path, GOOD_CONFIG + "c.DnaSpawner.legacy_envoy_filter = True\n")
         result = await asyncio.to_thread(doctor, control_plane.hub_kubeconfig, config)
         assert result.returncode == 1, result.stdout
@@ -129,9 +148,4 @@ async def test_a_missing_crd_is_reported_with_its_fix(
         assert result.returncode == 0, result.stdout
     finally:
         await apply_object(admin_api, crd)
-        for _ in range(100):
-            found = await extensions.read_custom_resource_definition(crd_name)
-            conditions = {c.type: c.status for c in found.status.conditions or []}
-            if conditions.get("Established") == "True":
-                break
-            await asyncio.sleep(0.1)
+        await wait_envoyfilters_served(admin_api, True)  # later tests apply EnvoyFilters

@@ -25,12 +25,13 @@ from kubernetes_asyncio.client import ApiClient, CoreV1Api
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from dna_hub.errors import ApiFailure
-from dna_hub.k8s.api import Kind, KubeApi
+from dna_hub.k8s.api import Kind
 from dna_hub.k8s.retry import RetryPolicy
 from dna_hub.naming import namespace_for
 from dna_hub.permissions import HUB_PERMISSIONS, Permission
 from dna_hub.provisioning import ProfileProvisioner
 from tests.support.controlplane import ControlPlane
+from tests.support.hooked_kube import HookedKubeApi
 from tests.support.paths import REPO_ROOT
 from tests.support.standins.profile_controller import PAUSED_ANNOTATION
 from tests.test_provisioning import rendered_for
@@ -132,9 +133,9 @@ class HeldController:
         if selector and self.lists[kind.plural] > 1:
             await self.release(kind, namespace, selector)
 
-    async def on_watch(self, kind: Kind, namespace: str | None, selector: str) -> None:
+    async def on_watch(self, kind: Kind, namespace: str | None, selector: str | None) -> None:
         self.watched.add(kind.plural)
-        await self.release(kind, namespace, selector)
+        await self.release(kind, namespace, selector or "")
 
     async def release(self, kind: Kind, namespace: str | None, selector: str) -> None:
         name = selector.removeprefix("metadata.name=")
@@ -163,23 +164,6 @@ class HeldController:
         raise AssertionError(f"no token secret for {namespace}/{name} after 30 s")
 
 
-class WatchHookedKubeApi(KubeApi):
-    """KubeApi that tells a HeldController each time dna_hub lists or opens a watch."""
-
-    def __init__(self, *args: Any, controller: HeldController, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.controller = controller
-
-    async def list(self, kind: Kind, namespace: str | None = None, **kw: Any) -> dict:
-        await self.controller.on_list(kind, namespace, kw.get("field_selector"))
-        return await super().list(kind, namespace, **kw)
-
-    async def watch(self, kind: Kind, namespace: str | None, **kw: Any):  # type: ignore[override]
-        await self.controller.on_watch(kind, namespace, kw["field_selector"])
-        async for event in super().watch(kind, namespace, **kw):
-            yield event
-
-
 @dataclass
 class Exercised:
     #: Resources dna_hub opened (or tried to open) a watch on.
@@ -202,8 +186,12 @@ async def exercise(api_client: ApiClient, admin: ApiClient, username: str) -> Ex
     owner = rendered.profile["spec"]["owner"]["name"]
     controller = HeldController(admin, owner)
     # retries cover a loaded machine; a 403 is never retried, so it still surfaces
-    kube = WatchHookedKubeApi(
-        api_client, request_timeout=10, retry=RetryPolicy(attempts=3), controller=controller
+    kube = HookedKubeApi(
+        api_client,
+        request_timeout=10,
+        retry=RetryPolicy(attempts=3),
+        on_list=controller.on_list,
+        on_watch=controller.on_watch,
     )
     log = logging.getLogger(f"{__name__}.{username}")
     records = ListHandler()

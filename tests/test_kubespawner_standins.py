@@ -53,6 +53,10 @@ async def fake_hub_api() -> AsyncIterator[str]:
         await runner.cleanup()
 
 
+async def token_secrets(kube: Kube, sa_path: str) -> list:
+    return (await kube.get(sa_path)).get("secrets") or []
+
+
 @pytest.mark.controlplane
 @pytest.mark.slow
 @pytest.mark.timeout(180)
@@ -70,6 +74,10 @@ async def test_stock_kubespawner_runs_singleuser_in_profile_namespace(
     await make_profile(kube, namespace, "dave@example.com")
     try:
         await wait_profile_ready(kube, namespace)
+        # Stock KubeSpawner does not retry the 500 ServerTimeout a < 1.24 API server answers
+        # while default-editor's token secret is being made (DnaSpawner does): wait for it.
+        sa_path = f"/api/v1/namespaces/{namespace}/serviceaccounts/default-editor"
+        await eventually(lambda: token_secrets(kube, sa_path))
         user = SimpleNamespace(
             name="dave", escaped_name="dave", id=7, url="/user/dave/", settings={}
         )

@@ -19,13 +19,16 @@ from prometheus_client import REGISTRY
 
 from dna_hub.concurrency import LoopLimit
 from dna_hub.errors import ApiFailure, OwnershipConflict, ProfileNotReady
-from dna_hub.k8s.api import NAMESPACE, PROFILE, SERVICE_ACCOUNT, KubeApi
+from dna_hub.k8s.api import NAMESPACE, PROFILE, SERVICE_ACCOUNT, Kind, KubeApi
 from dna_hub.k8s.retry import RetryPolicy
 from dna_hub.naming import namespace_for
 from dna_hub.provisioning import DIGEST_ANNOTATION, ProfileProvisioner
 from dna_hub.rendering import ProfileContext, RenderedProfile, render_profile
 from tests.support.controlplane import ControlPlane
 from tests.support.faultproxy import FaultProxy
+from tests.support.hooked_kube import HookedKubeApi
+from tests.support.standins import Kube
+from tests.support.standins.profile_controller import PAUSED_ANNOTATION
 
 DURATION_COUNT = "dna_hub_provisioning_duration_seconds_count"
 
@@ -302,7 +305,8 @@ async def faulty(
                 proxy,
                 KubeApi(
                     api_client,
-                    request_timeout=2,
+                    # generous: an injected fault, not a loaded machine, must decide each call
+                    request_timeout=10,
                     retry=RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.2),
                 ),
             )
@@ -369,7 +373,9 @@ async def test_persistent_faults_fail_clearly_and_next_spawn_converges(
 async def test_timeouts_are_retried_and_bounded(
     faulty: tuple[FaultProxy, KubeApi], admin_kube: KubeApi, unique_name: Callable
 ) -> None:
-    proxy, kube = faulty
+    proxy, faulty_kube = faulty
+    # a request timeout shorter than the proxy's hold, so the held request times out
+    kube = KubeApi(faulty_kube.api_client, request_timeout=2, retry=faulty_kube.retry)
     rule = proxy.add_rule(
         "PATCH", r"/poddefaults/access-ml-pipeline$", action="timeout", hold_seconds=5, times=1
     )
@@ -405,17 +411,32 @@ async def test_forbidden_is_not_retried(
 async def test_a_failing_watch_is_listed_again(
     faulty: tuple[FaultProxy, KubeApi],
     admin_kube: KubeApi,
+    standins_kube: Kube,
     unique_name: Callable,
     status: int,
     tmp_path: Path,
 ) -> None:
-    proxy, kube = faulty
+    proxy, faulty_kube = faulty
     rule = proxy.add_rule("GET", r"^/api/v1/namespaces$", query="watch=true", status=status)
-    # the controller waits a second, so the first list finds nothing and the watch must run
-    (tmp_path / "00-profile.yaml.j2").write_text(
-        profile_template_with({"dna-hub.test/controller-delay-seconds": "1"})
-    )
+    # The controller is held until dna_hub watches, so its first list finds nothing and the
+    # watch must run (whatever the speed of the controller stand-in).
+    (tmp_path / "00-profile.yaml.j2").write_text(profile_template_with({PAUSED_ANNOTATION: "true"}))
     rendered = rendered_for(unique_name("watchfail"), template_dir=tmp_path)
+    name = rendered.profile["metadata"]["name"]
+
+    async def resume_controller(kind: Kind, namespace: str | None, selector: str | None) -> None:
+        if kind.plural == "namespaces":
+            await standins_kube.patch(
+                f"/apis/kubeflow.org/v1/profiles/{name}",
+                {"metadata": {"annotations": {PAUSED_ANNOTATION: None}}},
+            )
+
+    kube = HookedKubeApi(
+        faulty_kube.api_client,
+        request_timeout=faulty_kube.request_timeout,
+        retry=faulty_kube.retry,
+        on_watch=resume_controller,
+    )
     await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered)
     await assert_provisioned(admin_kube, rendered)
     assert rule.hits == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import datetime as dt
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -409,10 +410,17 @@ async def test_delay_annotation_holds_the_controller(
     start = time.monotonic()
     await make_profile(kube, name, "bob@example.com", annotations={DELAY_ANNOTATION: "2"})
     try:
-        await asyncio.sleep(1)
-        assert await kube.get_or_none(f"/api/v1/namespaces/{name}") is None
         await wait_profile_ready(kube, name)
         assert time.monotonic() - start >= 2
+        # The server's own clocks (whole seconds, so the floor of t+2 is the floor of t plus
+        # 2): the namespace was made at least 2 s after the Profile, however slow this test.
+        profile = await kube.get(f"/apis/kubeflow.org/v1/profiles/{name}")
+        namespace = await kube.get(f"/api/v1/namespaces/{name}")
+        made = [
+            dt.datetime.fromisoformat(o["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+            for o in (profile, namespace)
+        ]
+        assert (made[1] - made[0]).total_seconds() >= 2
     finally:
         await delete_profile(kube, name)
 
