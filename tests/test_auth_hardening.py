@@ -16,6 +16,8 @@ import httpx
 import pytest
 
 from tests.support.oidc_fixtures import DEMO_ACCOUNTS, HubProcess, _rsa_jwk
+from tests.test_auth_oidc import FakeUser, make_authenticator
+from tests.test_auth_oidc import login as oidc_login
 from tests.test_cli_render import render
 
 pytestmark = pytest.mark.slow
@@ -371,3 +373,33 @@ async def test_spawn_rechecks_and_failed_recheck_is_strict(oidc_provider_factory
     assert me.status_code == 403, me.text
     assert "Re-check of alice with the provider failed" in hub.log()
     assert "invalid_grant" in hub.log()
+
+
+async def test_concurrent_rechecks_share_one_refresh_grant(oidc_provider):
+    """A browser's burst of requests after auth_refresh_age: one refresh grant, not one
+    per request (a provider with refresh-token reuse detection would revoke the grant)."""
+    authenticator = make_authenticator(oidc_provider)
+    model = await oidc_login(authenticator, oidc_provider, "alice")
+    assert model is not None
+    user = FakeUser("alice", model["auth_state"])
+    grants: list[str] = []
+    fetch = authenticator.httpfetch
+
+    async def counting_fetch(url: str, *args: Any, **kwargs: Any) -> Any:
+        if url == authenticator.token_url:
+            grants.append(url)
+        return await fetch(url, *args, **kwargs)
+
+    authenticator.httpfetch = counting_fetch  # type: ignore[method-assign]
+    results = await asyncio.gather(*(authenticator.refresh_user(user) for _ in range(5)))
+    assert len(grants) == 1
+    assert sum(isinstance(r, dict) for r in results) == 1
+    assert all(r is True for r in results if not isinstance(r, dict))
+    # A later call (not waiting for that one) asks the provider again.
+    assert isinstance(await authenticator.refresh_user(user), dict)
+    assert len(grants) == 2
+
+
+def test_auth_state_off_is_warned(oidc_provider, caplog):
+    make_authenticator(oidc_provider, enable_auth_state=False)
+    assert "no re-check with the provider (removed users keep access)" in caplog.text

@@ -335,6 +335,16 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         self._discovery: DiscoveryCache | None = None
         self._jwks: JWKSCache | None = None
         self._startup_task: asyncio.Task[None] | None = None
+        # One re-check per user at a time; requests that waited for it share its outcome
+        # (concurrent refresh grants with one refresh token can make a provider with
+        # reuse detection revoke the whole grant).
+        self._recheck_locks: dict[str, asyncio.Lock] = {}
+        self._last_recheck: dict[str, tuple[float, bool]] = {}
+        if not self.enable_auth_state:
+            self.log.warning(
+                "DnaOIDCAuthenticator without enable_auth_state: no subject binding, no "
+                "re-check with the provider (removed users keep access), no Kubeflow identity"
+            )
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -748,6 +758,28 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         return token_info
 
     async def refresh_user(self, user: Any, handler: Any = None, **kwargs: Any) -> Any:
+        """Re-check the user with the provider (one re-check per user at a time).
+
+        A call that waited while another re-check of the same user ran returns that
+        re-check's outcome (True for success: the first caller saves the new auth_state)
+        instead of asking the provider again with the same refresh token.
+        """
+        if handler is not None and not hasattr(handler, "_token_authenticated"):
+            # JupyterHub 6.1 reads this attribute when refresh_user returns False but sets
+            # it only for token-authenticated requests: cookie requests then fail with a
+            # 500 instead of asking for a new login. Set the value it means (not token).
+            handler._token_authenticated = False
+        started = time.monotonic()
+        lock = self._recheck_locks.setdefault(user.name, asyncio.Lock())
+        async with lock:
+            last = self._last_recheck.get(user.name)
+            if last is not None and last[0] >= started:
+                return last[1]
+            result = await self._refresh_user(user, handler)
+            self._last_recheck[user.name] = (time.monotonic(), bool(result))
+            return result
+
+    async def _refresh_user(self, user: Any, handler: Any) -> Any:
         """Re-check the user with the provider; False forces a new login.
 
         JupyterHub calls this every `auth_refresh_age` seconds of a user's activity and
@@ -761,11 +793,6 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         """
         if not self.enable_auth_state:
             return True
-        if handler is not None and not hasattr(handler, "_token_authenticated"):
-            # JupyterHub 6.1 reads this attribute when refresh_user returns False but sets
-            # it only for token-authenticated requests: cookie requests then fail with a
-            # 500 instead of asking for a new login. Set the value it means (not token).
-            handler._token_authenticated = False
         auth_state = await user.get_auth_state()
         if self.refresh_user_hook is not None:
             refreshed = await self._call_refresh_user_hook(user, auth_state)
