@@ -7,8 +7,12 @@ cookie, managed groups, encrypted auth_state) and adds what "just OAuth2" lacks:
 - an id_token verified before any user exists: signature (JWKS), iss, aud/azp, exp/iat,
   and a per-login `nonce` kept next to the PKCE verifier in the state cookie (`tokens.py`);
 - the hub username and the exact Kubeflow identity from configurable claims;
-- `refresh_user` that refreshes expiring tokens with the refresh token and never
-  re-verifies a stored, naturally expired id_token (oauthenticator issue #793);
+- each hub user bound to the (iss, sub) of its first login (`bind_subject`);
+- strict token responses (Bearer only; a failed code exchange is a 400, not a 500);
+- `refresh_user` that re-checks with the provider on every call (refresh grant, userinfo
+  when no id_token comes back), never re-verifies a stored, naturally expired id_token
+  (oauthenticator issue #793), and revokes the access of users no longer allowed
+  (`revocation.py`);
 - RP-initiated logout at the provider's `end_session_endpoint` (`handlers.py`).
 
 The class holds the configuration and the flow; the tornado handlers live in
@@ -16,8 +20,8 @@ The class holds the configuration and the flow; the tornado handlers live in
 identity) in `claims.py`, called by thin methods here that pass in the trait values.
 
 auth_state keys (see `dna_hub.auth`): `kubeflow_userid`, `groups`, `oidc_claims`,
-`expires_at`, plus oauthenticator's `access_token`, `refresh_token`, `id_token`, `scope`
-and `token_response`.
+`expires_at`, `subject_binding`, plus oauthenticator's `access_token`, `refresh_token`,
+`id_token`, `scope` and `token_response` (the tokens are removed at logout).
 """
 
 from __future__ import annotations
