@@ -403,3 +403,41 @@ async def test_concurrent_rechecks_share_one_refresh_grant(oidc_provider):
 def test_auth_state_off_is_warned(oidc_provider, caplog):
     make_authenticator(oidc_provider, enable_auth_state=False)
     assert "no re-check with the provider (removed users keep access)" in caplog.text
+
+
+@pytest.mark.parametrize("rule", ["token_type", "weak_key", "groups", "identity"])
+async def test_rules_hold_for_refreshed_tokens(oidc_provider_factory, hub_factory, rule):
+    """Login and re-check share one verification path: each login rule above also
+    refuses a re-check (the login itself is well-formed; only the refresh is not)."""
+    hostile: dict[str, Any] = {"refreshOnly": True}
+    if rule == "token_type":
+        hostile["tokenType"] = "N_A"
+    if rule == "weak_key":
+        hostile["weakKey"] = _rsa_jwk("weak-1024", bits=1024)
+    provider = oidc_provider_factory(accounts=accounts(), hostile=hostile)
+    hub = await hub_factory(provider, authenticator={"auth_refresh_age": 1})
+    async with browser() as http:
+        assert (await hub.login(http, "alice")).status_code == 200
+    async with hub.api() as api:
+        minted = await api.post("/users/alice/tokens", json={"note": "cli"})
+        assert minted.status_code == 201, minted.text
+    as_alice = {"Authorization": f"token {minted.json()['token']}"}
+    claims = copy.deepcopy(DEMO_ACCOUNTS["alice"]["claims"])
+    if rule == "groups":
+        claims["groups"] = "hub-admins"
+    if rule == "identity":
+        claims["email"] = "alice@example.com\nx-evil: 1"
+    await provider.set_claims("alice", claims)
+    await asyncio.sleep(1.5)  # past auth_refresh_age: the next request re-checks
+    async with browser() as http:
+        me = await http.get(f"{hub.url}/hub/api/user", headers=as_alice)
+    assert me.status_code == 403, me.text
+    expected = {
+        "token_type": "token_type 'N_A', not Bearer",
+        "weak_key": "has 1024 bits; at least 2048 are required",
+        "groups": "sent the 'groups' claim as a single string",
+        "identity": "The Kubeflow identity from the 'email' claim contains",
+    }[rule]
+    assert expected in hub.log()
+    model = await hub.user_model("alice")
+    assert model is not None and model["admin"] is False

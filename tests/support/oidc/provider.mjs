@@ -17,6 +17,8 @@
 //              weakKey    a private RSA JWK (e.g. 1024 bits, which oidc-provider refuses to
 //                         sign with): id_tokens are re-signed with it and /jwks serves it
 //              noRefreshIdToken  refresh grants answer without an id_token (as some IdPs do)
+//              refreshOnly  tokenType and weakKey apply to refresh grants only (logins work;
+//                         /jwks then serves the weak key next to the real ones)
 //
 // Test-only admin endpoint: POST /__test/accounts/<login> with a JSON body
 // {"claims": {...}} replaces that account's claims (e.g. removes it from its groups);
@@ -108,9 +110,11 @@ if (hostile.tokenType || hostile.weakKey || hostile.noRefreshIdToken) {
   provider.use(async (ctx, next) => {
     await next();
     const body = ctx.body;
-    if (ctx.path === '/token' && body && typeof body === 'object') {
+    const refreshing = ctx.oidc?.params?.grant_type === 'refresh_token';
+    if (ctx.path === '/token' && body && typeof body === 'object'
+        && (refreshing || !hostile.refreshOnly)) {
       if (hostile.tokenType) body.token_type = hostile.tokenType;
-      if (hostile.noRefreshIdToken && ctx.oidc?.params?.grant_type === 'refresh_token') {
+      if (hostile.noRefreshIdToken && refreshing) {
         delete body.id_token;
       }
       if (hostile.weakKey && body.id_token) {
@@ -125,7 +129,9 @@ if (hostile.tokenType || hostile.weakKey || hostile.noRefreshIdToken) {
     }
     if (ctx.path === '/jwks' && hostile.weakKey) {
       const pub = createPublicKey({ key: hostile.weakKey, format: 'jwk' }).export({ format: 'jwk' });
-      ctx.body = { keys: [{ ...pub, kid: hostile.weakKey.kid, use: 'sig', alg: 'RS256' }] };
+      const weak = { ...pub, kid: hostile.weakKey.kid, use: 'sig', alg: 'RS256' };
+      const current = typeof body === 'string' ? JSON.parse(body) : body;
+      ctx.body = { keys: [...(hostile.refreshOnly ? current?.keys ?? [] : []), weak] };
     }
   });
 }
