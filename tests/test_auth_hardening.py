@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -441,3 +442,34 @@ async def test_rules_hold_for_refreshed_tokens(oidc_provider_factory, hub_factor
     assert expected in hub.log()
     model = await hub.user_model("alice")
     assert model is not None and model["admin"] is False
+
+
+async def test_idle_server_activity_report_triggers_revocation(oidc_provider_factory, hub_factory):
+    """A server nobody uses still reports activity with its own token (jupyterhub-
+    singleuser, every JUPYTERHUB_ACTIVITY_INTERVAL = 300 s): that request re-checks its
+    owner, so a removed user's idle server is stopped too."""
+    provider = oidc_provider_factory(accounts=accounts())
+    hub = await hub_factory(provider, authenticator={"auth_refresh_age": 1})
+    async with browser() as http:
+        assert (await hub.login(http, "alice")).status_code == 200
+    async with hub.api() as api:
+        spawn = await api.post("/users/alice/server")
+        assert spawn.status_code in (201, 202), spawn.text
+    record = hub.spawn_record("alice")
+    assert record is not None
+    as_server = {"Authorization": f"token {record['api_token']}"}
+    claims = copy.deepcopy(DEMO_ACCOUNTS["alice"]["claims"])
+    claims["groups"] = ["marketing"]
+    await provider.set_claims("alice", claims)
+    await asyncio.sleep(1.5)  # past auth_refresh_age
+    now = datetime.now(UTC).isoformat()
+    async with browser() as http:
+        report = await http.post(
+            f"{hub.url}/hub/api/users/alice/activity",
+            headers=as_server,
+            json={"last_activity": now, "servers": {"": {"last_activity": now}}},
+        )
+    assert report.status_code == 403, report.text
+    model = await hub.user_model("alice")
+    assert model is not None and model["servers"] == {}
+    assert "Revoked access of alice" in hub.log() and "stopped: default server" in hub.log()

@@ -32,7 +32,7 @@ Hub settings used by ``hub_factory`` are :func:`default_authenticator_settings`
 (groups policy :data:`ALLOWED_GROUPS`/:data:`ADMIN_GROUPS`, scopes :data:`HUB_SCOPES`).
 The hub's client is registered at the provider with redirect URI
 ``<hub>/hub/oauth_callback`` and post-logout URI ``<hub>/hub/login``; the spawner stub
-writes ``{"user", "auth_state"}`` to ``hub.spawn_record(name)`` and "runs" nothing.
+writes ``{"user", "auth_state", "api_token"}`` to ``hub.spawn_record(name)`` and "runs" nothing.
 """
 
 from __future__ import annotations
@@ -651,7 +651,7 @@ class RecordingSpawner(Spawner):
 
     async def start(self):
         auth_state = await self.user.get_auth_state()
-        record = {{"user": self.user.name, "auth_state": auth_state}}
+        record = {{"user": self.user.name, "auth_state": auth_state, "api_token": self.api_token}}
         (RECORD_DIR / f"{{self.user.name}}.json").write_text(json.dumps(record))
         self._running = True
         return ({dummy_host!r}, {dummy_port!r})
