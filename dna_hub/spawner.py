@@ -17,6 +17,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default, validate
 
+from .auth.claims import kubeflow_identity_problem
 from .errors import ConfigurationError, ProvisioningError
 from .k8s.api import KubeApi
 from .k8s.retry import asks_to_retry, describe
@@ -443,6 +444,14 @@ class DnaSpawner(KubeSpawner):
         )
 
     def render_profile(self, owner: str) -> RenderedProfile:
+        problem = kubeflow_identity_problem(owner)  # auth_state may be edited, or --owner
+        if problem is not None:
+            raise ConfigurationError(
+                "Your login did not provide a usable Kubeflow identity. "
+                "Please contact your platform administrator.",
+                f"the Profile owner {owner!r} of {self.user.name} {problem}",
+                reason="config",
+            )
         try:
             return render_profile(self.profile_context(owner), self.profile_template_dirs)
         except TemplateError as e:

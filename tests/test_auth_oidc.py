@@ -267,7 +267,13 @@ async def test_refresh_after_id_token_expired(short_lived):
     model = await login(authenticator, short_lived, "alice")
     assert model is not None
     user = FakeUser("alice", model["auth_state"])
-    assert await authenticator.refresh_user(user) is True  # still fresh: nothing to do
+    # Still fresh, yet every refresh re-checks with the provider (issue 18.3): the same
+    # identity comes back with new tokens.
+    rechecked = await authenticator.refresh_user(user)
+    assert isinstance(rechecked, dict), rechecked
+    assert rechecked["name"] == "alice"
+    assert rechecked["auth_state"][AUTH_STATE_KUBEFLOW_USERID] == "Alice.Smith@Example.com"
+    assert rechecked["auth_state"]["access_token"] != model["auth_state"]["access_token"]
     await asyncio.sleep(4.5)  # both the access token and the id_token have expired
     refreshed = await authenticator.refresh_user(user)
     assert isinstance(refreshed, dict), refreshed

@@ -5,6 +5,7 @@
 - `claims`: pure rules from verified claims to the hub username, groups and the
   Kubeflow identity.
 - `handlers`: the tornado login, callback and logout handlers (nonce, `iss`, RP logout).
+- `revocation`: stop a removed user's servers, revoke their tokens and sessions.
 - `oidc`: `DnaOIDCAuthenticator`, the JupyterHub authenticator built on all of them.
 
 The auth_state keys the rest of dna_hub reads are constants here, so the spawner can
@@ -21,7 +22,11 @@ AUTH_STATE_CLAIMS = "oidc_claims"
 #: auth_state key holding the unix time the access token expires (float or None).
 AUTH_STATE_EXPIRES_AT = "expires_at"
 
+#: auth_state key holding the (issuer, subject) the hub user is bound to, with its MAC.
+AUTH_STATE_BINDING = "subject_binding"
+
 __all__ = [
+    "AUTH_STATE_BINDING",
     "AUTH_STATE_CLAIMS",
     "AUTH_STATE_EXPIRES_AT",
     "AUTH_STATE_GROUPS",

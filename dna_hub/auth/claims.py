@@ -8,20 +8,33 @@ not log in. The authenticator turns `ClaimError` into its 403 login page.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 __all__ = [
+    "KUBEFLOW_IDENTITY_MAX_LENGTH",
     "ClaimError",
+    "binding_mac",
+    "check_kubeflow_identity",
     "claim_str",
     "email_verified",
     "groups_from_claims",
     "has_control_characters",
+    "kubeflow_identity_problem",
     "kubeflow_userid_from_claims",
+    "make_binding",
     "normalize_username",
     "username_from_claims",
+    "verify_binding",
 ]
+
+#: Longest Kubeflow identity accepted: an email address is at most 254 characters
+#: (RFC 5321); a `sub` is at most 255 ASCII characters (OIDC Core 2).
+KUBEFLOW_IDENTITY_MAX_LENGTH = 256
 
 
 class ClaimError(ValueError):
@@ -93,21 +106,29 @@ def username_from_claims(
     return name
 
 
-def groups_from_claims(claims: Mapping[str, Any], groups_claim: str) -> list[str] | None:
-    """The user's groups: [] if the claim is absent (or unnamed), None if it is unusable.
+def groups_from_claims(
+    claims: Mapping[str, Any], groups_claim: str, *, allow_single_string: bool = False
+) -> list[str]:
+    """The user's groups: [] if the claim is absent (or unnamed), else a list of strings.
 
-    A single string is one group and non-string list entries are dropped, because
-    providers differ in how they send groups. None (the claim is neither a string nor a
-    list) lets the caller warn before treating it as no groups.
+    Anything but a JSON list of strings is refused with ClaimError: a bare string would
+    otherwise count as one group, and a string equal to an admin group would make its
+    holder admin. `allow_single_string` accepts a bare string as one group, for providers
+    known to send a single group that way.
     """
     value = claims.get(groups_claim) if groups_claim else None
     if value is None:
         return []
-    if isinstance(value, str):
+    if isinstance(value, str) and allow_single_string:
         return [value]
-    if isinstance(value, list):
-        return [g for g in value if isinstance(g, str)]
-    return None
+    if isinstance(value, list) and all(isinstance(g, str) for g in value):
+        return list(value)
+    kind = "a single string" if isinstance(value, str) else type(value).__name__
+    raise ClaimError(
+        f"The identity provider sent the {groups_claim!r} claim as {kind}, not as a list "
+        "of group names, so your groups cannot be trusted. Ask your administrator to fix "
+        "the provider's groups mapping."
+    )
 
 
 def email_verified(claims: Mapping[str, Any]) -> bool:
@@ -131,4 +152,69 @@ def kubeflow_userid_from_claims(claims: Mapping[str, Any], claim: str) -> str:
         raise ClaimError(
             f"Your account has no {claim!r} claim, which Kubeflow needs to identify you."
         )
+    return check_kubeflow_identity(value, f"the {claim!r} claim")
+
+
+def kubeflow_identity_problem(value: object) -> str | None:
+    """Why `value` cannot be a Kubeflow identity (Profile owner), or None if it can.
+
+    The identity becomes a Profile's owner, an RBAC subject and an exact Istio header
+    match, so it must be one printable token: no whitespace, no control or format
+    characters (a newline could split a header or a log line), 1 to
+    KUBEFLOW_IDENTITY_MAX_LENGTH characters.
+    """
+    if not isinstance(value, str):
+        return f"is a {type(value).__name__}, not a string"
+    if not value:
+        return "is empty"
+    if len(value) > KUBEFLOW_IDENTITY_MAX_LENGTH:
+        return f"is {len(value)} characters long (at most {KUBEFLOW_IDENTITY_MAX_LENGTH})"
+    for char in value:
+        category = unicodedata.category(char)
+        if char.isspace() or category.startswith(("C", "Z")):
+            return f"contains the character U+{ord(char):04X} (whitespace or control)"
+    return None
+
+
+def check_kubeflow_identity(value: object, source: str) -> str:
+    """`value` if it can be a Kubeflow identity, else ClaimError naming `source` and why."""
+    problem = kubeflow_identity_problem(value)
+    if problem is not None:
+        raise ClaimError(f"The Kubeflow identity from {source} {problem}, so it cannot be used.")
+    assert isinstance(value, str)
     return value
+
+
+# ---------------------------------------------------------------------- subject binding
+#
+# A hub user is bound to the (issuer, subject) of its first login. The binding is kept
+# in auth_state with a MAC over (hub username, issuer, subject) keyed from the hub's
+# auth_state encryption key: whoever can write auth_state through the REST API cannot
+# move a binding to another subject or copy one from another user without that key.
+
+
+def _binding_key(secret: bytes) -> bytes:
+    return hmac.new(secret, b"dna-hub subject binding v1", hashlib.sha256).digest()
+
+
+def binding_mac(secret: bytes, username: str, issuer: str, subject: str) -> str:
+    """The hex MAC binding `username` to (`issuer`, `subject`) under `secret`."""
+    message = json.dumps([username, issuer, subject], ensure_ascii=True).encode()
+    return hmac.new(_binding_key(secret), message, hashlib.sha256).hexdigest()
+
+
+def make_binding(secret: bytes, username: str, issuer: str, subject: str) -> dict[str, str]:
+    """The binding record stored in auth_state."""
+    return {"iss": issuer, "sub": subject, "mac": binding_mac(secret, username, issuer, subject)}
+
+
+def verify_binding(binding: object, secrets: Iterable[bytes], username: str) -> bool:
+    """True if `binding` is a record made by `make_binding` for `username` with any secret."""
+    if not isinstance(binding, Mapping):
+        return False
+    iss, sub, mac = binding.get("iss"), binding.get("sub"), binding.get("mac")
+    if not (isinstance(iss, str) and isinstance(sub, str) and isinstance(mac, str)):
+        return False
+    return any(
+        hmac.compare_digest(binding_mac(secret, username, iss, sub), mac) for secret in secrets
+    )

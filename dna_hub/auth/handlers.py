@@ -19,6 +19,9 @@ from oauthenticator.oauth2 import (
 )
 from tornado import web
 
+#: auth_state keys holding provider tokens, cleared at logout.
+STORED_TOKEN_KEYS = ("access_token", "refresh_token", "id_token", "token_response")
+
 
 class LoginRejected(web.HTTPError):
     """403 with a message the user sees on the hub's error page (no user is created)."""
@@ -27,6 +30,22 @@ class LoginRejected(web.HTTPError):
         super().__init__(403, "%s", message)
         # JupyterHub's error page shows this text.
         self.jupyterhub_message = message
+
+
+class LoginFailed(web.HTTPError):
+    """400: the login attempt cannot complete (e.g. the provider refused the `code`).
+
+    The user sees "Login failed, please start again"; the reason (`log_message`) is one
+    warning line in the hub log, without a traceback or request headers.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(400, "Login failed: %s", reason)
+        self.reason = reason
+        self.jupyterhub_message = "Login failed, please start again."
+
+    def __str__(self) -> str:
+        return f"login failed: {self.reason}"
 
 
 class DnaOIDCLoginHandler(OAuthLoginHandler):
@@ -81,6 +100,12 @@ class DnaOIDCLogoutHandler(OAuthLogoutHandler):
         if user is not None and self.authenticator.enable_auth_state:
             auth_state = await user.get_auth_state() or {}
             self._id_token = auth_state.get("id_token")
+            # The hub keeps no provider tokens of a logged-out user; the identity
+            # (kubeflow_userid, groups, subject binding) stays for their servers.
+            if any(key in auth_state for key in STORED_TOKEN_KEYS):
+                for key in STORED_TOKEN_KEYS:
+                    auth_state.pop(key, None)
+                await user.save_auth_state(auth_state)
         await super().get()
 
     async def render_logout_page(self) -> None:

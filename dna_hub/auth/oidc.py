@@ -7,8 +7,12 @@ cookie, managed groups, encrypted auth_state) and adds what "just OAuth2" lacks:
 - an id_token verified before any user exists: signature (JWKS), iss, aud/azp, exp/iat,
   and a per-login `nonce` kept next to the PKCE verifier in the state cookie (`tokens.py`);
 - the hub username and the exact Kubeflow identity from configurable claims;
-- `refresh_user` that refreshes expiring tokens with the refresh token and never
-  re-verifies a stored, naturally expired id_token (oauthenticator issue #793);
+- each hub user bound to the (iss, sub) of its first login (`bind_subject`);
+- strict token responses (Bearer only; a failed code exchange is a 400, not a 500);
+- `refresh_user` that re-checks with the provider on every call (refresh grant, userinfo
+  when no id_token comes back), never re-verifies a stored, naturally expired id_token
+  (oauthenticator issue #793), and revokes the access of users no longer allowed
+  (`revocation.py`);
 - RP-initiated logout at the provider's `end_session_endpoint` (`handlers.py`).
 
 The class holds the configuration and the flow; the tornado handlers live in
@@ -16,14 +20,15 @@ The class holds the configuration and the flow; the tornado handlers live in
 identity) in `claims.py`, called by thin methods here that pass in the trait values.
 
 auth_state keys (see `dna_hub.auth`): `kubeflow_userid`, `groups`, `oidc_claims`,
-`expires_at`, plus oauthenticator's `access_token`, `refresh_token`, `id_token`, `scope`
-and `token_response`.
+`expires_at`, `subject_binding`, plus oauthenticator's `access_token`, `refresh_token`,
+`id_token`, `scope` and `token_response` (the tokens are removed at logout).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import time
 from inspect import isawaitable
 from typing import Any
@@ -36,19 +41,22 @@ from tornado.httpclient import HTTPClientError
 from traitlets import Bool, Float, List, Unicode, default, validate
 
 from . import (
+    AUTH_STATE_BINDING,
     AUTH_STATE_CLAIMS,
     AUTH_STATE_EXPIRES_AT,
     AUTH_STATE_GROUPS,
     AUTH_STATE_KUBEFLOW_USERID,
 )
 from . import claims as claim_rules
-from .discovery import DiscoveryCache, DiscoveryError, ProviderMetadata
+from .discovery import DiscoveryCache, DiscoveryError, ProviderMetadata, check_endpoint_url
 from .handlers import (
     DnaOIDCCallbackHandler,
     DnaOIDCLoginHandler,
     DnaOIDCLogoutHandler,
+    LoginFailed,
     LoginRejected,
 )
+from .revocation import revoke_access
 from .tokens import (
     DEFAULT_ALGORITHMS,
     IdTokenVerifier,
@@ -56,6 +64,9 @@ from .tokens import (
     TokenVerificationError,
     validate_algorithms,
 )
+
+#: id_token claims that describe the login itself; kept when a re-check gets no id_token.
+_LOGIN_CLAIMS = ("iss", "sub", "aud", "azp", "exp", "iat", "auth_time", "nonce", "acr", "amr")
 
 #: Endpoint traits that discovery fills unless the admin configured them explicitly.
 _ENDPOINT_TRAITS = {
@@ -214,9 +225,10 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         300.0,
         config=True,
         help="""
-        `refresh_user` (run before a spawn and every `auth_refresh_age`) refreshes the
-        tokens with the refresh token when the access token expires within this many
-        seconds, so a spawner gets tokens that stay valid for a while.
+        Without a refresh token, `refresh_user` (run before a spawn and every
+        `auth_refresh_age`) re-checks the user at the userinfo endpoint with the stored
+        access token only while it stays valid for this many seconds; after that a new
+        login is required. (With a refresh token every re-check uses the refresh grant.)
         """,
     )
 
@@ -284,6 +296,40 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
             raise ValueError("scope must include 'openid' for OpenID Connect")
         return proposal.value
 
+    allow_single_string_groups = Bool(
+        False,
+        config=True,
+        help="""
+        Accept a `groups_claim` that is a single string as one group. Off by default: a
+        groups claim must be a JSON list of strings, and anything else refuses the login
+        (a bare string equal to an admin group would otherwise make its holder admin).
+        Turn on only for a provider known to send one group as a plain string.
+        """,
+    )
+
+    revoke_removed_users = Bool(
+        True,
+        config=True,
+        help="""
+        When a re-check with the provider (every `auth_refresh_age`, before every spawn)
+        shows a user may no longer log in (removed from the allowed groups, email no
+        longer verified, claims now invalid), stop their servers, revoke their API
+        tokens and end their browser sessions at once, instead of only refusing their
+        next request.
+        """,
+    )
+
+    @default("refresh_pre_spawn")
+    def _refresh_pre_spawn_default(self) -> bool:
+        # Re-check with the provider before every spawn (tokens and group membership).
+        return True
+
+    @default("auth_refresh_strict")
+    def _auth_refresh_strict_default(self) -> bool:
+        # JupyterHub >= 6.1 only (older versions are always strict): a failed refresh
+        # must also stop API-token requests and admin spawns, not only browser requests.
+        return True
+
     # ------------------------------------------------------------------ lifecycle
 
     def __init__(self, **kwargs: Any) -> None:
@@ -293,6 +339,16 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         self._discovery: DiscoveryCache | None = None
         self._jwks: JWKSCache | None = None
         self._startup_task: asyncio.Task[None] | None = None
+        # One re-check per user at a time; requests that waited for it share its outcome
+        # (concurrent refresh grants with one refresh token can make a provider with
+        # reuse detection revoke the whole grant).
+        self._recheck_locks: dict[str, asyncio.Lock] = {}
+        self._last_recheck: dict[str, tuple[float, bool]] = {}
+        if not self.enable_auth_state:
+            self.log.warning(
+                "DnaOIDCAuthenticator without enable_auth_state: no subject binding, no "
+                "re-check with the provider (removed users keep access), no Kubeflow identity"
+            )
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -439,13 +495,15 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
             raise LoginRejected(str(e)) from None
 
     def groups_from_claims(self, claims: dict[str, Any]) -> list[str]:
-        """The user's groups from `groups_claim`; a malformed claim counts as none."""
-        groups = claim_rules.groups_from_claims(claims, self.groups_claim)
-        if groups is None:
+        """The user's groups from `groups_claim`, or LoginRejected if it is malformed."""
+        try:
+            return claim_rules.groups_from_claims(
+                claims, self.groups_claim, allow_single_string=self.allow_single_string_groups
+            )
+        except claim_rules.ClaimError as e:
             value = claims.get(self.groups_claim)
-            self.log.warning("Ignoring non-list %r claim: %r", self.groups_claim, value)
-            return []
-        return groups
+            self.log.warning("Refused login: malformed %r claim %r", self.groups_claim, value)
+            raise LoginRejected(str(e)) from None
 
     def check_email_verified(self, claims: dict[str, Any]) -> None:
         """LoginRejected unless the email is verified (when `require_email_verified`)."""
@@ -474,10 +532,13 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         return info
 
     async def claims_to_auth_model(
-        self, token_info: dict[str, Any], claims: dict[str, Any]
+        self, token_info: dict[str, Any], claims: dict[str, Any], *, userinfo: bool = True
     ) -> dict[str, Any]:
-        """Turn verified claims into the hub's auth model (raise LoginRejected if unfit)."""
-        if self.fetch_userinfo:
+        """Turn verified claims into the hub's auth model (raise LoginRejected if unfit).
+
+        `userinfo=False` when the caller already merged userinfo claims (a re-check).
+        """
+        if self.fetch_userinfo and userinfo:
             info = await self._userinfo(token_info, claims["sub"])
             # The verified id_token wins for the claims that identify the token.
             claims = {**info, **claims}
@@ -513,6 +574,120 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
                 auth_model["admin"] = bool(groups & self.admin_groups)
         return auth_model
 
+    # ------------------------------------------------------------------ tokens
+
+    async def get_token_info(self, handler: Any, params: dict[str, Any]) -> dict[str, Any]:
+        """The token endpoint's answer (login and refresh alike), checked.
+
+        A failed request (e.g. a forged or already used `code`) raises LoginFailed: a
+        4xx page and one log line, never a traceback. A `token_type` other than Bearer
+        (OIDC Core 3.1.3.3, compared case-insensitively) is refused.
+        """
+        try:
+            response = await self.httpfetch(
+                self.token_url,
+                label="requesting tokens",
+                method="POST",
+                headers=self.build_token_info_request_headers(),
+                body=urlencode(params).encode("utf-8"),
+                validate_cert=self.validate_server_cert,
+                parse_json=False,
+                raise_error=False,
+            )
+        except (HTTPClientError, OSError) as e:
+            raise LoginFailed(f"the token endpoint could not be reached ({e})") from None
+        try:
+            token_info = json.loads(response.body or b"null")
+        except ValueError:
+            token_info = None
+        if response.code != 200 or not isinstance(token_info, dict):
+            error = token_info if isinstance(token_info, dict) else {}
+            raise LoginFailed(
+                f"the token endpoint answered {response.code} "
+                f"{str(error.get('error', ''))[:100]!r}: "
+                f"{str(error.get('error_description', ''))[:200]!r}"
+            )
+        if "access_token" not in token_info:
+            raise LoginFailed("the token endpoint returned no access_token")
+        token_type = token_info.get("token_type")
+        if not isinstance(token_type, str) or token_type.lower() != "bearer":
+            raise LoginFailed(f"the token endpoint returned token_type {token_type!r}, not Bearer")
+        return token_info
+
+    def get_callback_url(self, handler: Any = None) -> str:
+        """The configured `oauth_callback_url`; never one built from the request's Host."""
+        if not self.oauth_callback_url:
+            error = web.HTTPError(503, "DnaOIDCAuthenticator.oauth_callback_url is not set")
+            error.jupyterhub_message = (  # type: ignore[attr-defined]
+                "Login is unavailable: the hub's oauth_callback_url is not configured."
+            )
+            raise error
+        return self.oauth_callback_url
+
+    # ------------------------------------------------------------------ subject binding
+
+    def _binding_secrets(self) -> list[bytes]:
+        """The hub's auth_state encryption keys (JUPYTERHUB_CRYPT_KEY), newest first."""
+        try:
+            from jupyterhub.crypto import CryptKeeper
+        except ImportError:  # pragma: no cover - always installed with the hub
+            return []
+        return list(CryptKeeper.instance().keys)
+
+    def bind_subject(
+        self, username: str, claims: dict[str, Any], stored: dict[str, Any] | None
+    ) -> dict[str, str] | None:
+        """The (issuer, subject) binding for `username`, or LoginRejected for another subject.
+
+        `stored` is the user's current auth_state (None for a new user). Its binding must
+        carry a valid MAC and name this login's issuer and subject. A user without one
+        (created before bindings existed) is bound now, unless the claims of their last
+        login name another subject. None if bindings cannot be kept (auth_state off).
+        """
+        if not self.enable_auth_state:
+            return None
+        secrets = self._binding_secrets()
+        if not secrets:
+            self.log.warning("No auth_state encryption key: cannot bind %s to a subject", username)
+            return None
+        issuer, subject = str(claims.get("iss")), str(claims.get("sub"))
+        binding = (stored or {}).get(AUTH_STATE_BINDING)
+        if binding is not None:
+            if not claim_rules.verify_binding(binding, secrets, username):
+                self._refuse_binding(username, "its stored subject binding is invalid", claims)
+            if (binding["iss"], binding["sub"]) != (issuer, subject):
+                self._refuse_binding(
+                    username, f"it is bound to sub {binding['sub']!r} at {binding['iss']}", claims
+                )
+            return dict(binding)
+        previous = (stored or {}).get(AUTH_STATE_CLAIMS) or {}
+        if previous.get("sub") is not None and (
+            str(previous.get("iss")),
+            str(previous.get("sub")),
+        ) != (issuer, subject):
+            self._refuse_binding(
+                username,
+                f"its last login (before subject binding) was sub {previous.get('sub')!r} "
+                f"at {previous.get('iss')}",
+                claims,
+            )
+        self.log.info("Bound hub user %s to sub %r at %s", username, subject, issuer)
+        return claim_rules.make_binding(secrets[0], username, issuer, subject)
+
+    def _refuse_binding(self, username: str, why: str, claims: dict[str, Any]) -> None:
+        self.log.warning(
+            "Refused login as hub user %s by sub %r at %s: %s (admin re-bind: docs/deploy.md)",
+            username,
+            claims.get("sub"),
+            claims.get("iss"),
+            why,
+        )
+        raise LoginRejected(
+            f"The hub account {username!r} belongs to another account at the identity "
+            "provider, so you cannot use it. If it is yours, ask your hub administrator "
+            "to re-bind it."
+        )
+
     # ------------------------------------------------------------------ login
 
     async def authenticate(self, handler: Any, data: Any = None, **kwargs: Any) -> dict:
@@ -534,7 +709,17 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         except TokenVerificationError as e:
             self.log.warning("Rejected id_token (%s): %s", e.reason, e)
             raise LoginRejected(f"The identity token was rejected ({e.reason}): {e}") from e
-        return await self.claims_to_auth_model(token_info, claims)
+        auth_model = await self.claims_to_auth_model(token_info, claims)
+        stored = None
+        find_user = getattr(handler, "find_user", None)
+        if find_user is not None:
+            existing = find_user(auth_model["name"])
+            if existing is not None:
+                stored = await existing.get_auth_state()
+        binding = self.bind_subject(auth_model["name"], claims, stored)
+        if binding is not None:
+            auth_model["auth_state"][AUTH_STATE_BINDING] = binding
+        return auth_model
 
     # ------------------------------------------------------------------ refresh
 
@@ -545,22 +730,73 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
             return False  # the provider gave no lifetime: nothing tells us it is stale
         return time.time() + self.token_refresh_margin >= expires_at
 
-    async def refresh_user(self, user: Any, handler: Any = None, **kwargs: Any) -> Any:
-        """Refresh tokens that are (nearly) expired; False forces a new login.
+    async def _recheck_tokens(
+        self, user: Any, handler: Any, auth_state: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Ask the provider again: the refresh grant, else userinfo with the access token.
 
-        Unlike oauthenticator 17's default, this never re-verifies the stored id_token:
-        id_tokens are short-lived proofs of a login, and an expired one must not fail a
-        spawn while the refresh token is still good (oauthenticator issue #793). A new
-        id_token from the refresh response is verified; if the provider sends none, the
-        claims verified at login stay.
+        None if the provider cannot confirm the user (then a new login is required).
         """
-        if not self.enable_auth_state:
-            return True
+        refresh_token = auth_state.get("refresh_token")
+        if refresh_token:
+            try:
+                await self.provider_metadata()
+                token_info = await self.get_token_info(
+                    handler, self.build_refresh_token_request_params(refresh_token)
+                )
+            except (LoginFailed, DiscoveryError) as e:
+                self.log.info("Re-check of %s with the provider failed: %s", user.name, e)
+                return None
+            # Providers may or may not rotate refresh tokens; keep the old one if not.
+            token_info.setdefault("refresh_token", refresh_token)
+            return token_info
+        access_token = auth_state.get("access_token")
+        if not access_token or self._needs_refresh(auth_state):
+            self.log.info("Tokens of %s expired and cannot be refreshed", user.name)
+            return None
+        token_info = dict(auth_state.get("token_response") or {})
+        token_info["access_token"] = access_token
+        token_info["token_type"] = "Bearer"  # noqa: S105 (a token type, not a secret)
+        token_info.pop("id_token", None)
+        token_info.pop("expires_in", None)
+        return token_info
+
+    async def refresh_user(self, user: Any, handler: Any = None, **kwargs: Any) -> Any:
+        """Re-check the user with the provider (one re-check per user at a time).
+
+        A call that waited while another re-check of the same user ran returns that
+        re-check's outcome (True for success: the first caller saves the new auth_state)
+        instead of asking the provider again with the same refresh token.
+        """
         if handler is not None and not hasattr(handler, "_token_authenticated"):
             # JupyterHub 6.1 reads this attribute when refresh_user returns False but sets
             # it only for token-authenticated requests: cookie requests then fail with a
             # 500 instead of asking for a new login. Set the value it means (not token).
             handler._token_authenticated = False
+        started = time.monotonic()
+        lock = self._recheck_locks.setdefault(user.name, asyncio.Lock())
+        async with lock:
+            last = self._last_recheck.get(user.name)
+            if last is not None and last[0] >= started:
+                return last[1]
+            result = await self._refresh_user(user, handler)
+            self._last_recheck[user.name] = (time.monotonic(), bool(result))
+            return result
+
+    async def _refresh_user(self, user: Any, handler: Any) -> Any:
+        """Re-check the user with the provider; False forces a new login.
+
+        JupyterHub calls this every `auth_refresh_age` seconds of a user's activity and
+        before every spawn (`refresh_pre_spawn`). Each call asks the provider: the refresh
+        grant, and when its answer has no id_token (or there is no refresh token) the
+        userinfo endpoint, so removed users and changed groups are seen. New claims go
+        through the same checks as a login (`claims_to_auth_model`, subject binding,
+        `check_allowed`). The stored, naturally expired id_token is never re-verified
+        (oauthenticator issue #793). A user the provider now reports as not allowed has
+        their servers stopped and API tokens revoked (`revoke_removed_users`).
+        """
+        if not self.enable_auth_state:
+            return True
         auth_state = await user.get_auth_state()
         if self.refresh_user_hook is not None:
             refreshed = await self._call_refresh_user_hook(user, auth_state)
@@ -569,24 +805,11 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         if not auth_state or AUTH_STATE_KUBEFLOW_USERID not in auth_state:
             self.log.info("No OIDC auth_state for %s: a new login is required", user.name)
             return False
-        if not self._needs_refresh(auth_state):
-            return True
-        refresh_token = auth_state.get("refresh_token")
-        if not refresh_token:
-            self.log.info("Tokens of %s expired and cannot be refreshed", user.name)
+        token_info = await self._recheck_tokens(user, handler, auth_state)
+        if token_info is None:
             return False
 
         old_claims: dict[str, Any] = auth_state.get(AUTH_STATE_CLAIMS) or {}
-        try:
-            await self.provider_metadata()
-            token_info = await self.get_token_info(
-                handler, self.build_refresh_token_request_params(refresh_token)
-            )
-        except (HTTPClientError, web.HTTPError, DiscoveryError, OSError) as e:
-            self.log.info("Refreshing tokens of %s failed (%s): new login required", user.name, e)
-            return False
-        # Providers may or may not rotate refresh tokens; keep the old one if not.
-        token_info.setdefault("refresh_token", refresh_token)
         if token_info.get("id_token"):
             try:
                 claims = await self.verify_id_token(
@@ -602,36 +825,63 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
                 self.log.warning("Refreshed id_token of %s has another sub", user.name)
                 return False
         else:
+            # No new id_token: today's claims come from userinfo (its sub must match);
+            # the id_token claims that describe the login itself stay.
+            try:
+                info = await self._userinfo(token_info, str(old_claims.get("sub")))
+            except (LoginRejected, HTTPClientError, OSError) as e:
+                self.log.info("Userinfo re-check of %s failed: %s", user.name, e)
+                return False
+            login_claims = {k: old_claims[k] for k in _LOGIN_CLAIMS if k in old_claims}
+            claims = {**info, **login_claims}
             token_info["id_token"] = auth_state.get("id_token")  # keep it for logout
-            claims = old_claims
         try:
-            auth_model = await self.claims_to_auth_model(token_info, claims)
+            auth_model = await self.claims_to_auth_model(token_info, claims, userinfo=False)
+            if auth_model["name"] != user.name:
+                raise LoginRejected(f"the provider now maps them to {auth_model['name']!r}")
+            binding = self.bind_subject(user.name, claims, auth_state)
+            if not self.allow_all and not await self.check_allowed(user.name, auth_model):
+                raise LoginRejected("not in the allowed users or groups any more")
         except web.HTTPError as e:
-            self.log.info("%s may no longer log in: %s", user.name, e)
+            reason = getattr(e, "jupyterhub_message", None) or e.log_message or str(e)
+            self.log.warning("%s may no longer log in: %s", user.name, reason)
+            if self.revoke_removed_users:
+                await revoke_access(user, handler, log=self.log)
             return False
-        if auth_model["name"] != user.name:
-            self.log.warning("%s now maps to the hub user %s", user.name, auth_model["name"])
-            return False
-        if not self.allow_all and not await self.check_allowed(user.name, auth_model):
-            self.log.info("%s is no longer allowed (groups changed?)", user.name)
-            return False
+        if binding is not None:
+            auth_model["auth_state"][AUTH_STATE_BINDING] = binding
         return auth_model
 
     # ------------------------------------------------------------------ logout
 
     async def end_session_redirect(self, handler: Any, id_token: str | None) -> str | None:
-        """The provider's end-session URL for RP-initiated logout, or None."""
+        """The provider's end-session URL for RP-initiated logout, or None.
+
+        An explicitly configured `end_session_url` must be https (like discovered ones),
+        because the `id_token_hint` travels in its query; the post-logout redirect is
+        never built from the request's Host header.
+        """
         if not self.end_provider_session_on_logout:
             return None
         try:
             await self.provider_metadata()
-        except DiscoveryError:
-            return None  # logged; the hub logout itself already happened
+            if self.end_session_url:
+                check_endpoint_url(
+                    self.end_session_url,
+                    "end_session_url",
+                    allow_insecure_loopback=self.allow_insecure_loopback,
+                )
+        except DiscoveryError as e:
+            self.log.error("No RP-initiated logout at the provider: %s", e)
+            return None  # the hub logout itself already happened
         if not self.end_session_url:
             return None
         post_logout = self.post_logout_redirect_url or self.logout_redirect_url
         if not post_logout:
-            post_logout = urljoin(self.get_callback_url(handler), "login")
+            if not self.oauth_callback_url:
+                self.log.error("No RP-initiated logout: oauth_callback_url is not set")
+                return None
+            post_logout = urljoin(self.oauth_callback_url, "login")
         params = {"client_id": self.client_id, "post_logout_redirect_uri": post_logout}
         if id_token:
             params["id_token_hint"] = id_token

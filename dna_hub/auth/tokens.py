@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt import PyJWK
 
 #: An async function that GETs a URL and returns the parsed JSON body, raising on errors.
@@ -37,6 +38,9 @@ KEY_TYPE_FOR_ALG: dict[str, tuple[str, str | None]] = {
     "EdDSA": ("OKP", "Ed25519"),
 }
 DEFAULT_ALGORITHMS: tuple[str, ...] = ("RS256", "PS256", "ES256", "EdDSA")
+#: Shortest RSA modulus accepted (NIST SP 800-131A; RFC 7518 3.3 requires 2048 for RS*).
+#: PyJWT only warns about shorter keys, so the check is here.
+MIN_RSA_KEY_BITS = 2048
 
 
 class TokenVerificationError(Exception):
@@ -145,9 +149,16 @@ class JWKSCache:
                 f"no {alg} signing key with kid {kid!r} in the provider's JWKS {self.jwks_uri}",
             )
         try:
-            return PyJWK(jwk, algorithm=alg)
+            key = PyJWK(jwk, algorithm=alg)
         except jwt.PyJWTError as e:
             raise TokenVerificationError("jwks", f"unusable key {kid!r}: {e}") from e
+        if isinstance(key.key, RSAPublicKey) and key.key.key_size < MIN_RSA_KEY_BITS:
+            raise TokenVerificationError(
+                "weak-key",
+                f"the provider's RSA signing key {kid!r} has {key.key.key_size} bits; "
+                f"at least {MIN_RSA_KEY_BITS} are required",
+            )
+        return key
 
 
 class IdTokenVerifier:

@@ -11,7 +11,9 @@ Fixtures (reusable by other tests, e.g. the browser test):
   client with exact redirect URIs (dynamic registration, RFC 7591).
 * ``oidc_provider_factory`` (session): ``oidc_provider_factory(ttl=..., issuer=...,
   keys=..., accounts=...)`` starts another provider (short token lifetimes, an impostor
-  claiming another issuer, another key under the same ``kid``); all stopped at the end.
+  claiming another issuer, another key under the same ``kid``, ``hostile={...}``
+  misbehaviours of provider.mjs); all stopped at the end. ``await provider.set_claims(
+  login, claims)`` changes an account at the running provider (None deletes it).
 * ``oidc_keys`` (session): :class:`SigningKeys` (``primary``, ``rogue``: two RSA keys
   with the same ``kid``).
 * ``hub_factory`` (function): ``await hub_factory(provider, authenticator={...})``
@@ -30,7 +32,7 @@ Hub settings used by ``hub_factory`` are :func:`default_authenticator_settings`
 (groups policy :data:`ALLOWED_GROUPS`/:data:`ADMIN_GROUPS`, scopes :data:`HUB_SCOPES`).
 The hub's client is registered at the provider with redirect URI
 ``<hub>/hub/oauth_callback`` and post-logout URI ``<hub>/hub/login``; the spawner stub
-writes ``{"user", "auth_state"}`` to ``hub.spawn_record(name)`` and "runs" nothing.
+writes ``{"user", "auth_state", "api_token"}`` to ``hub.spawn_record(name)`` and "runs" nothing.
 """
 
 from __future__ import annotations
@@ -223,8 +225,8 @@ def chp_command(node_modules: Path) -> list[str]:
 # ---------------------------------------------------------------------------- keys
 
 
-def _rsa_jwk(kid: str) -> dict[str, Any]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+def _rsa_jwk(kid: str, bits: int = 2048) -> dict[str, Any]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     jwk = json.loads(RSAAlgorithm.to_jwk(key))
     # PyJWT marks private JWKs key_ops=["sign"]; oidc-provider then cannot use the key to
     # verify its own tokens (e.g. an id_token_hint at logout).
@@ -321,6 +323,7 @@ class OIDCProvider:
         clients: list[OIDCClient] | None = None,
         ttl: dict[str, int] | None = None,
         issuer: str | None = None,
+        hostile: dict[str, Any] | None = None,
     ) -> None:
         self.node_modules = node_modules
         self.work_dir = work_dir
@@ -334,6 +337,7 @@ class OIDCProvider:
             "clients": [_client_metadata(c) for c in self.clients],
             "ttl": ttl or {},
             "modulesDir": str(node_modules),
+            "hostile": hostile or {},
         }
         self.process: subprocess.Popen[str] | None = None
         self.issuer = ""
@@ -415,6 +419,18 @@ class OIDCProvider:
             tuple(redirect_uris),
             tuple(post_logout_redirect_uris or ()),
         )
+
+    async def set_claims(self, login: str, claims: dict[str, Any] | None) -> None:
+        """Replace an account's claims at the running provider (None deletes the account).
+
+        Through provider.mjs's test-only endpoint; later refresh grants and userinfo
+        calls see the change, as after an admin's edit at a real provider.
+        """
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
+            response = await http.post(
+                self.url(f"/__test/accounts/{login}"), json={"claims": claims}
+            )
+        response.raise_for_status()
 
     # browsing -------------------------------------------------------------------
 
@@ -635,7 +651,7 @@ class RecordingSpawner(Spawner):
 
     async def start(self):
         auth_state = await self.user.get_auth_state()
-        record = {{"user": self.user.name, "auth_state": auth_state}}
+        record = {{"user": self.user.name, "auth_state": auth_state, "api_token": self.api_token}}
         (RECORD_DIR / f"{{self.user.name}}.json").write_text(json.dumps(record))
         self._running = True
         return ({dummy_host!r}, {dummy_port!r})
@@ -664,7 +680,9 @@ c.JupyterHub.services = [{{"name": "dna-test", "api_token": {api_token!r}}}]
 c.JupyterHub.load_roles = [
     {{
         "name": "dna-test",
-        "scopes": ["admin:users", "admin:auth_state", "admin:groups", "admin:servers"],
+        "scopes": [
+            "admin:users", "admin:auth_state", "admin:groups", "admin:servers", "tokens"
+        ],
         "services": ["dna-test"],
     }}
 ]

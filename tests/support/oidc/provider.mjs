@@ -12,6 +12,17 @@
 //   accounts   { login: { claims: {...} } }; the devInteractions form accepts any password
 //   ttl        token lifetimes in seconds (AccessToken, IdToken, RefreshToken, ...)
 //   modulesDir where `npm ci` put node_modules (the fixture installs into a cache dir)
+//   hostile    optional misbehaviours for tests (all off unless set):
+//              tokenType  the token_type every token response claims (e.g. "N_A")
+//              weakKey    a private RSA JWK (e.g. 1024 bits, which oidc-provider refuses to
+//                         sign with): id_tokens are re-signed with it and /jwks serves it
+//              noRefreshIdToken  refresh grants answer without an id_token (as some IdPs do)
+//              refreshOnly  tokenType and weakKey apply to refresh grants only (logins work;
+//                         /jwks then serves the weak key next to the real ones)
+//
+// Test-only admin endpoint: POST /__test/accounts/<login> with a JSON body
+// {"claims": {...}} replaces that account's claims (e.g. removes it from its groups);
+// {"claims": null} deletes the account. Later grants (refresh, userinfo) see the change.
 //
 // Once listening it prints one line `READY <issuer> <base-url>` on stdout.
 // Test-only conveniences: open dynamic client registration (RFC 7591) so every hub under
@@ -19,7 +30,7 @@
 // (as corporate IdPs such as Keycloak issue them).
 
 import { readFileSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { createPrivateKey, createPublicKey, randomBytes, sign } from 'node:crypto';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -92,7 +103,53 @@ const provider = new Provider(issuer, {
 });
 
 provider.on('server_error', (ctx, err) => console.error('server_error', err));
-server.on('request', provider.callback());
+
+const hostile = config.hostile || {};
+const b64url = (data) => Buffer.from(data).toString('base64url');
+if (hostile.tokenType || hostile.weakKey || hostile.noRefreshIdToken) {
+  provider.use(async (ctx, next) => {
+    await next();
+    const body = ctx.body;
+    const refreshing = ctx.oidc?.params?.grant_type === 'refresh_token';
+    if (ctx.path === '/token' && body && typeof body === 'object'
+        && (refreshing || !hostile.refreshOnly)) {
+      if (hostile.tokenType) body.token_type = hostile.tokenType;
+      if (hostile.noRefreshIdToken && refreshing) {
+        delete body.id_token;
+      }
+      if (hostile.weakKey && body.id_token) {
+        const payload = body.id_token.split('.')[1];
+        const header = b64url(
+          JSON.stringify({ alg: 'RS256', typ: 'JWT', kid: hostile.weakKey.kid })
+        );
+        const key = createPrivateKey({ key: hostile.weakKey, format: 'jwk' });
+        const signature = sign('sha256', Buffer.from(`${header}.${payload}`), key);
+        body.id_token = `${header}.${payload}.${b64url(signature)}`;
+      }
+    }
+    if (ctx.path === '/jwks' && hostile.weakKey) {
+      const pub = createPublicKey({ key: hostile.weakKey, format: 'jwk' }).export({ format: 'jwk' });
+      const weak = { ...pub, kid: hostile.weakKey.kid, use: 'sig', alg: 'RS256' };
+      const current = typeof body === 'string' ? JSON.parse(body) : body;
+      ctx.body = { keys: [...(hostile.refreshOnly ? current?.keys ?? [] : []), weak] };
+    }
+  });
+}
+
+const callback = provider.callback();
+server.on('request', (req, res) => {
+  const match = req.method === 'POST' && req.url.match(/^\/__test\/accounts\/([^/?]+)$/);
+  if (!match) return callback(req, res);
+  let data = '';
+  req.on('data', (chunk) => { data += chunk; });
+  req.on('end', () => {
+    const login = decodeURIComponent(match[1]);
+    const { claims } = JSON.parse(data || '{}');
+    if (claims === null) delete accounts[login];
+    else accounts[login] = { claims };
+    res.writeHead(204).end();
+  });
+});
 process.stdout.write(`READY ${issuer} ${base}\n`);
 
 for (const signal of ['SIGTERM', 'SIGINT']) {
