@@ -57,6 +57,9 @@ _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 class TemplateError(ValueError):
     """A profile template is invalid or renders something dna_hub refuses to apply."""
 
+    #: File name of the template at fault, when one is (set by :func:`render_profile`).
+    template: str | None = None
+
 
 @dataclass(frozen=True)
 class ProfileContext:
@@ -264,18 +267,24 @@ def render_profile(
     namespaced: list[dict[str, Any]] = []
     seen: set[tuple[str, str, str | None, str]] = set()
     for name in template_names(dirs):
-        for doc in _render_documents(env, name, variables):
-            obj = _check_object(name, doc, context)
-            key = (
-                obj["apiVersion"],
-                obj["kind"],
-                obj["metadata"].get("namespace"),
-                obj["metadata"]["name"],
-            )
-            if key in seen:
-                raise TemplateError(f"{obj['kind']} {key[3]!r} is rendered twice (template {name})")
-            seen.add(key)
-            (profiles if obj["kind"] == "Profile" else namespaced).append(obj)
+        try:
+            for doc in _render_documents(env, name, variables):
+                obj = _check_object(name, doc, context)
+                key = (
+                    obj["apiVersion"],
+                    obj["kind"],
+                    obj["metadata"].get("namespace"),
+                    obj["metadata"]["name"],
+                )
+                if key in seen:
+                    raise TemplateError(
+                        f"{obj['kind']} {key[3]!r} is rendered twice (template {name})"
+                    )
+                seen.add(key)
+                (profiles if obj["kind"] == "Profile" else namespaced).append(obj)
+        except TemplateError as e:
+            e.template = name
+            raise
     if len(profiles) != 1:
         raise TemplateError(
             f"the profile templates must render exactly one Profile, not {len(profiles)}"

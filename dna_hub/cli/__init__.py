@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -49,6 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        status = _run(argv)
+        sys.stdout.flush()  # a broken pipe shows here, not in the interpreter's last flush
+        return status
+    except BrokenPipeError:
+        # The reader went away (`dna-hub render ... | head -1`): stop quietly, as Unix tools
+        # do, with the status of a SIGPIPE death. Point stdout at /dev/null so the
+        # interpreter's final flush cannot raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "render":
         from .render import run_render
