@@ -93,7 +93,7 @@ def test_outside_the_cluster_in_cluster_names_are_not_blamed_on_the_config(
     assert "set DnaSpawner.kfp_endpoint" not in result.stdout
     (line,) = [x for x in result.stdout.splitlines() if "'ml-pipeline.kubeflow' resolves" in x]
     assert "  skip  " in line and "outside the cluster" in line
-    assert "kubectl exec deploy/hub -- dna-hub doctor" in result.stdout
+    assert "exec deploy/hub -- dna-hub doctor" in result.stdout
     assert "0 failed, 2 not checked" in result.stdout
 
 

@@ -64,7 +64,8 @@ def _kubeconfig_files(args: argparse.Namespace) -> str:
     if not any(Path(f).expanduser().is_file() for f in files.split(os.pathsep) if f):
         raise kube_config.ConfigException(
             f"{source} {files} does not exist: pass --kubeconfig FILE, set KUBECONFIG, or run "
-            "doctor in the hub's pod (kubectl exec deploy/hub -- dna-hub doctor)"
+            "doctor in the hub's pod (kubectl -n HUB_NAMESPACE exec deploy/hub -- "
+            "dna-hub doctor)"
         )
     return files
 
@@ -175,8 +176,8 @@ async def check_resolvable(label: str, url: str, seconds: float) -> Check:
                 name,
                 False,
                 f"not checked: {type(e).__name__}: {e} (doctor runs outside the cluster)",
-                "run doctor where the hub runs to check it: kubectl exec deploy/hub -- "
-                "dna-hub doctor",
+                "run doctor where the hub runs to check it: kubectl -n HUB_NAMESPACE exec "
+                "deploy/hub -- dna-hub doctor",
                 skipped=True,
             )
         return Check(
