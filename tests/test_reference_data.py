@@ -246,3 +246,19 @@ async def test_the_control_plane_starts_on_downloaded_data(
     monkeypatch.setenv(paths.SHARED_ENV, str(destination))
     control_plane = await start_control_plane()
     await control_plane.aclose()
+
+
+def test_an_incomplete_directory_that_comes_first_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """ensure() never downloads past a directory that would still be used instead."""
+    (tmp_path / "partial" / "crds").mkdir(parents=True)
+    monkeypatch.setattr(paths, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(reference, "fetch", lambda **_: pytest.fail("downloaded"))
+    monkeypatch.setenv(paths.SHARED_ENV, str(tmp_path / "partial"))
+    with pytest.raises(reference.ReferenceDataError, match=r"DNA_HUB_SHARED_DIR=.* lacks rbac"):
+        reference.ensure()
+    monkeypatch.delenv(paths.SHARED_ENV)
+    monkeypatch.setattr(paths, "BESIDE_REPO", tmp_path / "partial")
+    with pytest.raises(reference.ReferenceDataError, match=r"partial lacks crds-k8s-1\.20"):
+        reference.ensure()

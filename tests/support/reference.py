@@ -336,11 +336,15 @@ def ensure(mirror: str | None = None) -> Path:
     found = paths.shared_dir()
     if complete(found):
         return found
+    lacks = ", ".join(p for p in REQUIRED if not (found / p).is_dir())
     if os.environ.get(paths.SHARED_ENV):
         raise ReferenceDataError(
-            f"{paths.SHARED_ENV}={os.environ[paths.SHARED_ENV]} is set but lacks "
-            f"{', '.join(p for p in REQUIRED if not (found / p).is_dir())}: point it at a "
-            "copy of ../shared, or unset it to use ../shared or the download"
+            f"{paths.SHARED_ENV}={os.environ[paths.SHARED_ENV]} is set but lacks {lacks}: "
+            "point it at a copy of ../shared, or unset it to use ../shared or the download"
+        )
+    if found.is_dir():  # ../shared, which comes before any download, is incomplete
+        raise ReferenceDataError(
+            f"{found} lacks {lacks}: complete it, or point {paths.SHARED_ENV} at a complete copy"
         )
     return fetch(mirror=mirror if mirror is not None else os.environ.get(MIRROR_ENV))
 
