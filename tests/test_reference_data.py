@@ -256,7 +256,9 @@ def test_an_incomplete_directory_that_comes_first_is_named(
     monkeypatch.setattr(paths, "CACHE_DIR", tmp_path / "cache")
     monkeypatch.setattr(reference, "fetch", lambda **_: pytest.fail("downloaded"))
     monkeypatch.setenv(paths.SHARED_ENV, str(tmp_path / "partial"))
-    with pytest.raises(reference.ReferenceDataError, match=r"DNA_HUB_SHARED_DIR=.* lacks rbac"):
+    with pytest.raises(
+        reference.ReferenceDataError, match=r"DNA_HUB_SHARED_DIR=.* lacks crds-k8s-1\.20, rbac"
+    ):
         reference.ensure()
     monkeypatch.delenv(paths.SHARED_ENV)
     monkeypatch.setattr(paths, "BESIDE_REPO", tmp_path / "partial")
