@@ -57,6 +57,9 @@ _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 class TemplateError(ValueError):
     """A profile template is invalid or renders something dna_hub refuses to apply."""
 
+    #: File name of the template at fault, when one is (set by :func:`render_profile`).
+    template: str | None = None
+
 
 @dataclass(frozen=True)
 class ProfileContext:
@@ -130,14 +133,34 @@ def default_template_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "profile-templates"
 
 
+#: Characters JSON leaves raw that YAML does not read back as themselves: YAML's
+#: non-printable characters (DEL, C1 controls, U+FFFE/FFFF) and what YAML 1.1 treats as line
+#: breaks or a byte-order mark (NEL, LINE/PARAGRAPH SEPARATOR, BOM). Each becomes a ``\uXXXX``
+#: escape, which JSON and YAML read alike; JSON itself escapes C0 controls, quotes, backslash.
+_YAML_ESCAPES = {
+    code: f"\\u{code:04x}" for code in (*range(0x7F, 0xA0), 0x2028, 0x2029, 0xFEFF, 0xFFFE, 0xFFFF)
+}
+
+
 def _json_value(value: Any) -> str:
-    """Jinja ``finalize``: every expression becomes a JSON (hence YAML) value."""
+    """Jinja ``finalize``: every expression becomes a JSON value that YAML reads verbatim.
+
+    Not ``ensure_ascii``: JSON escapes a character outside Unicode's basic plane (an emoji)
+    as a surrogate pair, which YAML refuses; YAML takes such characters raw.
+    """
     if isinstance(value, jinja2.Undefined):
         str(value)  # StrictUndefined raises UndefinedError, naming the variable
     try:
-        return json.dumps(value, sort_keys=True, ensure_ascii=True)
+        text = json.dumps(value, sort_keys=True, ensure_ascii=False).translate(_YAML_ESCAPES)
     except TypeError as e:
         raise TemplateError(f"cannot insert a value of type {type(value).__name__}: {e}") from e
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise TemplateError(
+            f"cannot insert the value {value!r}: it is not valid Unicode ({e.reason})"
+        ) from e
+    return text
 
 
 @functools.lru_cache(maxsize=16)
@@ -244,18 +267,24 @@ def render_profile(
     namespaced: list[dict[str, Any]] = []
     seen: set[tuple[str, str, str | None, str]] = set()
     for name in template_names(dirs):
-        for doc in _render_documents(env, name, variables):
-            obj = _check_object(name, doc, context)
-            key = (
-                obj["apiVersion"],
-                obj["kind"],
-                obj["metadata"].get("namespace"),
-                obj["metadata"]["name"],
-            )
-            if key in seen:
-                raise TemplateError(f"{obj['kind']} {key[3]!r} is rendered twice (template {name})")
-            seen.add(key)
-            (profiles if obj["kind"] == "Profile" else namespaced).append(obj)
+        try:
+            for doc in _render_documents(env, name, variables):
+                obj = _check_object(name, doc, context)
+                key = (
+                    obj["apiVersion"],
+                    obj["kind"],
+                    obj["metadata"].get("namespace"),
+                    obj["metadata"]["name"],
+                )
+                if key in seen:
+                    raise TemplateError(
+                        f"{obj['kind']} {key[3]!r} is rendered twice (template {name})"
+                    )
+                seen.add(key)
+                (profiles if obj["kind"] == "Profile" else namespaced).append(obj)
+        except TemplateError as e:
+            e.template = name
+            raise
     if len(profiles) != 1:
         raise TemplateError(
             f"the profile templates must render exactly one Profile, not {len(profiles)}"

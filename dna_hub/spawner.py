@@ -81,6 +81,20 @@ class DnaSpawner(KubeSpawner):
         validate_namespace_template(proposal["value"])
         return proposal["value"]
 
+    @validate("namespace")
+    def _validate_namespace(self, proposal: dict[str, Any]) -> str:
+        # Whoever sets the namespace — KubeSpawner's __init__ (which logs "Using user
+        # namespace: ..." at once), saved state, a profile_list override — gets the policy's,
+        # so neither the pod nor the log can name another one. An unmappable username keeps
+        # the proposal here; _apply_namespace_policy reports it and a spawn refuses it.
+        user = self.user
+        if user is None:
+            return proposal["value"]
+        try:
+            return namespace_for(user.name, self.namespace_template)
+        except NamespacePolicyError:
+            return proposal["value"]
+
     hub_namespace = Unicode(
         config=True,
         help="""Namespace the hub and proxy run in. Profile network and Istio policies let
@@ -293,9 +307,10 @@ class DnaSpawner(KubeSpawner):
                 ) from e
             self.log.error("No namespace for %s: %s", self.user.name, e)
             return
-        if self.namespace != namespace:
-            self.namespace = namespace
-            self.dns_name = self.dns_name_template.format(namespace=namespace, name=self.pod_name)
+        self.namespace = namespace
+        dns_name = self.dns_name_template.format(namespace=namespace, name=self.pod_name)
+        if self.dns_name != dns_name:  # e.g. one saved by an older configuration
+            self.dns_name = dns_name
 
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)

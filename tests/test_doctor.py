@@ -28,13 +28,17 @@ c.DnaSpawner.kfp_ui_endpoint = "http://localhost:80"
 """
 
 
-def doctor(kubeconfig: Path, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+def doctor(
+    kubeconfig: Path, config: Path | None = None, *, in_cluster: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run doctor; ``in_cluster`` as in the hub's pod, where Kubernetes sets this variable."""
     args = [sys.executable, "-m", "dna_hub.cli", "doctor", "--kubeconfig", str(kubeconfig)]
     if config:
         args += ["--config", str(config)]
-    return subprocess.run(
-        args, capture_output=True, text=True, timeout=120, check=False, env=dict(os.environ)
-    )
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    if in_cluster:
+        env["KUBERNETES_SERVICE_HOST"] = "10.96.0.1"
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False, env=env)
 
 
 def config_file(tmp_path: Path, text: str = GOOD_CONFIG) -> Path:
@@ -68,12 +72,29 @@ def test_default_kfp_endpoints_that_do_not_resolve_fail(
     control_plane: ControlPlane, tmp_path: Path
 ) -> None:
     result = doctor(
-        control_plane.hub_kubeconfig, config_file(tmp_path, "c = get_config()  # noqa\n")
+        control_plane.hub_kubeconfig,
+        config_file(tmp_path, "c = get_config()  # noqa\n"),
+        in_cluster=True,
     )
     assert result.returncode == 1
     table = rows(result.stdout)
     assert table["kfp_endpoint host 'ml-pipeline.kubeflow' resolves"] == "FAIL"
     assert "fix: set DnaSpawner.kfp_endpoint" in result.stdout
+
+
+def test_outside_the_cluster_in_cluster_names_are_not_blamed_on_the_config(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    result = doctor(
+        control_plane.hub_kubeconfig, config_file(tmp_path, "c = get_config()  # noqa\n")
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FAIL" not in result.stdout
+    assert "set DnaSpawner.kfp_endpoint" not in result.stdout
+    (line,) = [x for x in result.stdout.splitlines() if "'ml-pipeline.kubeflow' resolves" in x]
+    assert "  skip  " in line and "outside the cluster" in line
+    assert "exec deploy/hub -- dna-hub doctor" in result.stdout
+    assert "0 failed, 2 not checked" in result.stdout
 
 
 async def test_a_missing_rbac_rule_is_reported_with_its_fix(

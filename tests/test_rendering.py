@@ -322,3 +322,31 @@ def test_kubernetes_validate_strict_catches_a_typo() -> None:
     }
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(bad, kubernetes_validate.latest_version(), strict=True)
+
+
+#: Names JupyterHub accepts whose characters JSON's ASCII escapes or YAML's reader would
+#: mangle: beyond the basic plane (a surrogate pair in ASCII JSON, which YAML refuses), YAML
+#: line breaks, byte-order mark and non-printable characters.
+UNICODE_NAMES = [
+    "emoji😀user",
+    "\U0001d4b6\U0001d4c1\U0001d4be\U0001d4b8\u212f",  # alice in script letters
+    "a\u2028b\u2029c\x85d",
+    "bom\ufeffdel\x7fc1\x9fnon\ufffechar",
+]
+
+
+@pytest.mark.parametrize("name", UNICODE_NAMES)
+def test_any_unicode_name_renders_verbatim(name: str) -> None:
+    reference = render_profile(all_optional())
+    rendered = render_profile(all_optional(username=name, owner=name, groups=(name,)))
+    assert [shape(o) for o in rendered.objects] == [shape(o) for o in reference.objects]
+    assert rendered.profile["spec"]["owner"]["name"] == name
+    assert rendered.profile["metadata"]["name"] == namespace_for(name)
+
+
+def test_a_value_that_is_not_unicode_is_named_as_the_cause() -> None:
+    with pytest.raises(TemplateError) as info:
+        render_profile(context(owner="lone\ud800surrogate"))
+    message = str(info.value)
+    assert "not valid Unicode" in message and "lone\\ud800surrogate" in message
+    assert "Insert values as" not in message  # not the template author's fault

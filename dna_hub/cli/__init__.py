@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -36,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor",
         help="check the current kube context for what dna_hub needs",
         description="Check the current kube context: CRDs served, the hub's RBAC, the KFP "
-        "endpoints. Prints a pass/fail table with a fix for each failure; exits non-zero on "
-        "any failure.",
+        "endpoints. Prints a pass/fail table with a fix for each failure (skip: an in-cluster "
+        "name checked from outside the cluster); exits non-zero on any failure.",
     )
     doctor.add_argument("--config", help="a jupyterhub_config.py to read DnaSpawner settings from")
     doctor.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube)")
@@ -49,6 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        status = _run(argv)
+        sys.stdout.flush()  # a broken pipe shows here, not in the interpreter's last flush
+        return status
+    except BrokenPipeError:
+        # The reader went away (`dna-hub render ... | head -1`): stop quietly, as Unix tools
+        # do, with the status of a SIGPIPE death. Point stdout at /dev/null so the
+        # interpreter's final flush cannot raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "render":
         from .render import run_render

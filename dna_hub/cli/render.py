@@ -22,18 +22,25 @@ from traitlets.config import Config, PyFileConfigLoader
 
 from ..errors import ConfigurationError, ProvisioningError
 from ..provisioning import DIGEST_ANNOTATION, with_digest
+from ..rendering import default_template_dir
 
 #: Where the pod manifest would carry per-spawn secrets, a placeholder is printed instead.
 PLACEHOLDER = "<generated at spawn>"
 
 
 def load_hub_config(path: str | None) -> Config:
+    """The --config file, or an error of one line naming the file (and line) to fix."""
     if not path:
         return Config()
     file = Path(path)
     if not file.is_file():
-        raise SystemExit(f"dna-hub render: config file {path} does not exist")
-    return PyFileConfigLoader(file.name, path=str(file.parent.resolve())).load_config()
+        raise SystemExit(f"dna-hub: --config {path} does not exist")
+    try:
+        return PyFileConfigLoader(file.name, path=str(file.parent.resolve())).load_config()
+    except SyntaxError as e:
+        raise SystemExit(f"dna-hub: --config {path}, line {e.lineno}: {e.msg}") from None
+    except Exception as e:  # the config file is Python: anything can go wrong in it
+        raise SystemExit(f"dna-hub: --config {path}: {type(e).__name__}: {e}") from None
 
 
 class _OfflineUser:
@@ -78,8 +85,22 @@ async def render_objects(
         raise ConfigurationError("invalid DnaSpawner configuration", str(e)) from e
     spawner._apply_namespace_policy(strict=True)
     if owner is None:
-        owner = await spawner.profile_owner()
-    rendered = spawner.render_profile(owner)
+        try:
+            owner = await spawner.profile_owner()
+        except ConfigurationError as e:
+            raise ConfigurationError(
+                e.user_message,
+                f"no Kubeflow identity for user {user!r}: pass --owner IDENTITY (the "
+                "kubeflow-userid the hub would get from their login, e.g. an email), or set "
+                "DnaSpawner.profile_owner_fallback in the --config file",
+                reason=e.reason,
+            ) from e
+    try:
+        rendered = spawner.render_profile(owner)
+    except ConfigurationError as e:
+        raise ConfigurationError(
+            e.user_message, _with_template_path(e, spawner), reason=e.reason
+        ) from e
     objects = [with_digest(rendered.profile, rendered.digest), *rendered.namespaced]
     if with_pod:
         spawner.api_token = PLACEHOLDER
@@ -91,6 +112,17 @@ async def render_objects(
     return objects
 
 
+def _with_template_path(error: ConfigurationError, spawner: Any) -> str:
+    """The admin's detail of a template error, led by the path of the template to fix."""
+    detail = error.detail or error.user_message
+    name = getattr(error.__cause__, "template", None)
+    if name:
+        for directory in [*spawner.profile_template_dirs, default_template_dir()]:
+            if (Path(directory) / name).is_file():
+                return f"{Path(directory) / name}: {detail}"
+    return detail
+
+
 def run_render(args: argparse.Namespace) -> int:
     try:
         objects = asyncio.run(
@@ -99,7 +131,8 @@ def run_render(args: argparse.Namespace) -> int:
             )
         )
     except ProvisioningError as e:
-        print(f"dna-hub render: {e}", file=sys.stderr)
+        # For the admin running the CLI: what to fix, not the words a data scientist sees.
+        print(f"dna-hub render: {e.detail or e.user_message}", file=sys.stderr)
         return 2
     sys.stdout.write(f"# objects a login of {args.user!r} applies ({DIGEST_ANNOTATION} = digest)\n")
     yaml.safe_dump_all(objects, sys.stdout, sort_keys=False, explicit_start=True)

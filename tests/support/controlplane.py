@@ -603,7 +603,7 @@ async def _bootstrap(cp: ControlPlane, api: ApiClient, crd_dir: Path, timeout: f
     if missing := set(CRD_NAMES) - set(names):
         raise ControlPlaneError(f"{crd_dir} lacks CRDs {sorted(missing)}")
 
-    rbac_dir = paths.SHARED_DIR / "rbac"
+    rbac_dir = paths.shared_dir() / "rbac"
     rbac = [obj for f in sorted(rbac_dir.glob("*.yaml")) for obj in load_manifests(f)]
     if not rbac:
         raise ControlPlaneError(f"no Kubeflow ClusterRoles in {rbac_dir}")
@@ -803,7 +803,7 @@ async def _start_local(timeout: float) -> ControlPlane:
         )
         cp._admin_config = await load_configuration(cp.admin_kubeconfig, workdir)
         async with cp.admin_client() as api:
-            await _bootstrap(cp, api, paths.SHARED_DIR / "crds-k8s-1.20", timeout)
+            await _bootstrap(cp, api, paths.shared_dir() / "crds-k8s-1.20", timeout)
             # Started once the CRDs are served, so its garbage collector knows Profiles from
             # the start: a deleted Profile's namespace goes at once, not at the next
             # 30-second discovery resync.
@@ -861,7 +861,7 @@ async def _start_external(kubeconfig: Path, timeout: float) -> ControlPlane:
             version = await client.VersionApi(api).get_code(_request_timeout=REQUEST_TIMEOUT)
             minor = int("".join(ch for ch in version.minor if ch.isdigit()) or 0)
             # Modern clusters get the upstream CRDs (with their CEL rules); old ones can't.
-            crd_dir = paths.SHARED_DIR / ("crds" if minor >= 25 else "crds-k8s-1.20")
+            crd_dir = paths.shared_dir() / ("crds" if minor >= 25 else "crds-k8s-1.20")
             await _bootstrap(cp, api, crd_dir, timeout)
         return cp
     except BaseException:

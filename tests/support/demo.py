@@ -9,7 +9,11 @@ Starts, all on 127.0.0.1:
 - JupyterHub + configurable-http-proxy with DnaOIDCAuthenticator and DnaSpawner, using the
   hub's own least-privilege identity (helm-values/hub-rbac.yaml).
 
-It prints the URL and the demo logins and stops everything on Ctrl-C.
+It prints the URL and the demo logins and stops everything on Ctrl-C. The notebook servers
+are JupyterLab from this checkout's .venv, run as local processes by the kubelet stand-in:
+not the single-user image, so Kale's panel is not in the demo. The reference data (CRDs,
+Kubeflow's ClusterRoles) comes from ../shared, or is downloaded once and verified
+(tests/support/reference.py); offline without it, the demo says what is missing and stops.
 """
 
 from __future__ import annotations
@@ -20,11 +24,16 @@ import contextlib
 import os
 import signal
 import socket
+import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
+from tests.support import reference
 from tests.support.controlplane import start_control_plane
 from tests.support.oidc_fixtures import (
+    ADMIN_GROUPS,
+    ALLOWED_GROUPS,
     DEMO_ACCOUNTS,
     OIDCProvider,
     _rsa_jwk,
@@ -32,6 +41,12 @@ from tests.support.oidc_fixtures import (
     start_hub,
 )
 from tests.support.standins_fixtures import start_standins
+
+#: What the demo's notebook servers are, said plainly in the banner.
+NOTEBOOK_RUNS = (
+    "JupyterLab from this checkout's .venv (jupyterhub-singleuser), run as a local process by "
+    "the kubelet stand-in — not the single-user image, so Kale's panel is not in it"
+)
 
 #: DnaSpawner on the local control plane: the notebook command runs on this machine
 #: through the kubelet stand-in, so it is the venv's jupyterhub-singleuser.
@@ -50,6 +65,29 @@ c.JupyterHub.load_roles[0]["scopes"].append("read:metrics")
 """
 
 
+def demo_logins(
+    accounts: dict[str, dict[str, Any]] = DEMO_ACCOUNTS,
+    allowed_groups: list[str] = ALLOWED_GROUPS,
+    admin_groups: list[str] = ADMIN_GROUPS,
+) -> list[str]:
+    """One line per demo login: its email and what the hub does with it, and why."""
+    lines = []
+    for login, account in accounts.items():
+        claims = account["claims"]
+        groups = set(claims.get("groups", []))
+        if not claims.get("email_verified"):
+            verdict = "refused: the provider has not verified the email address"
+        elif not groups & set(allowed_groups):
+            verdict = f"refused: in none of the allowed groups ({', '.join(allowed_groups)})"
+        elif groups & set(admin_groups):
+            verdict = f"hub admin (group {', '.join(sorted(groups & set(admin_groups)))})"
+        else:
+            verdict = "data scientist"
+        lines.append(f"{login:<8} {claims.get('email', ''):<24} {verdict}")
+    lines.append(f"{'any other login':<33} refused: in none of the allowed groups")
+    return lines
+
+
 def _port(preferred: int) -> int:
     with socket.socket() as s:
         try:
@@ -59,15 +97,21 @@ def _port(preferred: int) -> int:
         return s.getsockname()[1]
 
 
-async def run(port: int) -> None:
-    work = Path(tempfile.mkdtemp(prefix="dna-hub-demo-"))
+async def run(port: int) -> int:
+    try:
+        # Before anything starts: a fresh clone has no ../shared (download, or one message).
+        reference_dir = await asyncio.to_thread(reference.ensure)
+    except reference.ReferenceDataError as e:
+        print(f"./dev demo cannot start.\n{e}", file=sys.stderr)
+        return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    print("starting the control plane…", flush=True)
+    print(f"starting the control plane (reference data: {reference_dir})…", flush=True)
     control_plane = await start_control_plane()
+    work = Path(tempfile.mkdtemp(prefix="dna-hub-demo-"))
     standins = provider = hub = None
     try:
         os.environ["KUBECONFIG"] = str(control_plane.hub_kubeconfig)
@@ -83,15 +127,13 @@ async def run(port: int) -> None:
         hub = await start_hub(
             provider, node_modules, work / "hub", extra_config=DNA_SPAWNER_CONFIG, port=port
         )
-        users = ", ".join(
-            f"{name} ({account['claims']['email']})" for name, account in DEMO_ACCOUNTS.items()
-        )
+        logins = "\n".join(f"    {line}" for line in demo_logins())
         print(
             "\n"
             f"  dna_hub demo is up:   {hub.url}/\n"
-            f"  log in as:            alice (any password) — or {users}\n"
-            "                        mallory is outside the allowed groups, eve's email is"
-            " unverified: both are refused\n"
+            "  log in as (any password):\n"
+            f"{logins}\n"
+            f"  notebooks run:        {NOTEBOOK_RUNS}\n"
             f"  kubectl as admin:     export KUBECONFIG={control_plane.admin_kubeconfig}\n"
             f"  logs:                 {work}\n"
             "  stop:                 Ctrl-C\n",
@@ -109,13 +151,14 @@ async def run(port: int) -> None:
         with contextlib.suppress(Exception):
             await control_plane.aclose()
         print("stopped.", flush=True)
+    return 0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="./dev demo", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8000, help="hub port (default 8000)")
     args = parser.parse_args()
-    asyncio.run(run(_port(args.port)))
+    sys.exit(asyncio.run(run(_port(args.port))))
 
 
 if __name__ == "__main__":

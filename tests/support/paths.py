@@ -1,4 +1,15 @@
-"""Where the test suite finds the repository, the shared reference data and its cache."""
+"""Where the test suite finds the repository, the shared reference data and its cache.
+
+The reference data (CRDs, Kubeflow's ClusterRoles, the z2jh chart and schema) is looked for
+in this order — the first that exists is used:
+
+1. ``$DNA_HUB_SHARED_DIR``, when set (nothing else is then tried);
+2. ``../shared`` beside the project root (development machines and CI);
+3. the verified download in the cache (``$DNA_HUB_CACHE_DIR/reference/...``);
+4. nothing here: ``./dev setup`` and ``./dev demo`` download it there
+   (``tests/support/reference.py``: pinned upstream versions, sha256-verified), or say in one
+   message what is missing and how to provide it.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +20,36 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-#: Reference data beside the project root (CRDs, chart schema). Never copied into the repo.
-SHARED_DIR = Path(os.environ.get("DNA_HUB_SHARED_DIR", REPO_ROOT.parent / "shared")).resolve()
-
-#: Built binaries, virtualenvs and npm trees reused between runs.
+#: Built binaries, virtualenvs, npm trees and downloaded reference data reused between runs.
 CACHE_DIR = Path(os.environ.get("DNA_HUB_CACHE_DIR", Path.home() / ".cache" / "dna-hub")).resolve()
 
+SHARED_ENV = "DNA_HUB_SHARED_DIR"
+#: Reference data beside the project root. Never copied into the repo.
+BESIDE_REPO = (REPO_ROOT.parent / "shared").resolve()
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def shared_dir() -> Path:
+    """The reference data directory, by the order above (steps 1-3; no network here).
+
+    When none exists it returns the ``../shared`` path, so a message naming it is true.
+    """
+    if os.environ.get(SHARED_ENV):
+        return Path(os.environ[SHARED_ENV]).resolve()
+    if BESIDE_REPO.is_dir():
+        return BESIDE_REPO
+    from tests.support.reference import cache_dir
+
+    downloaded = cache_dir()
+    return downloaded if downloaded.is_dir() else BESIDE_REPO
+
+
+def __getattr__(name: str) -> Path:
+    # ``paths.SHARED_DIR``: shared_dir() at the time it is read (a download may add it).
+    if name == "SHARED_DIR":
+        return shared_dir()
+    raise AttributeError(name)
 
 
 def unavailable(reason: str) -> None:
@@ -29,11 +63,11 @@ def unavailable(reason: str) -> None:
 
 
 def shared_path(*parts: str) -> Path:
-    """A path inside ../shared, or skip (fail in CI) with a clear message if it is absent."""
-    path = SHARED_DIR.joinpath(*parts)
+    """A path inside the reference data, or skip (fail in CI) with a clear message."""
+    path = shared_dir().joinpath(*parts)
     if not path.exists():
         unavailable(
             f"{path} is missing: the shared reference data is expected beside the project "
-            "root (set DNA_HUB_SHARED_DIR to point elsewhere)"
+            f"root (set {SHARED_ENV} to point elsewhere), or downloaded by ./dev setup"
         )
     return path

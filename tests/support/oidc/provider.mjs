@@ -9,7 +9,9 @@
 //   keys       private signing JWKs (the fixture generates them so two instances can share
 //              or deliberately not share a key under the same `kid`)
 //   clients    static clients (client_id, client_secret, redirect_uris, ...)
-//   accounts   { login: { claims: {...} } }; the devInteractions form accepts any password
+//   accounts   { login: { claims: {...} } }; the devInteractions form accepts any password.
+//              Any other login (the form says "Enter any login") is a plain user with a
+//              verified email and no groups, so a hub refuses it politely (no allowed group).
 //   ttl        token lifetimes in seconds (AccessToken, IdToken, RefreshToken, ...)
 //   modulesDir where `npm ci` put node_modules (the fixture installs into a cache dir)
 //   hostile    optional misbehaviours for tests (all off unless set):
@@ -42,6 +44,10 @@ const { default: Provider } = await import(
 );
 
 const accounts = config.accounts || {};
+// A login that is not in `accounts`: authenticated, but in no group.
+const unknownAccount = (id) => ({
+  claims: { preferred_username: id, email: `${id}@unknown.example`, email_verified: true, groups: [] },
+});
 const ttl = config.ttl || {};
 const host = '127.0.0.1';
 
@@ -65,8 +71,7 @@ const provider = new Provider(issuer, {
   jwks: { keys: config.keys },
   cookies: { keys: [randomBytes(32).toString('hex')] },
   async findAccount(ctx, id) {
-    const account = accounts[id];
-    if (!account) return undefined;
+    const account = Object.hasOwn(accounts, id) ? accounts[id] : unknownAccount(id);
     return {
       accountId: id,
       async claims() {
