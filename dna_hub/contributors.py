@@ -18,7 +18,9 @@ Granting ``kubeflow-edit``/``kubeflow-view`` in a namespace needs the hub to hol
 (Kubernetes RBAC escalation prevention). The team Profile's owner is the hub's own
 service-account identity by default, so Kubeflow's profile controller makes the hub
 ``kubeflow-admin`` of team namespaces only (RoleBinding ``namespaceAdmin``); creating a
-contributor binding waits until that binding exists.
+contributor binding waits until that binding exists. The same binding lets it delete
+contributor RoleBindings there; the cluster-wide permissions teams add are only ``list``
+RoleBindings and ``list``/``delete`` AuthorizationPolicies (helm-values/hub-rbac.yaml).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any, ClassVar
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from .errors import ProfileNotReady, ProvisioningError
+from .errors import ConfigurationError, ProfileNotReady, ProvisioningError
 from .k8s.api import AUTHORIZATION_POLICY, ROLE_BINDING, Kind, KubeApi
 from .provisioning import FIELD_MANAGER, ProfileProvisioner
 from .rendering import MANAGED_BY, MANAGED_BY_LABEL, RenderedProfile
@@ -57,10 +59,11 @@ Key = tuple[str, str]  # (namespace, name)
 
 @dataclass
 class TeamSyncResult:
-    """What one sync did; ``failed`` maps a team's group to the admin-facing reason."""
+    """What one sync did; ``failed`` maps a team's group (or, for a contributor binding,
+    its namespace) to the error, whose ``str`` is the admin-facing reason."""
 
     ready: list[Team] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, ProvisioningError] = field(default_factory=dict)
     created: list[Key] = field(default_factory=list)
     deleted: list[Key] = field(default_factory=list)
     #: Bindings of a contributor's name that dna_hub did not make: left alone.
@@ -103,7 +106,9 @@ class ContributorSync:
         async with lock:
             result = TeamSyncResult()
             for group, reason in plan.refused:
-                result.failed[group] = reason
+                result.failed[group] = ConfigurationError(
+                    "This team's profile is not available to you.", reason, reason="naming"
+                )
                 self.log.warning("Team of group %r refused for %s: %s", group, identity, reason)
             await asyncio.gather(*(self._provision(team, render, result) for team in plan.teams))
             await self._contributors(identity, plan, result)
@@ -116,7 +121,7 @@ class ContributorSync:
             rendered = await asyncio.to_thread(render, team)
             await self.provisioner.ensure(rendered)
         except ProvisioningError as e:
-            result.failed[team.group] = str(e)
+            result.failed[team.group] = e
             self.log.error(
                 "Team profile %s of group %r not provisioned; its contributors are not updated: %s",
                 team.namespace,
@@ -175,7 +180,7 @@ class ContributorSync:
             await self._wait_for_owner_binding(namespace)
             await self._create(ROLE_BINDING, binding, result)
         except ProvisioningError as e:
-            result.failed[namespace] = str(e)
+            result.failed[namespace] = e
             self.log.error("Contributor binding in %s not created: %s", namespace, e)
 
     async def _create(self, kind: Kind, obj: Mapping[str, Any], result: TeamSyncResult) -> None:

@@ -189,7 +189,7 @@ async def sync_at_spawn(
     if result is not None:
         spawner.log.info("Teams of %s: %s", spawner.user.name, describe_result(result))
     if team and (result is None or team.group in result.failed or team not in result.ready):
-        reason = result.failed.get(team.group, "not ready") if result else "no teams"
+        reason = str(result.failed.get(team.group, "not ready")) if result else "no teams"
         raise ConfigurationError(
             f"The team profile {team.namespace} is not available. "
             "Please contact your platform administrator.",

@@ -19,14 +19,17 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient, CoreV1Api
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from dna_hub.contributors import ContributorSync
 from dna_hub.errors import ApiFailure
 from dna_hub.k8s.api import KubeApi
 from dna_hub.k8s.retry import RetryPolicy
 from dna_hub.naming import namespace_for
 from dna_hub.permissions import HUB_PERMISSIONS, Permission
 from dna_hub.provisioning import ProfileProvisioner
+from dna_hub.teams import parse_teams, plan_for
 from tests.support.controlplane import ControlPlane
 from tests.support.paths import REPO_ROOT
+from tests.test_contributors import render_team
 from tests.test_provisioning import rendered_for
 
 RBAC_FILE = REPO_ROOT / "helm-values" / "hub-rbac.yaml"
@@ -101,8 +104,8 @@ async def drain(response: Any) -> None:
             raise ApiException(status=response.status, reason=body.decode(errors="replace"))
 
 
-async def exercise(api_client: ApiClient, username: str) -> None:
-    """What dna_hub does against the API, with one identity.
+async def exercise(api_client: ApiClient, username: str, team_owner: str) -> None:
+    """What dna_hub does against the API, with one identity (``team_owner``: its username).
 
     Provisioning is dna_hub's own code (create path, then the forced patch path); the pod
     and event calls are exactly the ones KubeSpawner 7 makes (reflectors across namespaces,
@@ -136,6 +139,15 @@ async def exercise(api_client: ApiClient, username: str) -> None:
     except ApiException as e:
         if e.status != 404:
             raise
+    # teams: a team profile owned by this identity; a member joins, then leaves the group
+    teams = parse_teams({f"team-{username}": "edit"}, owner=team_owner)
+    sync = ContributorSync(kube, ProfileProvisioner(kube, ready_timeout=60), ready_timeout=60)
+    for groups in ([f"team-{username}"], []):
+        result = await sync.sync(
+            f"{username}@example.com", plan_for(groups, teams, None), render_team
+        )
+        for error in result.failed.values():
+            raise error
 
 
 async def identity_without(
@@ -182,6 +194,11 @@ async def token_without(admin: ApiClient, missing: Permission | None, tag: str) 
     return token.status.token
 
 
+def service_account_user(tag: str) -> str:
+    """The username of the ServiceAccount ``token_without(..., tag)`` makes."""
+    return f"system:serviceaccount:jupyterhub:dna-hub-rbac-{tag}"
+
+
 def is_forbidden(error: BaseException) -> bool:
     if isinstance(error, ApiFailure):
         return error.reason == "forbidden"
@@ -208,9 +225,10 @@ async def test_every_permission_is_needed_and_all_suffice(
     unique_name: Callable[..., str],
 ) -> None:
     # all of them: everything works
-    full = await identity_without(admin_api, control_plane, None, unique_name("all"))
+    tag = unique_name("all")
+    full = await identity_without(admin_api, control_plane, None, tag)
     async with full:
-        await exercise(full, unique_name("rbac-all"))
+        await exercise(full, unique_name("rbac-all"), service_account_user(tag))
 
     # each one missing: a real 403
     limit = asyncio.Semaphore(6)
@@ -219,12 +237,11 @@ async def test_every_permission_is_needed_and_all_suffice(
         index: int, permission: Permission
     ) -> tuple[Permission, BaseException | None]:
         async with limit:
-            api = await identity_without(
-                admin_api, control_plane, permission, unique_name(f"w{index}")
-            )
+            tag = unique_name(f"w{index}")
+            api = await identity_without(admin_api, control_plane, permission, tag)
             async with api:
                 try:
-                    await exercise(api, unique_name(f"rbac-{index}"))
+                    await exercise(api, unique_name(f"rbac-{index}"), service_account_user(tag))
                 except Exception as error:
                     return permission, error
                 return permission, None

@@ -20,8 +20,10 @@ import yaml
 from traitlets import TraitError
 from traitlets.config import Config, PyFileConfigLoader
 
+from .. import spawner_teams
 from ..errors import ConfigurationError, ProvisioningError
 from ..provisioning import DIGEST_ANNOTATION, with_digest
+from ..teams import contributor_objects
 
 #: Where the pod manifest would carry per-spawn secrets, a placeholder is printed instead.
 PLACEHOLDER = "<generated at spawn>"
@@ -45,9 +47,11 @@ class _OfflineUser:
         self.url = f"/user/{name}/"
         self.groups = [SimpleNamespace(name=g) for g in groups]
         self.settings: dict[str, Any] = {}
+        #: What the authenticator would have stored: the groups of the verified token.
+        self.auth_state: dict[str, Any] = {}
 
     async def get_auth_state(self) -> dict[str, Any]:
-        return {}
+        return self.auth_state
 
 
 @contextmanager
@@ -76,11 +80,14 @@ async def render_objects(
     except (TraitError, ValueError) as e:
         # traitlets validators raise either: both mean the configuration is invalid
         raise ConfigurationError("invalid DnaSpawner configuration", str(e)) from e
+    spawner.user.auth_state[spawner.team_groups_auth_state_key] = list(groups)
     spawner._apply_namespace_policy(strict=True)
+    spawner_teams.check_personal_namespace(spawner)
     if owner is None:
         owner = await spawner.profile_owner()
     rendered = spawner.render_profile(owner)
     objects = [with_digest(rendered.profile, rendered.digest), *rendered.namespaced]
+    objects.extend(await _team_objects(spawner, owner))
     if with_pod:
         spawner.api_token = PLACEHOLDER
         spawner.oauth_client_id = f"jupyterhub-user-{user}"
@@ -88,6 +95,20 @@ async def render_objects(
         manifest = spawner.api.api_client.sanitize_for_serialization(pod)
         manifest["metadata"]["namespace"] = spawner.namespace  # set by KubeSpawner at create
         objects.append(manifest)
+    return objects
+
+
+async def _team_objects(spawner: Any, owner: str) -> list[dict[str, Any]]:
+    """Each team profile the groups give, then the user's contributor objects in them."""
+    plan = await spawner_teams.plan(spawner)
+    for group, reason in plan.refused:
+        print(f"dna-hub render: team {group!r} refused: {reason}", file=sys.stderr)
+    objects: list[dict[str, Any]] = []
+    for team in plan.teams:
+        rendered = spawner_teams.render_team(spawner, team)
+        objects += [with_digest(rendered.profile, rendered.digest), *rendered.namespaced]
+    for contributor in sorted(plan.contributors(owner), key=lambda c: (c.namespace, c.name)):
+        objects += contributor_objects(contributor, principals=spawner.team_contributor_principals)
     return objects
 
 
