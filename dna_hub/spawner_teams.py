@@ -116,8 +116,10 @@ async def profile_list(spawner: DnaSpawner) -> list[dict[str, Any]]:
 async def chosen_team(spawner: DnaSpawner) -> Team | None:
     """The team the posted form chose, re-checked against the user's verified groups now."""
     slug = (spawner.user_options or {}).get("profile")
-    if not slug or slug == PERSONAL_SLUG:
+    if not slug or not spawner.team_profiles:
         return None
+    if slug not in {team.slug for team in teams(spawner).values()}:
+        return None  # the personal profile, or a choice of an admin's own profile_list
     if not spawner.name:
         raise ConfigurationError(
             "Team notebooks run as named servers; your default server is your personal one.",

@@ -307,3 +307,32 @@ async def test_user_named_like_a_team_is_refused() -> None:
         spawner_teams.check_personal_namespace(s)
     assert "maps to a team" in e.value.user_message
     spawner_teams.check_personal_namespace(spawner("team-alice", team_profiles={"bob": "edit"}))
+
+
+async def test_only_configured_team_slugs_are_team_choices() -> None:
+    from unittest import mock
+
+    from dna_hub import spawner_teams
+    from dna_hub.errors import ConfigurationError
+
+    # an admin's own profile_list keeps working, with or without teams
+    s = spawner(profile_list=[{"display_name": "GPU", "slug": "gpu"}])
+    s.user_options = {"profile": "gpu"}
+    assert await spawner_teams.chosen_team(s) is None
+    s = spawner(team_profiles={"fraud": "edit"})
+    for slug in ("gpu", "personal", "kubeflow-alice", ""):
+        s.user_options = {"profile": slug}
+        assert await spawner_teams.chosen_team(s) is None
+    # a team's slug is re-checked against the verified groups, whatever the form posted
+    s.orm_spawner = SimpleNamespace(name="t", server=None)
+    s.user_options = {"profile": "kubeflow-team-fraud"}
+    s.user.get_auth_state = mock.AsyncMock(return_value={"groups": ["Fraud", "fraud "]})
+    with pytest.raises(ConfigurationError, match="not among their edit teams"):
+        await spawner_teams.chosen_team(s)
+    s.user.get_auth_state = mock.AsyncMock(return_value={"groups": ["fraud"]})
+    assert (await spawner_teams.chosen_team(s)).namespace == "kubeflow-team-fraud"
+    # groups posted anywhere but the verified token's auth_state count for nothing
+    s.user.groups = [SimpleNamespace(name="fraud")]
+    s.user.get_auth_state = mock.AsyncMock(return_value={})
+    with pytest.raises(ConfigurationError):
+        await spawner_teams.chosen_team(s)
