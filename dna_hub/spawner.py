@@ -329,6 +329,11 @@ class DnaSpawner(KubeSpawner):
         # Computed per user and server at each form and spawn (dna_hub/spawner_teams.py).
         return spawner_teams.profile_list if self.team_profiles else []
 
+    async def _render_options_form_dynamically(self, current_spawner: Any) -> str:
+        # KubeSpawner renders an empty form for an empty list; no choice means no form.
+        choices = await spawner_teams.profile_list_of(self, current_spawner)
+        return self._render_options_form(choices) if choices else ""
+
     @default("extra_labels")
     def _extra_labels_default(self) -> dict[str, str]:
         # Selected by the access-ml-pipeline PodDefault, which mounts the KFP token.

@@ -15,6 +15,7 @@ the authenticator writes from the id_token's groups claim.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import TYPE_CHECKING, Any
 
 from traitlets import TraitError
@@ -111,6 +112,16 @@ async def profile_list(spawner: DnaSpawner) -> list[dict[str, Any]]:
             }
         )
     return choices
+
+
+async def profile_list_of(spawner: DnaSpawner, current: DnaSpawner) -> list[dict[str, Any]]:
+    """The spawn form's choices, whatever ``profile_list`` is (a list or a callable)."""
+    choices = spawner.profile_list
+    if callable(choices):
+        choices = choices(current)
+        if inspect.isawaitable(choices):
+            choices = await choices
+    return list(choices or [])
 
 
 async def chosen_team(spawner: DnaSpawner) -> Team | None:

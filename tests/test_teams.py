@@ -336,3 +336,18 @@ async def test_only_configured_team_slugs_are_team_choices() -> None:
     s.user.get_auth_state = mock.AsyncMock(return_value={})
     with pytest.raises(ConfigurationError):
         await spawner_teams.chosen_team(s)
+
+
+async def test_spawn_form_only_where_there_is_a_choice() -> None:
+    from unittest import mock
+
+    auth_state = mock.AsyncMock(return_value={"groups": ["fraud", "risk"]})
+    s = spawner(team_profiles={"fraud": "edit", "risk": "view"})
+    s.user.get_auth_state = auth_state
+    assert await s.get_options_form() == ""  # the default server: personal, no form
+    s.orm_spawner = SimpleNamespace(name="work", server=None)
+    form = await s.get_options_form()
+    assert 'value="personal"' in form and 'value="kubeflow-team-fraud"' in form
+    assert "kubeflow-team-risk" not in form  # view members get no notebook there
+    s.user.get_auth_state = mock.AsyncMock(return_value={"groups": ["risk"]})
+    assert await s.get_options_form() == ""  # no edit team: no choice, no form
