@@ -34,8 +34,9 @@ from typing import Any, ClassVar
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from .errors import ConfigurationError, ProfileNotReady, ProvisioningError
+from .errors import ApiFailure, ConfigurationError, ProfileNotReady, ProvisioningError
 from .k8s.api import AUTHORIZATION_POLICY, ROLE_BINDING, Kind, KubeApi
+from .k8s.retry import describe
 from .provisioning import FIELD_MANAGER, ProfileProvisioner
 from .rendering import MANAGED_BY, MANAGED_BY_LABEL, RenderedProfile
 from .teams import (
@@ -184,14 +185,15 @@ class ContributorSync:
             self.log.error("Contributor binding in %s not created: %s", namespace, e)
 
     async def _create(self, kind: Kind, obj: Mapping[str, Any], result: TeamSyncResult) -> None:
+        """Create, never apply: an object of this name that dna_hub did not make for this
+        identity (it was not in the label-selected list) answers 409 and is left alone."""
         key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        what = f"create {kind.kind} {key[1]} in {key[0]}"
         try:
             await self.api.create(kind, obj, field_manager=FIELD_MANAGER)
         except ApiException as e:
             if e.status != 409:
-                raise self.provisioner._api_failure(
-                    f"create {kind.kind} {key[1]} in {key[0]}", e
-                ) from e
+                raise self.provisioner._api_failure(what, e) from e
             result.foreign.append(key)
             self.log.info(
                 "%s %s in %s exists and was not made by dna_hub for this identity; left alone",
@@ -200,6 +202,12 @@ class ContributorSync:
                 key[0],
             )
             return
+        except (TimeoutError, OSError) as e:
+            raise ApiFailure(
+                "The Kubernetes API did not answer while setting up your team's access. "
+                "Please try again in a moment.",
+                f"{what}: {describe(e)}",
+            ) from e
         result.created.append(key)
         self.log.info("Contributor %s %s created in %s", kind.kind, key[1], key[0])
 

@@ -199,7 +199,8 @@ class DnaSpawner(KubeSpawner):
     team_profiles = Dict(
         config=True,
         help="""Team Kubeflow profiles for OIDC groups: {group: "edit" | "view" | {"role":
-        "edit" | "view", "resource_quota": ResourceQuotaSpec}}. At each spawn, for every
+        "edit" | "view", "resource_quota": ResourceQuotaSpec}}. At each spawn (and login, with
+        the post_auth_hook dna_hub.team_login.sync_teams_at_login), for every
         configured group in the user's verified groups (auth_state, from the id_token) the
         team profile exists and the user is a Kubeflow contributor of it exactly as Kubeflow's
         access management writes one; contributor bindings dna_hub made that the groups no
@@ -458,23 +459,32 @@ class DnaSpawner(KubeSpawner):
             PROVISIONING_FAILURES.labels(e.reason).inc()
             self.log.error("Cannot provision a profile for %s: %s", self.user.name, e)
             raise
-        kube = KubeApi(
-            self.api.api_client,
-            request_timeout=self.k8s_api_request_timeout,
-            max_watches=self.max_concurrent_watches,
-        )
         provisioner = ProfileProvisioner(
-            kube,
+            KubeApi(
+                self.api.api_client,
+                request_timeout=self.k8s_api_request_timeout,
+                max_watches=self.max_concurrent_watches,
+            ),
             ready_timeout=self.profile_ready_timeout,
             service_account=self.service_account or "default-editor",
             log=self.log,
             max_concurrent=self.max_concurrent_provisioning,
         )
         try:
-            await spawner_teams.sync_at_spawn(self, kube, provisioner, owner)
-            return await provisioner.ensure(
-                rendered, force=self._force_provision, progress=self._report_progress
+            teams = spawner_teams.sync_at_spawn(self, owner)
+            if self.team:  # a team server needs its team (and its contributor) first
+                await teams
+                return await provisioner.ensure(
+                    rendered, force=self._force_provision, progress=self._report_progress
+                )
+            # a personal server does not wait for the teams (their failures are logged)
+            _, result = await asyncio.gather(
+                teams,
+                provisioner.ensure(
+                    rendered, force=self._force_provision, progress=self._report_progress
+                ),
             )
+            return result
         except ProvisioningError as e:
             self.log.error("Provisioning profile %s failed: %s", self.namespace, e)
             raise

@@ -186,14 +186,31 @@ async def sync(
     ).sync(identity, team_plan, lambda team: render_team(spawner, team))
 
 
-async def sync_at_spawn(
-    spawner: DnaSpawner, api: KubeApi, provisioner: ProfileProvisioner, identity: str
-) -> TeamSyncResult | None:
-    """The sync before a spawn: a team server needs its team ready; a personal server goes
-    on whatever happens to the teams (the failure is logged for the admin)."""
+def clients(spawner: DnaSpawner) -> tuple[KubeApi, ProfileProvisioner]:
+    """A KubeApi (its own request count) and provisioner with the spawner's settings."""
+    api = KubeApi(
+        spawner.api.api_client,
+        request_timeout=spawner.k8s_api_request_timeout,
+        max_watches=spawner.max_concurrent_watches,
+    )
+    provisioner = ProfileProvisioner(
+        api,
+        ready_timeout=spawner.profile_ready_timeout,
+        service_account=spawner.service_account or "default-editor",
+        log=spawner.log,
+        max_concurrent=spawner.max_concurrent_provisioning,
+    )
+    return api, provisioner
+
+
+async def sync_at_spawn(spawner: DnaSpawner, identity: str) -> TeamSyncResult | None:
+    """The sync at a spawn: a team server needs its team ready; a personal server goes on
+    whatever happens to the teams (the failure is logged for the admin)."""
     team = getattr(spawner, "team", None)
+    if not spawner.team_profiles:
+        return None
     try:
-        result = await sync(spawner, api, provisioner, identity)
+        result = await sync(spawner, *clients(spawner), identity)
     except ProvisioningError as e:
         if team:
             raise

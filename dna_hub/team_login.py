@@ -24,8 +24,6 @@ from types import SimpleNamespace
 from typing import Any
 
 from .errors import ProvisioningError
-from .k8s.api import KubeApi
-from .provisioning import ProfileProvisioner
 
 __all__ = ["pending", "sync_teams_at_login"]
 
@@ -78,19 +76,7 @@ async def _sync(authenticator: Any, handler: Any, authentication: dict[str, Any]
         if not spawner.team_profiles:
             return
         identity = await spawner.profile_owner()
-        kube = KubeApi(
-            spawner.api.api_client,
-            request_timeout=spawner.k8s_api_request_timeout,
-            max_watches=spawner.max_concurrent_watches,
-        )
-        provisioner = ProfileProvisioner(
-            kube,
-            ready_timeout=spawner.profile_ready_timeout,
-            service_account=spawner.service_account or "default-editor",
-            log=log,
-            max_concurrent=spawner.max_concurrent_provisioning,
-        )
-        result = await spawner_teams.sync(spawner, kube, provisioner, identity)
+        result = await spawner_teams.sync(spawner, *spawner_teams.clients(spawner), identity)
     except ProvisioningError as e:
         log.error("Teams of %s not synchronised at login: %s", name, e)
         return
