@@ -149,9 +149,12 @@ async def test_group_membership_grants_and_revokes_access(
     )
     carols = await admin_kube.get(ROLE_BINDING, contributor_binding_name(carol, "view"), namespace)
 
-    # a second login changes nothing and costs no writes
+    # a second login changes nothing and costs three reads: the team Profile (digest up to
+    # date) and one label-selected list per contributor kind
+    before = hub_kube.requests
     again = await make_sync(hub_kube).sync(alice, plan, render_team)
     assert not again.created and not again.deleted and not again.failed
+    assert hub_kube.requests - before == 3
 
     # alice is removed from the group at the provider and logs in again
     gone = await make_sync(hub_kube).sync(
@@ -267,3 +270,23 @@ async def test_team_namespace_owned_by_someone_else_is_refused_with_nothing_writ
     name = contributor_binding_name(grace, "edit")
     assert await admin_kube.get(ROLE_BINDING, name, taken) is None
     assert (teams[f"{group}-ok"].namespace, name) in result.created
+
+
+async def test_team_on_a_personal_namespace_is_refused_with_a_log_line(
+    hub_kube: KubeApi,
+    admin_kube: KubeApi,
+    unique_name: Callable,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # an admin template without a team prefix: group "<user>" is that user's profile
+    username = unique_name("henry")
+    teams = parse_teams({username: "edit"}, template="kubeflow-{group}", owner=HUB_IDENTITY)
+    identity = f"{username}@example.com"
+    with caplog.at_level(logging.WARNING, logger="dna_hub.contributors"):
+        result = await make_sync(hub_kube).sync(
+            identity, plan_for([username], teams, namespace_for(username)), render_team
+        )
+    assert list(result.failed) == [username] and not result.ready and not result.created
+    assert f"Team of group {username!r} refused for {identity}" in caplog.text
+    assert "personal profile namespace" in caplog.text
+    assert await admin_kube.get(PROFILE, namespace_for(username)) is None  # nothing written
