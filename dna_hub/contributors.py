@@ -37,7 +37,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from .errors import ApiFailure, ConfigurationError, ProfileNotReady, ProvisioningError
 from .k8s.api import AUTHORIZATION_POLICY, ROLE_BINDING, Kind, KubeApi
 from .k8s.retry import describe
-from .provisioning import FIELD_MANAGER, ProfileProvisioner
+from .provisioning import FIELD_MANAGER, ProfileProvisioner, Progress
 from .rendering import MANAGED_BY, MANAGED_BY_LABEL, RenderedProfile
 from .teams import (
     CONTRIBUTOR_LABEL,
@@ -96,10 +96,14 @@ class ContributorSync:
         identity: str,
         plan: TeamPlan,
         render: Callable[[Team], RenderedProfile],
+        *,
+        progress: Mapping[str, Progress] | None = None,
     ) -> TeamSyncResult:
         """Provision ``plan``'s team profiles and make the identity's bindings match it.
 
-        ``render`` turns a team into its rendered profile (CPU work: run off the loop).
+        ``render`` turns a team into its rendered profile (CPU work: run off the loop);
+        ``progress`` maps a team's group to where its provisioning steps are reported (the
+        progress page of a spawn in that team).
         """
         lock = self._locks.get(identity)
         if lock is None:
@@ -111,16 +115,25 @@ class ContributorSync:
                     "This team's profile is not available to you.", reason, reason="naming"
                 )
                 self.log.warning("Team of group %r refused for %s: %s", group, identity, reason)
-            await asyncio.gather(*(self._provision(team, render, result) for team in plan.teams))
+            await asyncio.gather(
+                *(
+                    self._provision(team, render, result, (progress or {}).get(team.group))
+                    for team in plan.teams
+                )
+            )
             await self._contributors(identity, plan, result)
             return result
 
     async def _provision(
-        self, team: Team, render: Callable[[Team], RenderedProfile], result: TeamSyncResult
+        self,
+        team: Team,
+        render: Callable[[Team], RenderedProfile],
+        result: TeamSyncResult,
+        progress: Progress | None,
     ) -> None:
         try:
             rendered = await asyncio.to_thread(render, team)
-            await self.provisioner.ensure(rendered)
+            await self.provisioner.ensure(rendered, progress=progress)
         except ProvisioningError as e:
             result.failed[team.group] = e
             self.log.error(

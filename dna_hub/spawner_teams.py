@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from traitlets import TraitError
@@ -24,7 +25,7 @@ from .contributors import ContributorSync, TeamSyncResult, describe_result
 from .errors import ConfigurationError, ProvisioningError
 from .k8s.api import KubeApi
 from .naming import NamespacePolicyError, namespace_for
-from .provisioning import ProfileProvisioner
+from .provisioning import ProfileProvisioner, Progress
 from .rendering import RenderedProfile, TemplateError, render_profile
 from .teams import Team, TeamConfigError, TeamPlan, parse_teams, plan_for
 
@@ -171,7 +172,11 @@ def render_team(spawner: DnaSpawner, team: Team) -> RenderedProfile:
 
 
 async def sync(
-    spawner: DnaSpawner, api: KubeApi, provisioner: ProfileProvisioner, identity: str
+    spawner: DnaSpawner,
+    api: KubeApi,
+    provisioner: ProfileProvisioner,
+    identity: str,
+    progress: Mapping[str, Progress] | None = None,
 ) -> TeamSyncResult | None:
     """Team profiles and contributor bindings for this user, as their groups say now."""
     if not spawner.team_profiles:
@@ -183,7 +188,7 @@ async def sync(
         principals=spawner.team_contributor_principals,
         ready_timeout=spawner.profile_ready_timeout,
         log=spawner.log,
-    ).sync(identity, team_plan, lambda team: render_team(spawner, team))
+    ).sync(identity, team_plan, lambda team: render_team(spawner, team), progress=progress)
 
 
 def clients(spawner: DnaSpawner) -> tuple[KubeApi, ProfileProvisioner]:
@@ -210,7 +215,9 @@ async def sync_at_spawn(spawner: DnaSpawner, identity: str) -> TeamSyncResult | 
     if not spawner.team_profiles:
         return None
     try:
-        result = await sync(spawner, *clients(spawner), identity)
+        # a spawn in a team shows that team's provisioning steps on its progress page
+        progress = {team.group: spawner._report_progress} if team else None
+        result = await sync(spawner, *clients(spawner), identity, progress)
     except ProvisioningError as e:
         if team:
             raise

@@ -60,8 +60,9 @@ async def test_team_notebook_is_a_named_server_in_the_team_namespace(
     assert choices[0]["default"] is True
 
     spawner.user_options = {"profile": namespace}
-    await start_with_progress(spawner)
+    _, messages = await start_with_progress(spawner)
     assert spawner.namespace == namespace
+    assert f"Waiting for namespace {namespace}…" in messages  # the team's provisioning
     pod = await standins_kube.get(f"/api/v1/namespaces/{namespace}/pods/{spawner.pod_name}")
     assert pod["status"]["phase"] == "Running"
     assert pod["spec"]["serviceAccountName"] == "default-editor"
