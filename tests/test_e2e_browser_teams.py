@@ -1,5 +1,6 @@
-"""Team notebooks in a real browser: alice (group ``fraud`` in her id_token) opens a named
-server, chooses the team in the spawn form, and JupyterLab loads from the team namespace.
+"""Team notebooks in a real browser: alice (group ``fraud`` in her id_token) logs in — which
+makes her a contributor of the team — opens a named server, chooses the team in the spawn
+form, and JupyterLab loads from the team namespace.
 
 Same stack as tests/test_e2e_browser.py: Chromium → real OpenID provider → real JupyterHub
 with DnaOIDCAuthenticator and DnaSpawner → the local control plane with the hub's own
@@ -21,6 +22,7 @@ from tests.support.demo import DNA_SPAWNER_CONFIG
 from tests.support.oidc_fixtures import DEMO_ACCOUNTS, HubProcess, start_hub
 from tests.support.standins import Kube
 from tests.test_e2e_browser import CHROMIUM_ARGS, chromium_path, login_in_browser
+from tests.test_standins import eventually
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.browser, pytest.mark.slow]
 
@@ -29,9 +31,13 @@ ALICE = "Alice.Smith@Example.com"
 
 TEAMS_CONFIG = """
 # --- team profiles (tests/test_e2e_browser_teams.py) ---
+from dna_hub.team_login import sync_teams_at_login
+
 c.JupyterHub.allow_named_servers = True
+c.Authenticator.post_auth_hook = sync_teams_at_login
 c.DnaSpawner.team_profiles = {"fraud": "edit"}
 """
+BINDINGS = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{TEAM_NAMESPACE}/rolebindings"
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -61,6 +67,7 @@ async def test_alice_runs_jupyterlab_in_her_team_profile(
 ) -> None:
     from playwright.async_api import async_playwright
 
+    name = contributor_binding_name(ALICE, "edit")
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=chromium_path(), args=CHROMIUM_ARGS
@@ -70,6 +77,11 @@ async def test_alice_runs_jupyterlab_in_her_team_profile(
             await login_in_browser(page, teams_hub, "alice", next_path="/hub/spawn/alice/fraud")
             # the spawn form of her named server offers her profile and the team's
             await page.wait_for_selector("#spawn_form", timeout=60_000)
+            # the login (post_auth_hook), before any spawn, made her a team contributor
+            binding = await eventually(
+                lambda: standins_kube.get_or_none(f"{BINDINGS}/{name}"), timeout=90
+            )
+            assert binding["metadata"]["annotations"] == {"user": ALICE, "role": "edit"}
             options = await page.locator("input[name=profile]").evaluate_all(
                 "inputs => inputs.map(i => i.value)"
             )
@@ -93,10 +105,7 @@ async def test_alice_runs_jupyterlab_in_her_team_profile(
     profile = await standins_kube.get(f"/apis/kubeflow.org/v1/profiles/{TEAM_NAMESPACE}")
     assert profile["spec"]["owner"]["name"] == "system:serviceaccount:jupyterhub:hub"
     # and she is its contributor exactly as Kubeflow's access management writes one
-    name = contributor_binding_name(ALICE, "edit")
-    binding = await standins_kube.get(
-        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{TEAM_NAMESPACE}/rolebindings/{name}"
-    )
+    binding = await standins_kube.get(f"{BINDINGS}/{name}")
     assert binding["metadata"]["annotations"] == {"user": ALICE, "role": "edit"}
     assert binding["subjects"] == [
         {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": ALICE}
