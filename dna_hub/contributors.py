@@ -148,7 +148,7 @@ class ContributorSync:
     async def _mine(self, kind: Kind, identity: str) -> dict[Key, dict[str, Any]]:
         """This identity's contributor objects that dna_hub made, in every namespace."""
         selector = f"{MANAGED_BY_LABEL}={MANAGED_BY},{CONTRIBUTOR_LABEL}="
-        listing = await self.provisioner._request(
+        listing = await self.provisioner.request(
             f"list {kind.kind}s of contributor {identity!r}",
             self.api.list(kind, label_selector=selector + contributor_label_value(identity)),
         )
@@ -178,7 +178,7 @@ class ContributorSync:
                 creates.append(self._create(AUTHORIZATION_POLICY, policy, result))
             elif policies[key].get("spec") != policy["spec"]:
                 # e.g. the principals were reconfigured: it is ours, so update it
-                await self.provisioner._request(
+                await self.provisioner.request(
                     f"apply AuthorizationPolicy {key[1]} in {key[0]}",
                     self.api.apply(policy, field_manager=FIELD_MANAGER),
                 )
@@ -206,7 +206,7 @@ class ContributorSync:
             await self.api.create(kind, obj, field_manager=FIELD_MANAGER)
         except ApiException as e:
             if e.status != 409:
-                raise self.provisioner._api_failure(what, e) from e
+                raise self.provisioner.api_failure(what, e) from e
             result.foreign.append(key)
             self.log.info(
                 "%s %s in %s exists and was not made by dna_hub for this identity; left alone",
@@ -226,7 +226,7 @@ class ContributorSync:
 
     async def _delete(self, kind: Kind, key: Key, identity: str, result: TeamSyncResult) -> None:
         namespace, name = key
-        await self.provisioner._request(
+        await self.provisioner.request(
             f"delete {kind.kind} {name} in {namespace}", self.api.delete(kind, name, namespace)
         )
         result.deleted.append(key)
@@ -248,7 +248,7 @@ class ContributorSync:
         deadline = asyncio.get_running_loop().time() + self.ready_timeout
         selector = f"metadata.name={OWNER_BINDING}"
         while True:
-            listing = await self.provisioner._request(
+            listing = await self.provisioner.request(
                 f"list RoleBinding {OWNER_BINDING} in {namespace}",
                 self.api.list(ROLE_BINDING, namespace, field_selector=selector),
             )
