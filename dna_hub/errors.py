@@ -12,7 +12,7 @@ class ProvisioningError(Exception):
 
     ``reason`` is a short, fixed label for metrics and logs: ``ownership``, ``timeout``,
     ``api``, ``forbidden``, ``invalid`` (the cluster rejected a manifest), ``deleting``,
-    ``naming``, ``template``, ``config``.
+    ``naming``, ``template``, ``config``, ``team`` (a team choice refused or unavailable).
     """
 
     reason = "error"

@@ -95,6 +95,18 @@ HUB_PERMISSIONS: tuple[Permission, ...] = tuple(
         "create patch",
         "held to grant them in the Kale Role (RBAC escalation prevention)",
     )
+    + _grant(
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        "list",
+        "teams: find (by label) the contributor RoleBindings dna_hub made, in any namespace",
+    )
+    + _grant(
+        "security.istio.io",
+        "authorizationpolicies",
+        "list delete",
+        "teams: find (by label) and remove the contributor AuthorizationPolicies dna_hub made",
+    )
 )
 
 REQUIRED_KINDS: tuple[ServedKind, ...] = (

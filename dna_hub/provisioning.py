@@ -400,3 +400,8 @@ class ProfileProvisioner:
             "Please try again in a moment.",
             f"{what}: {describe(error)}",
         )
+
+    #: For what is written beside a profile (dna_hub.contributors): the same translation of
+    #: API failures into errors a user and an admin can act on.
+    request = _request
+    api_failure = _api_failure

@@ -81,6 +81,9 @@ class ProfileContext:
     legacy_envoy_filter: bool = False
     legacy_ml_pipeline_policy: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: The OIDC group of a team profile (``None`` for a personal profile). A team's context
+    #: has no member-specific data: every member renders the same objects.
+    team: str | None = None
 
     @property
     def service_account_principal(self) -> str:
@@ -103,6 +106,7 @@ class ProfileContext:
             "legacy_envoy_filter": self.legacy_envoy_filter,
             "legacy_ml_pipeline_policy": self.legacy_ml_pipeline_policy,
             "extra": dict(self.extra),
+            "team": self.team,
         }
 
     def allowed_namespaces(self) -> set[str]:

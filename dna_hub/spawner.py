@@ -17,6 +17,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default, validate
 
+from . import spawner_teams
 from .auth.claims import kubeflow_identity_problem
 from .errors import ConfigurationError, ProvisioningError
 from .k8s.api import KubeApi
@@ -31,6 +32,12 @@ from .naming import (
 from .notebook_env import NotebookEnvSettings, notebook_environment
 from .provisioning import ProfileProvisioner, ProvisionResult
 from .rendering import ProfileContext, RenderedProfile, TemplateError, render_profile
+from .teams import (
+    DEFAULT_INGRESS_GATEWAY_PRINCIPAL,
+    DEFAULT_KFP_UI_PRINCIPAL,
+    DEFAULT_TEAM_NAMESPACE_TEMPLATE,
+    Team,
+)
 
 #: auth_state key under which DnaOIDCAuthenticator stores the identity Kubeflow sees.
 KUBEFLOW_USERID_KEY = "kubeflow_userid"
@@ -204,6 +211,65 @@ class DnaSpawner(KubeSpawner):
             raise ValueError(f"{proposal['trait'].name} must be at least 1")
         return proposal["value"]
 
+    # --- team profiles (dna_hub/teams.py, dna_hub/contributors.py) ------------------------
+
+    team_profiles = Dict(
+        config=True,
+        help="""Team Kubeflow profiles for OIDC groups: {group: "edit" | "view" | {"role":
+        "edit" | "view", "resource_quota": ResourceQuotaSpec}}. At each spawn (and login, with
+        the post_auth_hook dna_hub.team_login.sync_teams_at_login), for every
+        configured group in the user's verified groups (auth_state, from the id_token) the
+        team profile exists and the user is a Kubeflow contributor of it exactly as Kubeflow's
+        access management writes one; contributor bindings dna_hub made that the groups no
+        longer entitle are removed. `edit` members may run named servers in the team profile
+        (the spawn form offers it). Empty (default): no teams.""",
+    )
+
+    team_namespace_template = Unicode(
+        DEFAULT_TEAM_NAMESPACE_TEMPLATE,
+        config=True,
+        help="""Template of each team's namespace (= Kubeflow Profile name), with {group}
+        exactly once. Same guarantees as namespace_template: a valid DNS label of at most 63
+        characters, stable, collision-free (hash suffix where needed), reserved names
+        refused. Keep its fixed part distinct from namespace_template's.""",
+    )
+
+    team_profile_owner = Unicode(
+        config=True,
+        help="""Owner of every team Profile: a stable identity that is no person (changing a
+        Profile's owner is broken in Kubeflow). Default: the hub's own service account,
+        'system:serviceaccount:<hub_namespace>:hub' — Kubeflow's profile controller then
+        makes the hub kubeflow-admin of team namespaces only, which is what lets it grant
+        kubeflow-edit/kubeflow-view there (Kubernetes RBAC escalation prevention) without
+        any cluster-wide 'bind' permission.""",
+    )
+
+    @default("team_profile_owner")
+    def _team_profile_owner_default(self) -> str:
+        return f"system:serviceaccount:{self.hub_namespace}:hub"
+
+    team_contributor_principals = List(
+        Unicode(),
+        default_value=[DEFAULT_INGRESS_GATEWAY_PRINCIPAL, DEFAULT_KFP_UI_PRINCIPAL],
+        config=True,
+        help="""Istio principals a contributor's AuthorizationPolicy admits requests from
+        (with the contributor's kubeflow-userid header): Kubeflow's ingress gateway and
+        ml-pipeline-ui, as Kubeflow's access management writes them.""",
+    )
+
+    team_groups_auth_state_key = Unicode(
+        "groups",
+        config=True,
+        help="""auth_state key holding the user's groups from the verified id_token
+        (DnaOIDCAuthenticator stores them under 'groups'). Teams come only from there, never
+        from anything a user posts.""",
+    )
+
+    @validate("team_profiles", "team_namespace_template")
+    def _validate_teams(self, proposal: dict[str, Any]) -> Any:
+        spawner_teams.check_config(self, **{proposal["trait"].name: proposal["value"]})
+        return proposal["value"]
+
     # --- the notebook's access to Kubeflow Pipelines ----------------------------------------
 
     kfp_endpoint = Unicode(
@@ -276,6 +342,16 @@ class DnaSpawner(KubeSpawner):
     def _pod_security_context_default(self) -> dict[str, Any]:
         return {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
+    @default("profile_list")
+    def _profile_list_default(self) -> Any:
+        # Computed per user and server at each form and spawn (dna_hub/spawner_teams.py).
+        return spawner_teams.profile_list if self.team_profiles else []
+
+    async def _render_options_form_dynamically(self, current_spawner: Any) -> str:
+        # KubeSpawner renders an empty form for an empty list; no choice means no form.
+        choices = await spawner_teams.profile_list_of(self, current_spawner)
+        return self._render_options_form(choices) if choices else ""
+
     @default("extra_labels")
     def _extra_labels_default(self) -> dict[str, str]:
         # Selected by the access-ml-pipeline PodDefault, which mounts the KFP token.
@@ -291,12 +367,18 @@ class DnaSpawner(KubeSpawner):
         self._progress_messages: list[str] = []
         self._progress_changed = asyncio.Event()
         self._provisioned = asyncio.Event()
+        #: The team profile this server runs in (None: the user's personal profile).
+        self.team: Team | None = None
         self._apply_namespace_policy(strict=False)
 
     def _apply_namespace_policy(self, *, strict: bool) -> None:
         """Put the notebook in the namespace the policy gives, whatever state or options say."""
         try:
-            namespace = namespace_for(self.user.name, self.namespace_template)
+            namespace = (
+                team.namespace
+                if (team := getattr(self, "team", None))
+                else namespace_for(self.user.name, self.namespace_template)
+            )
         except NamespacePolicyError as e:
             if strict:
                 raise ConfigurationError(
@@ -312,8 +394,17 @@ class DnaSpawner(KubeSpawner):
         if self.dns_name != dns_name:  # e.g. one saved by an older configuration
             self.dns_name = dns_name
 
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        if self.team:
+            state["dna_team_group"] = self.team.group
+        return state
+
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
+        if state.get("dna_team_group"):
+            # The namespace of a running team server comes from the policy, by its group.
+            self.team = spawner_teams.saved_team(self, state["dna_team_group"])
         saved = state.get("namespace")
         self._apply_namespace_policy(strict=False)
         if saved and saved != self.namespace:
@@ -327,6 +418,7 @@ class DnaSpawner(KubeSpawner):
 
     def clear_state(self) -> None:
         super().clear_state()
+        self.team = None
         self._apply_namespace_policy(strict=False)
 
     async def load_user_options(self) -> None:
@@ -346,6 +438,8 @@ class DnaSpawner(KubeSpawner):
     async def _start(self) -> Any:
         try:
             try:
+                # Whatever the form posted, re-checked against the verified groups now.
+                self.team = await spawner_teams.chosen_team(self)
                 result = self.last_provision = await self.provision_profile()
             finally:
                 self._provisioned.set()
@@ -402,9 +496,13 @@ class DnaSpawner(KubeSpawner):
         """Render and apply this user's Kubeflow profile; wait until it is ready."""
         try:
             self._apply_namespace_policy(strict=True)
+            spawner_teams.check_personal_namespace(self)
             owner = await self.profile_owner()
             # Rendering is CPU work: off the hub's event loop, which serves everyone.
-            rendered = await asyncio.to_thread(self.render_profile, owner)
+            if self.team:
+                rendered = await asyncio.to_thread(spawner_teams.render_team, self, self.team)
+            else:
+                rendered = await asyncio.to_thread(self.render_profile, owner)
         except ProvisioningError as e:
             PROVISIONING_FAILURES.labels(e.reason).inc()
             self.log.error("Cannot provision a profile for %s: %s", self.user.name, e)
@@ -421,9 +519,20 @@ class DnaSpawner(KubeSpawner):
             max_concurrent=self.max_concurrent_provisioning,
         )
         try:
-            return await provisioner.ensure(
-                rendered, force=self._force_provision, progress=self._report_progress
+            teams = spawner_teams.sync_at_spawn(self, owner)
+            if self.team:  # a team server needs its team (and its contributor) first
+                await teams
+                return await provisioner.ensure(
+                    rendered, force=self._force_provision, progress=self._report_progress
+                )
+            # a personal server does not wait for the teams (their failures are logged)
+            _, result = await asyncio.gather(
+                teams,
+                provisioner.ensure(
+                    rendered, force=self._force_provision, progress=self._report_progress
+                ),
             )
+            return result
         except ProvisioningError as e:
             self.log.error("Provisioning profile %s failed: %s", self.namespace, e)
             raise

@@ -123,3 +123,58 @@ def test_a_bad_owner_fallback_is_refused_at_config_time(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "may only use {username}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_render_with_groups_previews_team_profiles_and_contributors(tmp_path: Path) -> None:
+    config = tmp_path / "jupyterhub_config.py"
+    config.write_text(
+        'c.DnaSpawner.hub_namespace = "jupyterhub"\n'
+        'c.DnaSpawner.team_profiles = {"fraud": "edit", "Risk.Analytics": {"role": "view",'
+        ' "resource_quota": {"hard": {"cpu": "4"}}}, "ops": "edit"}\n'
+    )
+    result = render(
+        *("--user", "alice", "--owner", "Alice.Smith@Example.com", "--config", str(config)),
+        *("--group", "fraud", "--group", "Risk.Analytics", "--group", "not-a-team"),
+    )
+    assert result.returncode == 0, result.stderr
+    docs = list(yaml.safe_load_all(result.stdout))
+    profiles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Profile"}
+    risk = next(n for n in profiles if n.startswith("kubeflow-team-risk-analytics---"))
+    assert sorted(profiles) == sorted(["kubeflow-alice", "kubeflow-team-fraud", risk])
+    team = profiles["kubeflow-team-fraud"]
+    assert team["spec"]["owner"] == {"kind": "User", "name": "system:serviceaccount:jupyterhub:hub"}
+    assert team["metadata"]["annotations"]["dna-hub.io/team-group"] == "fraud"
+    assert profiles[risk]["spec"]["resourceQuotaSpec"] == {"hard": {"cpu": "4"}}
+    # every team gets the same objects as a personal profile, in its own namespace
+    per_namespace: dict[str, list[str]] = {}
+    for d in docs:
+        namespace = d["metadata"].get("namespace")
+        if namespace and not d["metadata"]["name"].startswith("user-"):
+            per_namespace.setdefault(namespace, []).append(d["kind"])
+    assert per_namespace[risk] == per_namespace["kubeflow-alice"]
+    assert per_namespace["kubeflow-team-fraud"] == per_namespace["kubeflow-alice"]
+    contributors = [
+        (d["kind"], d["metadata"]["namespace"], d["metadata"]["name"])
+        for d in docs
+        if d["metadata"]["name"].startswith("user-")
+    ]
+    assert contributors == [
+        ("RoleBinding", "kubeflow-team-fraud", "user-alice-smith-example-com-clusterrole-edit"),
+        (
+            "AuthorizationPolicy",
+            "kubeflow-team-fraud",
+            "user-alice-smith-example-com-clusterrole-edit",
+        ),
+        ("RoleBinding", risk, "user-alice-smith-example-com-clusterrole-view"),
+        ("AuthorizationPolicy", risk, "user-alice-smith-example-com-clusterrole-view"),
+    ]
+    assert "kubeflow-team-ops" not in result.stdout  # not in her groups
+
+
+def test_render_refuses_a_user_on_a_team_namespace(tmp_path: Path) -> None:
+    config = tmp_path / "jupyterhub_config.py"
+    config.write_text('c.DnaSpawner.team_profiles = {"fraud": "edit"}\n')
+    result = render("--user", "team-fraud", "--owner", "x@example.com", "--config", str(config))
+    assert result.returncode == 2
+    assert "team 'fraud'" in result.stderr and "nothing written" in result.stderr
+    assert result.stdout == ""

@@ -13,6 +13,7 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import pytest_asyncio
@@ -63,9 +64,11 @@ async def dna_hub(
         hub.stop()
 
 
-async def login_in_browser(page: Any, hub: HubProcess, username: str) -> None:
+async def login_in_browser(
+    page: Any, hub: HubProcess, username: str, next_path: str = "/hub/spawn"
+) -> None:
     """Go through the provider's login and consent pages as a person would."""
-    await page.goto(f"{hub.url}/hub/oauth_login?next=%2Fhub%2Fspawn")
+    await page.goto(f"{hub.url}/hub/oauth_login?next={quote(next_path, safe='')}")
     provider = hub.provider.base_url
     for _ in range(4):
         await page.wait_for_load_state()

@@ -24,16 +24,19 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient, CoreV1Api
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from dna_hub.contributors import ContributorSync
 from dna_hub.errors import ApiFailure
-from dna_hub.k8s.api import Kind
+from dna_hub.k8s.api import Kind, KubeApi
 from dna_hub.k8s.retry import RetryPolicy
 from dna_hub.naming import namespace_for
 from dna_hub.permissions import HUB_PERMISSIONS, Permission
 from dna_hub.provisioning import ProfileProvisioner
+from dna_hub.teams import parse_teams, plan_for
 from tests.support.controlplane import ControlPlane
 from tests.support.hooked_kube import HookedKubeApi
 from tests.support.paths import REPO_ROOT
 from tests.support.standins.profile_controller import PAUSED_ANNOTATION
+from tests.test_contributors import render_team
 from tests.test_provisioning import rendered_for
 
 RBAC_FILE = REPO_ROOT / "helm-values" / "hub-rbac.yaml"
@@ -173,8 +176,10 @@ class Exercised:
     warnings: list[str]
 
 
-async def exercise(api_client: ApiClient, admin: ApiClient, username: str) -> Exercised:
-    """What dna_hub does against the API, with one identity.
+async def exercise(
+    api_client: ApiClient, admin: ApiClient, username: str, team_owner: str
+) -> Exercised:
+    """What dna_hub does against the API, with one identity (``team_owner``: its username).
 
     Provisioning is dna_hub's own code (create path, then the forced patch path), with the
     profile controller held so that both waits must watch (see HeldController); the pod and
@@ -225,6 +230,17 @@ async def exercise(api_client: ApiClient, admin: ApiClient, username: str) -> Ex
     except ApiException as e:
         if e.status != 404:
             raise
+    # teams: a team profile owned by this identity; a member joins, then leaves the group
+    teams = parse_teams({f"team-{username}": "edit"}, owner=team_owner)
+    # (not held: the team's profile controller work is no permission's only path)
+    plain = KubeApi(api_client, request_timeout=10, retry=RetryPolicy(attempts=3))
+    sync = ContributorSync(plain, ProfileProvisioner(plain, ready_timeout=60), ready_timeout=60)
+    for groups in ([f"team-{username}"], []):
+        result = await sync.sync(
+            f"{username}@example.com", plan_for(groups, teams, None), render_team
+        )
+        for error in result.failed.values():
+            raise error
     return Exercised(
         controller.watched,
         set(provisioner.unwatchable),
@@ -285,6 +301,11 @@ async def token_without(admin: ApiClient, missing: Permission | None, tag: str) 
     return token.status.token
 
 
+def service_account_user(tag: str) -> str:
+    """The username of the ServiceAccount ``token_without(..., tag)`` makes."""
+    return f"system:serviceaccount:jupyterhub:dna-hub-rbac-{tag}"
+
+
 def is_forbidden(error: BaseException) -> bool:
     if isinstance(error, ApiFailure):
         return error.reason == "forbidden"
@@ -311,9 +332,10 @@ async def test_every_permission_is_needed_and_all_suffice(
     unique_name: Callable[..., str],
 ) -> None:
     # all of them: everything works, and both waits watched without a warning
-    full = await identity_without(admin_api, control_plane, None, unique_name("all"))
+    tag = unique_name("all")
+    full = await identity_without(admin_api, control_plane, None, tag)
     async with full:
-        done = await exercise(full, admin_api, unique_name("rbac-all"))
+        done = await exercise(full, admin_api, unique_name("rbac-all"), service_account_user(tag))
     assert done.watched == {"namespaces", "serviceaccounts"}, (
         f"dna_hub must watch for the profile controller's work; it watched only {done.watched}"
     )
@@ -327,12 +349,13 @@ async def test_every_permission_is_needed_and_all_suffice(
         index: int, permission: Permission
     ) -> tuple[Permission, Exercised | BaseException]:
         async with limit:
-            api = await identity_without(
-                admin_api, control_plane, permission, unique_name(f"w{index}")
-            )
+            tag = unique_name(f"w{index}")
+            api = await identity_without(admin_api, control_plane, permission, tag)
             async with api:
                 try:
-                    return permission, await exercise(api, admin_api, unique_name(f"rbac-{index}"))
+                    return permission, await exercise(
+                        api, admin_api, unique_name(f"rbac-{index}"), service_account_user(tag)
+                    )
                 except Exception as error:
                     return permission, error
 

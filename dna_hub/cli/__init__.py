@@ -30,7 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="Kubeflow identity (kubeflow-userid) of the user, e.g. their email; default: "
         "DnaSpawner.profile_owner_fallback from the config",
     )
-    render.add_argument("--group", action="append", default=[], help="a hub group of the user")
+    render.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        help="a group of the user's verified token (repeatable); with "
+        "DnaSpawner.team_profiles, also prints each team's Profile and objects and the "
+        "user's contributor RoleBinding and AuthorizationPolicy there",
+    )
     render.add_argument("--config", help="a jupyterhub_config.py to read DnaSpawner settings from")
     render.add_argument("--pod", action="store_true", help="also print the notebook Pod")
 

@@ -20,9 +20,11 @@ import yaml
 from traitlets import TraitError
 from traitlets.config import Config, PyFileConfigLoader
 
+from .. import spawner_teams
 from ..errors import ConfigurationError, ProvisioningError
 from ..provisioning import DIGEST_ANNOTATION, with_digest
 from ..rendering import default_template_dir
+from ..teams import contributor_objects
 
 #: Where the pod manifest would carry per-spawn secrets, a placeholder is printed instead.
 PLACEHOLDER = "<generated at spawn>"
@@ -52,9 +54,11 @@ class _OfflineUser:
         self.url = f"/user/{name}/"
         self.groups = [SimpleNamespace(name=g) for g in groups]
         self.settings: dict[str, Any] = {}
+        #: What the authenticator would have stored: the groups of the verified token.
+        self.auth_state: dict[str, Any] = {}
 
     async def get_auth_state(self) -> dict[str, Any]:
-        return {}
+        return self.auth_state
 
 
 @contextmanager
@@ -83,7 +87,9 @@ async def render_objects(
     except (TraitError, ValueError) as e:
         # traitlets validators raise either: both mean the configuration is invalid
         raise ConfigurationError("invalid DnaSpawner configuration", str(e)) from e
+    spawner.user.auth_state[spawner.team_groups_auth_state_key] = list(groups)
     spawner._apply_namespace_policy(strict=True)
+    spawner_teams.check_personal_namespace(spawner)
     if owner is None:
         try:
             owner = await spawner.profile_owner()
@@ -102,6 +108,7 @@ async def render_objects(
             e.user_message, _with_template_path(e, spawner), reason=e.reason
         ) from e
     objects = [with_digest(rendered.profile, rendered.digest), *rendered.namespaced]
+    objects.extend(await _team_objects(spawner, owner))
     if with_pod:
         spawner.api_token = PLACEHOLDER
         spawner.oauth_client_id = f"jupyterhub-user-{user}"
@@ -121,6 +128,20 @@ def _with_template_path(error: ConfigurationError, spawner: Any) -> str:
             if (Path(directory) / name).is_file():
                 return f"{Path(directory) / name}: {detail}"
     return detail
+
+
+async def _team_objects(spawner: Any, owner: str) -> list[dict[str, Any]]:
+    """Each team profile the groups give, then the user's contributor objects in them."""
+    plan = await spawner_teams.plan(spawner)
+    for group, reason in plan.refused:
+        print(f"dna-hub render: team {group!r} refused: {reason}", file=sys.stderr)
+    objects: list[dict[str, Any]] = []
+    for team in plan.teams:
+        rendered = spawner_teams.render_team(spawner, team)
+        objects += [with_digest(rendered.profile, rendered.digest), *rendered.namespaced]
+    for contributor in sorted(plan.contributors(owner), key=lambda c: (c.namespace, c.name)):
+        objects += contributor_objects(contributor, principals=spawner.team_contributor_principals)
+    return objects
 
 
 def run_render(args: argparse.Namespace) -> int:

@@ -48,6 +48,11 @@ class Kind:
         base += f"/{self.plural}"
         return f"{base}/{name}" if name else base
 
+    def path_all(self) -> str:
+        """Objects of this kind in every namespace (or the cluster-scoped collection)."""
+        group = "/api" if "/" not in self.api_version else "/apis"
+        return f"{group}/{self.api_version}/{self.plural}"
+
 
 def _kinds(*kinds: Kind) -> dict[tuple[str, str], Kind]:
     return {(k.api_version, k.kind): k for k in kinds}
@@ -70,6 +75,8 @@ KNOWN_KINDS: dict[tuple[str, str], Kind] = _kinds(
 )
 
 NAMESPACE = KNOWN_KINDS[("v1", "Namespace")]
+ROLE_BINDING = KNOWN_KINDS[("rbac.authorization.k8s.io/v1", "RoleBinding")]
+AUTHORIZATION_POLICY = KNOWN_KINDS[("security.istio.io/v1", "AuthorizationPolicy")]
 SERVICE_ACCOUNT = KNOWN_KINDS[("v1", "ServiceAccount")]
 PROFILE = KNOWN_KINDS[("kubeflow.org/v1", "Profile")]
 
@@ -192,10 +199,29 @@ class KubeApi:
         )
 
     async def list(
-        self, kind: Kind, namespace: str | None = None, *, field_selector: str | None = None
+        self,
+        kind: Kind,
+        namespace: str | None = None,
+        *,
+        field_selector: str | None = None,
+        label_selector: str | None = None,
     ) -> dict:
+        """List objects; a namespaced kind without ``namespace``: across all namespaces."""
         query = [("fieldSelector", field_selector)] if field_selector else []
-        return await self._call("GET", kind.path(namespace), query=query)
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        path = kind.path(namespace) if namespace or not kind.namespaced else kind.path_all()
+        return await self._call("GET", path, query=query)
+
+    async def delete(self, kind: Kind, name: str, namespace: str | None = None) -> bool:
+        """Delete an object; False when it was already gone."""
+        try:
+            await self._call("DELETE", kind.path(namespace, name))
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
 
     async def watch(
         self,
