@@ -31,6 +31,8 @@ import jinja2
 import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from . import yaml_json
+
 __all__ = [
     "MANAGED_BY_LABEL",
     "PROFILE_LABEL",
@@ -137,34 +139,19 @@ def default_template_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "profile-templates"
 
 
-#: Characters JSON leaves raw that YAML does not read back as themselves: YAML's
-#: non-printable characters (DEL, C1 controls, U+FFFE/FFFF) and what YAML 1.1 treats as line
-#: breaks or a byte-order mark (NEL, LINE/PARAGRAPH SEPARATOR, BOM). Each becomes a ``\uXXXX``
-#: escape, which JSON and YAML read alike; JSON itself escapes C0 controls, quotes, backslash.
-_YAML_ESCAPES = {
-    code: f"\\u{code:04x}" for code in (*range(0x7F, 0xA0), 0x2028, 0x2029, 0xFEFF, 0xFFFE, 0xFFFF)
-}
-
-
 def _json_value(value: Any) -> str:
-    """Jinja ``finalize``: every expression becomes a JSON value that YAML reads verbatim.
-
-    Not ``ensure_ascii``: JSON escapes a character outside Unicode's basic plane (an emoji)
-    as a surrogate pair, which YAML refuses; YAML takes such characters raw.
-    """
+    """Jinja ``finalize``: every expression becomes a JSON value that YAML reads verbatim
+    (:mod:`dna_hub.yaml_json`: any name the hub accepts, emoji included)."""
     if isinstance(value, jinja2.Undefined):
         str(value)  # StrictUndefined raises UndefinedError, naming the variable
     try:
-        text = json.dumps(value, sort_keys=True, ensure_ascii=False).translate(_YAML_ESCAPES)
+        return yaml_json.dumps(value, sort_keys=True)
     except TypeError as e:
         raise TemplateError(f"cannot insert a value of type {type(value).__name__}: {e}") from e
-    try:
-        text.encode("utf-8")
     except UnicodeEncodeError as e:
         raise TemplateError(
             f"cannot insert the value {value!r}: it is not valid Unicode ({e.reason})"
         ) from e
-    return text
 
 
 @functools.lru_cache(maxsize=16)

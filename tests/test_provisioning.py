@@ -272,6 +272,8 @@ async def test_fifty_users_at_once(
         "quote\"'s",
         "ünïcødé-用户",
         "x" * 200,
+        "emoji😀user",  # beyond the basic plane (#14)
+        "line\u2028separator\x85nel",  # YAML line breaks
     ],
 )
 async def test_hostile_usernames_are_accepted_by_the_api_server(

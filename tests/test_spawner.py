@@ -320,3 +320,18 @@ async def test_other_pod_refusals_are_not_retried(
                 await start_with_progress(spawner)
             assert refused.value.status == 403
             assert proxy.count("POST", r"/pods$") == 1
+
+
+async def test_a_username_beyond_the_basic_plane_spawns(
+    make_spawner: Callable[..., DnaSpawner], standins_kube: Kube, unique_name: Callable[..., str]
+) -> None:
+    """JupyterHub accepts `emoji😀user`; its profile renders, applies and the pod runs (#14)."""
+    username = unique_name("emoji") + "-😀"
+    spawner = make_spawner(username, f"{username}@example.com")
+    namespace = namespace_for(username)
+    await start_with_progress(spawner)
+    profile = await standins_kube.get(f"/apis/kubeflow.org/v1/profiles/{namespace}")
+    assert profile["spec"]["owner"]["name"] == f"{username}@example.com"
+    assert profile["metadata"]["annotations"]["dna-hub.io/hub-username"] == username
+    pod = await standins_kube.get(f"/api/v1/namespaces/{namespace}/pods/{spawner.pod_name}")
+    assert pod["status"]["phase"] == "Running"

@@ -20,6 +20,7 @@ import aiohttp
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from .. import yaml_json
 from ..concurrency import LoopLimit
 from .retry import RetryPolicy, is_retryable, retrying
 
@@ -193,8 +194,11 @@ class KubeApi:
             "PATCH",
             kind.path(metadata.get("namespace"), metadata["name"]),
             query=query,
-            body=dict(obj),
-            content_type="application/apply-patch+yaml",
+            # The API server parses this body as YAML: serialised here so that any name (an
+            # emoji's surrogate-pair escape is invalid YAML) arrives verbatim. With the charset
+            # parameter, which the server ignores, the client sends these bytes unchanged.
+            body=yaml_json.dumps(dict(obj)).encode(),
+            content_type="application/apply-patch+yaml; charset=utf-8",
             retry_conflicts=force,
         )
 
