@@ -39,6 +39,7 @@ HUB_PERMISSIONS: tuple[Permission, ...] = tuple(
     + _grant("", "namespaces", "get list watch", "DnaSpawner waits for profile namespaces")
     + _grant("", "serviceaccounts", "list watch", "DnaSpawner waits for default-editor")
     + _grant("kubeflow.org", "poddefaults", "create patch", "profile template: PodDefault")
+    + _grant("", "limitranges", "create patch", "profile template: LimitRange")
     + _grant(
         "security.istio.io",
         "authorizationpolicies",

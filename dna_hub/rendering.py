@@ -18,6 +18,7 @@ Everything here is pure: no I/O but reading the template files.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -30,6 +31,8 @@ from typing import Any
 import jinja2
 import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .pod_defaults import DEFAULT_LIMIT_RANGE
 
 __all__ = [
     "MANAGED_BY_LABEL",
@@ -78,6 +81,10 @@ class ProfileContext:
     legacy_envoy_filter: bool = False
     legacy_ml_pipeline_policy: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: LimitRangeSpec of the profile namespace (DnaSpawner.profile_limit_range), or None.
+    limit_range: Mapping[str, Any] | None = field(
+        default_factory=lambda: copy.deepcopy(DEFAULT_LIMIT_RANGE)
+    )
 
     @property
     def service_account_principal(self) -> str:
@@ -100,6 +107,7 @@ class ProfileContext:
             "legacy_envoy_filter": self.legacy_envoy_filter,
             "legacy_ml_pipeline_policy": self.legacy_ml_pipeline_policy,
             "extra": dict(self.extra),
+            "limit_range": dict(self.limit_range) if self.limit_range else None,
         }
 
     def allowed_namespaces(self) -> set[str]:

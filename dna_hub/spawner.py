@@ -26,6 +26,13 @@ from .naming import (
     validate_namespace_template,
 )
 from .notebook_env import NotebookEnvSettings, notebook_environment
+from .pod_defaults import (
+    CPU_REQUEST,
+    DEFAULT_LIMIT_RANGE,
+    MEMORY_LIMIT,
+    MEMORY_REQUEST,
+    SINGLEUSER_IMAGE,
+)
 from .provisioning import ProfileProvisioner, ProvisionResult
 from .rendering import ProfileContext, RenderedProfile, TemplateError, render_profile
 
@@ -134,6 +141,17 @@ class DnaSpawner(KubeSpawner):
         config=True,
         help="""Kubernetes ResourceQuotaSpec for every profile (Profile.spec.resourceQuotaSpec),
         e.g. {"hard": {"cpu": "8", "memory": "32Gi"}}. Empty: no quota.""",
+    )
+
+    profile_limit_range = Dict(
+        DEFAULT_LIMIT_RANGE,
+        config=True,
+        help="""Kubernetes LimitRangeSpec of the LimitRange 'dna-hub-defaults' in every profile
+        namespace: default requests and limits for each container that sets none (pipeline
+        steps, anything a user starts there), so a quota on requests never rejects them.
+        Default: request 100m CPU and 256Mi memory, limit 2Gi memory, no CPU limit (CPU is
+        compressible; a limit would only throttle while the node idles). Empty: no
+        LimitRange.""",
     )
 
     kfp_namespace = Unicode(
@@ -258,6 +276,28 @@ class DnaSpawner(KubeSpawner):
     @default("pod_security_context")
     def _pod_security_context_default(self) -> dict[str, Any]:
         return {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+    @default("image")
+    def _image_default(self) -> str:
+        # The single-user image this repo builds, by version: never a moving `latest` tag.
+        return SINGLEUSER_IMAGE
+
+    @default("mem_guarantee")
+    def _mem_guarantee_default(self) -> int:
+        return self._byte_spec(MEMORY_REQUEST)
+
+    @default("mem_limit")
+    def _mem_limit_default(self) -> int:
+        return self._byte_spec(MEMORY_LIMIT)
+
+    @default("cpu_guarantee")
+    def _cpu_guarantee_default(self) -> float:
+        # No cpu_limit by design: CPU is compressible, and a CFS quota would only throttle
+        # notebooks while the node's CPU is idle (dna_hub/pod_defaults.py).
+        return CPU_REQUEST
+
+    def _byte_spec(self, value: str) -> int:
+        return self.traits()["mem_limit"].validate(self, value)
 
     @default("extra_labels")
     def _extra_labels_default(self) -> dict[str, str]:
@@ -405,6 +445,7 @@ class DnaSpawner(KubeSpawner):
             notebook_port=self.port,
             kfp_namespace=self.kfp_namespace,
             resource_quota=self.profile_resource_quota or None,
+            limit_range=self.profile_limit_range or None,
             legacy_envoy_filter=self.legacy_envoy_filter,
             legacy_ml_pipeline_policy=self.legacy_ml_pipeline_policy,
             extra=self.profile_template_variables,

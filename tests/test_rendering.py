@@ -71,6 +71,7 @@ def test_default_set_secure_by_default() -> None:
     assert kinds == [
         ("Profile", "kubeflow-alice"),
         ("PodDefault", "access-ml-pipeline"),
+        ("LimitRange", "dna-hub-defaults"),
         ("AuthorizationPolicy", "dna-hub-notebook-ingress"),
         ("NetworkPolicy", "dna-hub-notebook-ingress"),
         ("Role", "dna-hub-kale-workflows"),
@@ -310,7 +311,7 @@ def test_core_kinds_pass_kubernetes_validate_strict() -> None:
             continue
         kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
         checked += 1
-    assert checked == 3  # NetworkPolicy, Role, RoleBinding
+    assert checked == 4  # LimitRange, NetworkPolicy, Role, RoleBinding
 
 
 def test_kubernetes_validate_strict_catches_a_typo() -> None:

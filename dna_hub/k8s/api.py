@@ -59,6 +59,7 @@ KNOWN_KINDS: dict[tuple[str, str], Kind] = _kinds(
     Kind("v1", "ServiceAccount", "serviceaccounts", namespaced=True),
     Kind("v1", "ResourceQuota", "resourcequotas", namespaced=True),
     Kind("v1", "ConfigMap", "configmaps", namespaced=True),
+    Kind("v1", "LimitRange", "limitranges", namespaced=True),
     Kind("kubeflow.org/v1", "Profile", "profiles", namespaced=False),
     Kind("kubeflow.org/v1alpha1", "PodDefault", "poddefaults", namespaced=True),
     Kind("security.istio.io/v1", "AuthorizationPolicy", "authorizationpolicies", namespaced=True),
