@@ -228,6 +228,13 @@ def _check_object(name: str, obj: Any, context: ProfileContext) -> dict[str, Any
         raise TemplateError(f"{what}: metadata.labels must be a mapping")
     labels[MANAGED_BY_LABEL] = MANAGED_BY
     labels[PROFILE_LABEL] = context.namespace
+    if obj["kind"] == "Profile":
+        # Who the profile was rendered for: `dna-hub sync` renders it again from these.
+        annotations = metadata.setdefault("annotations", {})
+        if not isinstance(annotations, dict):
+            raise TemplateError(f"{what}: metadata.annotations must be a mapping")
+        annotations["dna-hub.io/hub-username"] = context.username
+        annotations["dna-hub.io/hub-groups"] = json.dumps(sorted(context.groups))
     return obj
 
 

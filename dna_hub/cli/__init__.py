@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument(
         "--timeout", type=float, default=10.0, help="seconds allowed for each check (default 10)"
     )
+    from . import sync as sync_cli
+
+    sync_cli.add_parser(commands)
     return parser
 
 
@@ -58,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .doctor import run_doctor
 
         return run_doctor(args)
+    if args.command == "sync":
+        from .sync import run_sync
+
+        return run_sync(args)
     raise AssertionError(args.command)  # pragma: no cover - argparse enforces the choice
 
 
