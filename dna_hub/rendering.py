@@ -148,11 +148,32 @@ def _json_value(value: Any) -> str:
         raise TemplateError(f"cannot insert a value of type {type(value).__name__}: {e}") from e
 
 
+class _OverridingLoader(jinja2.FileSystemLoader):
+    """Jinja's loader, whose compiled templates also go stale when a file of the same name
+    appears in (or leaves) an earlier directory — an override added while the hub runs —
+    not only when the file they were compiled from changes."""
+
+    def _resolve(self, template: str) -> str | None:
+        for directory in self.searchpath:
+            candidate = Path(directory, template)
+            if candidate.is_file():
+                return str(candidate)
+        return None
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> Any:
+        source, filename, uptodate = super().get_source(environment, template)
+
+        def still_current() -> bool:
+            return bool(uptodate()) and self._resolve(template) == filename
+
+        return source, filename, still_current
+
+
 @functools.lru_cache(maxsize=16)
 def _environment(template_dirs: tuple[Path, ...]) -> ImmutableSandboxedEnvironment:
     """One environment per set of directories: templates are compiled once, not per spawn
-    (Jinja still notices an edited file by its modification time)."""
-    loader = jinja2.FileSystemLoader([str(d) for d in template_dirs])
+    (Jinja still notices an edited, added or removed file)."""
+    loader = _OverridingLoader([str(d) for d in template_dirs])
     return ImmutableSandboxedEnvironment(
         loader=loader,
         undefined=jinja2.StrictUndefined,

@@ -323,3 +323,15 @@ def test_kubernetes_validate_strict_catches_a_typo() -> None:
     }
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(bad, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_an_override_added_later_is_used(tmp_path: Path) -> None:
+    # compiled templates are cached per directory set: a file of a default's name that
+    # appears later in an earlier directory (a ConfigMap update) must still win
+    before = render_profile(context(), [tmp_path])
+    assert "PodDefault" in [o["kind"] for o in before.objects]
+    (tmp_path / "10-poddefault-ml-pipeline.yaml.j2").write_text("")
+    after = render_profile(context(), [tmp_path])
+    assert "PodDefault" not in [o["kind"] for o in after.objects]
+    (tmp_path / "10-poddefault-ml-pipeline.yaml.j2").unlink()
+    assert render_profile(context(), [tmp_path]).digest == before.digest
