@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kubespawner import KubeSpawner
-from traitlets import Bool, Dict, Float, Integer, List, Unicode, default, validate
+from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default, validate
 
 from .errors import ConfigurationError, ProvisioningError
 from .k8s.api import KubeApi
@@ -26,6 +26,7 @@ from .naming import (
     validate_namespace_template,
 )
 from .notebook_env import NotebookEnvSettings, notebook_environment
+from .offboarding import RETENTION_POLICIES, Offboarded, offboard
 from .pod_defaults import (
     CPU_REQUEST,
     DEFAULT_LIMIT_RANGE,
@@ -204,6 +205,23 @@ class DnaSpawner(KubeSpawner):
         if proposal["value"] < 1:
             raise ValueError(f"{proposal['trait'].name} must be at least 1")
         return proposal["value"]
+
+    profile_retention = Enum(
+        RETENTION_POLICIES,
+        default_value="keep",
+        config=True,
+        help="""What happens to a user's Kubeflow profile when the hub deletes the user (an
+        admin deletes them, or z2jh's culler removes them).
+
+        'keep' (default): the Profile is only marked orphaned (label dna-hub.io/orphaned=true,
+        annotation dna-hub.io/orphaned-at) and nothing else changes; `dna-hub gc` lists and
+        deletes old orphans on request, and a user who comes back gets the same profile.
+
+        'delete': the Profile is DELETED, and with it the user's namespace and EVERYTHING IN
+        IT — notebooks' volumes and their data, pipelines, runs, secrets. This cannot be
+        undone. Also apply helm-values/hub-rbac-offboarding.yaml (the hub may then delete
+        Profiles). A Profile dna_hub does not manage is never touched.""",
+    )
 
     # --- the notebook's access to Kubeflow Pipelines ----------------------------------------
 
@@ -461,6 +479,25 @@ class DnaSpawner(KubeSpawner):
                 str(e),
                 reason="template",
             ) from e
+
+    # --- offboarding ---------------------------------------------------------------------------
+
+    async def delete_forever(self) -> None:
+        """JupyterHub deletes this server for good: for the default server, the user is
+        being deleted, and profile_retention decides the profile's fate. KubeSpawner would
+        delete the user's volume here; with 'keep' nothing but the mark may change, and with
+        'delete' the namespace goes with everything in it."""
+        if self.name:
+            # a named server is deleted, not the user: KubeSpawner's own behaviour
+            await super().delete_forever()
+            return
+        await self.offboard_profile()
+
+    async def offboard_profile(self) -> Offboarded:
+        api = KubeApi(self.api.api_client, request_timeout=self.k8s_api_request_timeout)
+        return await offboard(
+            api, self.namespace, self.user.name, self.profile_retention, logger=self.log
+        )
 
     # --- the pod ------------------------------------------------------------------------------
 

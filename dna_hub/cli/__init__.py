@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import sync as sync_cli
 
     sync_cli.add_parser(commands)
+    from . import gc as gc_cli
+
+    gc_cli.add_parser(commands)
     return parser
 
 
@@ -65,6 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .sync import run_sync
 
         return run_sync(args)
+    if args.command == "gc":
+        from .gc import run_gc
+
+        return run_gc(args)
     raise AssertionError(args.command)  # pragma: no cover - argparse enforces the choice
 
 
