@@ -35,6 +35,7 @@ from .pod_defaults import (
     SINGLEUSER_IMAGE,
 )
 from .provisioning import ProfileProvisioner, ProvisionResult
+from .quotas import check_group_quotas, resource_quota_for
 from .rendering import ProfileContext, RenderedProfile, TemplateError, render_profile
 
 #: auth_state key under which DnaOIDCAuthenticator stores the identity Kubeflow sees.
@@ -143,6 +144,20 @@ class DnaSpawner(KubeSpawner):
         help="""Kubernetes ResourceQuotaSpec for every profile (Profile.spec.resourceQuotaSpec),
         e.g. {"hard": {"cpu": "8", "memory": "32Gi"}}. Empty: no quota.""",
     )
+
+    profile_group_resource_quotas = Dict(
+        config=True,
+        help="""Per-group ResourceQuotaSpec for personal profiles, {group: spec}, e.g.
+        {"gpu-users": {"hard": {"requests.nvidia.com/gpu": "1"}}, "data-science": {"hard":
+        {"cpu": "16"}}}. A user gets the FIRST entry (in the order written) whose hub group
+        they are in, whole (never merged); users in none of them get profile_resource_quota.
+        List the most specific group first. Team profiles have their own quota.""",
+    )
+
+    @validate("profile_group_resource_quotas")
+    def _validate_group_quotas(self, proposal: dict[str, Any]) -> dict[str, Any]:
+        check_group_quotas(proposal["value"])
+        return proposal["value"]
 
     profile_limit_range = Dict(
         DEFAULT_LIMIT_RANGE,
@@ -462,7 +477,11 @@ class DnaSpawner(KubeSpawner):
             service_account=self.service_account or "default-editor",
             notebook_port=self.port,
             kfp_namespace=self.kfp_namespace,
-            resource_quota=self.profile_resource_quota or None,
+            resource_quota=resource_quota_for(
+                (g.name for g in getattr(self.user, "groups", []) or []),
+                self.profile_group_resource_quotas,
+                self.profile_resource_quota,
+            ),
             limit_range=self.profile_limit_range or None,
             legacy_envoy_filter=self.legacy_envoy_filter,
             legacy_ml_pipeline_policy=self.legacy_ml_pipeline_policy,
