@@ -39,6 +39,7 @@ from .errors import ProvisioningError
 from .k8s.api import KNOWN_KINDS, PROFILE, Kind, KubeApi
 from .k8s.retry import describe
 from .managed import (
+    GROUPS_ANNOTATION,
     SELECTOR,
     belongs_to_profile,
     hub_groups,
@@ -241,8 +242,17 @@ class ProfileSync:
             result.status = "skipped"
             result.detail = "orphaned (its hub user was deleted): see dna-hub gc"
             return result
+        if profile["metadata"].get("deletionTimestamp"):
+            result.status, result.detail = "skipped", "being deleted"
+            return result
         if not result.username:
             result.detail = "the Profile has no dna-hub.io/hub-username annotation"
+            return result
+        if GROUPS_ANNOTATION not in (profile["metadata"].get("annotations") or {}):
+            # Rendered by a dna_hub that did not record groups: rendering it without them
+            # could take a group's quota away. Its user's next spawn records them.
+            result.status = "skipped"
+            result.detail = "no dna-hub.io/hub-groups yet: synced after its user's next spawn"
             return result
         owner = ((profile.get("spec") or {}).get("owner") or {}).get("name")
         if not owner:
