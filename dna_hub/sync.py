@@ -188,7 +188,11 @@ class ProfileSync:
             if user in by_user:
                 chosen.append(by_user[user])
                 continue
-            name = namespace_for(user) if namespace_for else None
+            try:
+                name = namespace_for(user) if namespace_for else None
+            except ValueError as e:
+                missing.append(SyncResult("-", user, "failed", detail=str(e)))
+                continue
             existing = await self.api.get(PROFILE, name) if name else None
             if existing is not None:
                 missing.append(

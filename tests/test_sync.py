@@ -306,6 +306,14 @@ async def test_a_fault_mid_run_fails_loudly_and_the_next_run_converges(
         assert failed_line.startswith("dna-hub sync: failed: ")
         named = failed_line.removeprefix("dna-hub sync: failed: ").split(" (")[0].split(", ")
         assert sorted(named) == sorted([broken_apply, broken_prune])
+        # progress, one line per profile off a terminal (a CronJob's log)
+        progress = [line for line in result.stderr.splitlines() if line.startswith("[")]
+        assert len(progress) == 6 and progress[-1].startswith("[6/6] ")
+        assert any(f"] {broken_apply}: failed (" in line for line in progress)
+        table = result.stdout.splitlines()
+        assert table[0].split() == ["PROFILE", "USER", "RESULT", "CHANGES", "DETAIL"]
+        (broken_row,) = [row for row in table if row.startswith(broken_apply)]
+        assert " failed " in broken_row and "HTTP 500" in broken_row
         assert "4 ok, 2 failed" in result.stdout
         # half-done: the Profile says so (pending digest), the other profiles converged
         profile = await admin.get(PROFILE, broken_apply)
