@@ -63,6 +63,7 @@ HUB_PERMISSIONS: tuple[Permission, ...] = tuple(
         optional=True,
     )
     + _grant("kubeflow.org", "poddefaults", "create patch", "profile template: PodDefault")
+    + _grant("", "limitranges", "create patch", "profile template: LimitRange")
     + _grant(
         "security.istio.io",
         "authorizationpolicies",

@@ -39,7 +39,9 @@ from .concurrency import LoopLimit
 from .errors import ApiFailure, OwnershipConflict, ProfileNotReady, ProvisioningError
 from .k8s.api import NAMESPACE, PROFILE, SERVICE_ACCOUNT, Kind, KubeApi
 from .k8s.retry import describe, is_retryable
+from .managed import is_orphaned
 from .metrics import PROVISIONING_DURATION, PROVISIONING_FAILURES, PROVISIONING_REQUESTS
+from .offboarding import unmark_orphaned
 from .rendering import RenderedProfile
 
 __all__ = ["DIGEST_ANNOTATION", "FIELD_MANAGER", "ProfileProvisioner", "ProvisionResult"]
@@ -170,7 +172,14 @@ class ProfileProvisioner:
         profile = await self._request(f"read Profile {namespace}", self.api.get(PROFILE, namespace))
         if profile is not None:
             self._check_profile(profile, owner)
-            if not force and _annotations(profile).get(DIGEST_ANNOTATION) == rendered.digest:
+            if is_orphaned(profile):
+                # The user is back (a deleted hub user's name, same owner): adopt it again
+                # before anything else, so `dna-hub gc` no longer sees an orphan.
+                await self._request(
+                    f"remove the orphan marks of Profile {namespace}",
+                    unmark_orphaned(self.api, namespace),
+                )
+            elif not force and _annotations(profile).get(DIGEST_ANNOTATION) == rendered.digest:
                 return True
         else:
             existing = await self._request(

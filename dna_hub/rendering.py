@@ -18,6 +18,7 @@ Everything here is pure: no I/O but reading the template files.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -32,6 +33,7 @@ import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from . import yaml_json
+from .pod_defaults import DEFAULT_LIMIT_RANGE
 
 __all__ = [
     "MANAGED_BY_LABEL",
@@ -86,6 +88,10 @@ class ProfileContext:
     #: The OIDC group of a team profile (``None`` for a personal profile). A team's context
     #: has no member-specific data: every member renders the same objects.
     team: str | None = None
+    #: LimitRangeSpec of the profile namespace (DnaSpawner.profile_limit_range), or None.
+    limit_range: Mapping[str, Any] | None = field(
+        default_factory=lambda: copy.deepcopy(DEFAULT_LIMIT_RANGE)
+    )
 
     @property
     def service_account_principal(self) -> str:
@@ -109,6 +115,7 @@ class ProfileContext:
             "legacy_ml_pipeline_policy": self.legacy_ml_pipeline_policy,
             "extra": dict(self.extra),
             "team": self.team,
+            "limit_range": dict(self.limit_range) if self.limit_range else None,
         }
 
     def allowed_namespaces(self) -> set[str]:
@@ -154,11 +161,32 @@ def _json_value(value: Any) -> str:
         ) from e
 
 
+class _OverridingLoader(jinja2.FileSystemLoader):
+    """Jinja's loader, whose compiled templates also go stale when a file of the same name
+    appears in (or leaves) an earlier directory — an override added while the hub runs —
+    not only when the file they were compiled from changes."""
+
+    def _resolve(self, template: str) -> str | None:
+        for directory in self.searchpath:
+            candidate = Path(directory, template)
+            if candidate.is_file():
+                return str(candidate)
+        return None
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> Any:
+        source, filename, uptodate = super().get_source(environment, template)
+
+        def still_current() -> bool:
+            return bool(uptodate()) and self._resolve(template) == filename
+
+        return source, filename, still_current
+
+
 @functools.lru_cache(maxsize=16)
 def _environment(template_dirs: tuple[Path, ...]) -> ImmutableSandboxedEnvironment:
     """One environment per set of directories: templates are compiled once, not per spawn
-    (Jinja still notices an edited file by its modification time)."""
-    loader = jinja2.FileSystemLoader([str(d) for d in template_dirs])
+    (Jinja still notices an edited, added or removed file)."""
+    loader = _OverridingLoader([str(d) for d in template_dirs])
     return ImmutableSandboxedEnvironment(
         loader=loader,
         undefined=jinja2.StrictUndefined,
@@ -234,6 +262,13 @@ def _check_object(name: str, obj: Any, context: ProfileContext) -> dict[str, Any
         raise TemplateError(f"{what}: metadata.labels must be a mapping")
     labels[MANAGED_BY_LABEL] = MANAGED_BY
     labels[PROFILE_LABEL] = context.namespace
+    if obj["kind"] == "Profile":
+        # Who the profile was rendered for: `dna-hub sync` renders it again from these.
+        annotations = metadata.setdefault("annotations", {})
+        if not isinstance(annotations, dict):
+            raise TemplateError(f"{what}: metadata.annotations must be a mapping")
+        annotations["dna-hub.io/hub-username"] = context.username
+        annotations["dna-hub.io/hub-groups"] = json.dumps(sorted(context.groups))
     return obj
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
-from traitlets import Bool, Dict, Float, Integer, List, Unicode, default, validate
+from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default, validate
 
 from . import spawner_teams
 from .auth.claims import kubeflow_identity_problem
@@ -30,7 +30,16 @@ from .naming import (
     validate_namespace_template,
 )
 from .notebook_env import NotebookEnvSettings, notebook_environment
+from .offboarding import RETENTION_POLICIES, Offboarded, offboard
+from .pod_defaults import (
+    CPU_REQUEST,
+    DEFAULT_LIMIT_RANGE,
+    MEMORY_LIMIT,
+    MEMORY_REQUEST,
+    SINGLEUSER_IMAGE,
+)
 from .provisioning import ProfileProvisioner, ProvisionResult
+from .quotas import check_group_quotas, resource_quota_for
 from .rendering import ProfileContext, RenderedProfile, TemplateError, render_profile
 from .teams import (
     DEFAULT_INGRESS_GATEWAY_PRINCIPAL,
@@ -160,6 +169,31 @@ class DnaSpawner(KubeSpawner):
         e.g. {"hard": {"cpu": "8", "memory": "32Gi"}}. Empty: no quota.""",
     )
 
+    profile_group_resource_quotas = Dict(
+        config=True,
+        help="""Per-group ResourceQuotaSpec for personal profiles, {group: spec}, e.g.
+        {"gpu-users": {"hard": {"requests.nvidia.com/gpu": "1"}}, "data-science": {"hard":
+        {"cpu": "16"}}}. A user gets the FIRST entry (in the order written) whose hub group
+        they are in, whole (never merged); users in none of them get profile_resource_quota.
+        List the most specific group first. Team profiles have their own quota.""",
+    )
+
+    @validate("profile_group_resource_quotas")
+    def _validate_group_quotas(self, proposal: dict[str, Any]) -> dict[str, Any]:
+        check_group_quotas(proposal["value"])
+        return proposal["value"]
+
+    profile_limit_range = Dict(
+        DEFAULT_LIMIT_RANGE,
+        config=True,
+        help="""Kubernetes LimitRangeSpec of the LimitRange 'dna-hub-defaults' in every profile
+        namespace: default requests and limits for each container that sets none (pipeline
+        steps, anything a user starts there), so a quota on requests never rejects them.
+        Default: request 100m CPU and 256Mi memory, limit 2Gi memory, no CPU limit (CPU is
+        compressible; a limit would only throttle while the node idles). Empty: no
+        LimitRange.""",
+    )
+
     kfp_namespace = Unicode(
         "kubeflow",
         config=True,
@@ -270,6 +304,23 @@ class DnaSpawner(KubeSpawner):
         spawner_teams.check_config(self, **{proposal["trait"].name: proposal["value"]})
         return proposal["value"]
 
+    profile_retention = Enum(
+        RETENTION_POLICIES,
+        default_value="keep",
+        config=True,
+        help="""What happens to a user's Kubeflow profile when the hub deletes the user (an
+        admin deletes them, or z2jh's culler removes them).
+
+        'keep' (default): the Profile is only marked orphaned (label dna-hub.io/orphaned=true,
+        annotation dna-hub.io/orphaned-at) and nothing else changes; `dna-hub gc` lists and
+        deletes old orphans on request, and a user who comes back gets the same profile.
+
+        'delete': the Profile is DELETED, and with it the user's namespace and EVERYTHING IN
+        IT — notebooks' volumes and their data, pipelines, runs, secrets. This cannot be
+        undone. Also apply helm-values/hub-rbac-offboarding.yaml (the hub may then delete
+        Profiles). A Profile dna_hub does not manage is never touched.""",
+    )
+
     # --- the notebook's access to Kubeflow Pipelines ----------------------------------------
 
     kfp_endpoint = Unicode(
@@ -351,6 +402,28 @@ class DnaSpawner(KubeSpawner):
         # KubeSpawner renders an empty form for an empty list; no choice means no form.
         choices = await spawner_teams.profile_list_of(self, current_spawner)
         return self._render_options_form(choices) if choices else ""
+
+    @default("image")
+    def _image_default(self) -> str:
+        # The single-user image this repo builds, by version: never a moving `latest` tag.
+        return SINGLEUSER_IMAGE
+
+    @default("mem_guarantee")
+    def _mem_guarantee_default(self) -> int:
+        return self._byte_spec(MEMORY_REQUEST)
+
+    @default("mem_limit")
+    def _mem_limit_default(self) -> int:
+        return self._byte_spec(MEMORY_LIMIT)
+
+    @default("cpu_guarantee")
+    def _cpu_guarantee_default(self) -> float:
+        # No cpu_limit by design: CPU is compressible, and a CFS quota would only throttle
+        # notebooks while the node's CPU is idle (dna_hub/pod_defaults.py).
+        return CPU_REQUEST
+
+    def _byte_spec(self, value: str) -> int:
+        return self.traits()["mem_limit"].validate(self, value)
 
     @default("extra_labels")
     def _extra_labels_default(self) -> dict[str, str]:
@@ -561,7 +634,12 @@ class DnaSpawner(KubeSpawner):
             service_account=self.service_account or "default-editor",
             notebook_port=self.port,
             kfp_namespace=self.kfp_namespace,
-            resource_quota=self.profile_resource_quota or None,
+            resource_quota=resource_quota_for(
+                (g.name for g in getattr(self.user, "groups", []) or []),
+                self.profile_group_resource_quotas,
+                self.profile_resource_quota,
+            ),
+            limit_range=self.profile_limit_range or None,
             legacy_envoy_filter=self.legacy_envoy_filter,
             legacy_ml_pipeline_policy=self.legacy_ml_pipeline_policy,
             extra=self.profile_template_variables,
@@ -585,6 +663,25 @@ class DnaSpawner(KubeSpawner):
                 str(e),
                 reason="template",
             ) from e
+
+    # --- offboarding ---------------------------------------------------------------------------
+
+    async def delete_forever(self) -> None:
+        """JupyterHub deletes this server for good: for the default server, the user is
+        being deleted, and profile_retention decides the profile's fate. KubeSpawner would
+        delete the user's volume here; with 'keep' nothing but the mark may change, and with
+        'delete' the namespace goes with everything in it."""
+        if self.name:
+            # a named server is deleted, not the user: KubeSpawner's own behaviour
+            await super().delete_forever()
+            return
+        await self.offboard_profile()
+
+    async def offboard_profile(self) -> Offboarded:
+        api = KubeApi(self.api.api_client, request_timeout=self.k8s_api_request_timeout)
+        return await offboard(
+            api, self.namespace, self.user.name, self.profile_retention, logger=self.log
+        )
 
     # --- the pod ------------------------------------------------------------------------------
 

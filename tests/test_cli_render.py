@@ -35,6 +35,7 @@ def test_render_prints_profile_objects_and_pod() -> None:
     assert kinds == [
         "Profile",
         "PodDefault",
+        "LimitRange",
         "AuthorizationPolicy",
         "NetworkPolicy",
         "Role",

@@ -71,6 +71,7 @@ def test_default_set_secure_by_default() -> None:
     assert kinds == [
         ("Profile", "kubeflow-alice"),
         ("PodDefault", "access-ml-pipeline"),
+        ("LimitRange", "dna-hub-defaults"),
         ("AuthorizationPolicy", "dna-hub-notebook-ingress"),
         ("NetworkPolicy", "dna-hub-notebook-ingress"),
         ("Role", "dna-hub-kale-workflows"),
@@ -310,7 +311,7 @@ def test_core_kinds_pass_kubernetes_validate_strict() -> None:
             continue
         kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
         checked += 1
-    assert checked == 3  # NetworkPolicy, Role, RoleBinding
+    assert checked == 4  # LimitRange, NetworkPolicy, Role, RoleBinding
 
 
 def test_kubernetes_validate_strict_catches_a_typo() -> None:
@@ -350,3 +351,15 @@ def test_a_value_that_is_not_unicode_is_named_as_the_cause() -> None:
     message = str(info.value)
     assert "not valid Unicode" in message and "lone\\ud800surrogate" in message
     assert "Insert values as" not in message  # not the template author's fault
+
+
+def test_an_override_added_later_is_used(tmp_path: Path) -> None:
+    # compiled templates are cached per directory set: a file of a default's name that
+    # appears later in an earlier directory (a ConfigMap update) must still win
+    before = render_profile(context(), [tmp_path])
+    assert "PodDefault" in [o["kind"] for o in before.objects]
+    (tmp_path / "10-poddefault-ml-pipeline.yaml.j2").write_text("")
+    after = render_profile(context(), [tmp_path])
+    assert "PodDefault" not in [o["kind"] for o in after.objects]
+    (tmp_path / "10-poddefault-ml-pipeline.yaml.j2").unlink()
+    assert render_profile(context(), [tmp_path]).digest == before.digest

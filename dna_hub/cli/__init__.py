@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument(
         "--timeout", type=float, default=10.0, help="seconds allowed for each check (default 10)"
     )
+    from . import sync as sync_cli
+
+    sync_cli.add_parser(commands)
+    from . import gc as gc_cli
+
+    gc_cli.add_parser(commands)
     return parser
 
 
@@ -80,6 +86,14 @@ def _run(argv: Sequence[str] | None) -> int:
         from .doctor import run_doctor
 
         return run_doctor(args)
+    if args.command == "sync":
+        from .sync import run_sync
+
+        return run_sync(args)
+    if args.command == "gc":
+        from .gc import run_gc
+
+        return run_gc(args)
     raise AssertionError(args.command)  # pragma: no cover - argparse enforces the choice
 
 

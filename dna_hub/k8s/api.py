@@ -65,6 +65,7 @@ KNOWN_KINDS: dict[tuple[str, str], Kind] = _kinds(
     Kind("v1", "ServiceAccount", "serviceaccounts", namespaced=True),
     Kind("v1", "ResourceQuota", "resourcequotas", namespaced=True),
     Kind("v1", "ConfigMap", "configmaps", namespaced=True),
+    Kind("v1", "LimitRange", "limitranges", namespaced=True),
     Kind("kubeflow.org/v1", "Profile", "profiles", namespaced=False),
     Kind("kubeflow.org/v1alpha1", "PodDefault", "poddefaults", namespaced=True),
     Kind("security.istio.io/v1", "AuthorizationPolicy", "authorizationpolicies", namespaced=True),
@@ -178,18 +179,27 @@ class KubeApi:
         )
 
     async def apply(
-        self, obj: Mapping[str, Any], *, field_manager: str, force: bool = True
+        self,
+        obj: Mapping[str, Any],
+        *,
+        field_manager: str,
+        force: bool = True,
+        dry_run: bool = False,
     ) -> dict:
         """Server-side apply: idempotent, and fields set by others are left alone.
 
         Without ``force``, a field another manager set to a different value is a 409
         conflict, which is an answer, not a transient failure: it is not retried.
+        ``dry_run``: the server runs the whole request (admission included) and answers
+        with the object it would store, storing nothing.
         """
         kind = await self.kind_for(obj["apiVersion"], obj["kind"])
         metadata = obj["metadata"]
         query = [("fieldManager", field_manager)]
         if force:
             query.append(("force", "true"))
+        if dry_run:
+            query.append(("dryRun", "All"))
         return await self._call(
             "PATCH",
             kind.path(metadata.get("namespace"), metadata["name"]),
@@ -217,10 +227,40 @@ class KubeApi:
         path = kind.path(namespace) if namespace or not kind.namespaced else kind.path_all()
         return await self._call("GET", path, query=query)
 
-    async def delete(self, kind: Kind, name: str, namespace: str | None = None) -> bool:
-        """Delete an object; False when it was already gone."""
+    async def delete(
+        self,
+        kind: Kind,
+        name: str,
+        namespace: str | None = None,
+        *,
+        uid: str | None = None,
+        resource_version: str | None = None,
+        dry_run: bool = False,
+    ) -> bool:
+        """Delete (background propagation); False when it was already gone.
+
+        ``uid``/``resource_version`` are preconditions: the server refuses (409) to delete
+        an object that was replaced or changed since it was read — an answer, not retried.
+        """
+        preconditions = {
+            k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v
+        }
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "propagationPolicy": "Background",
+        }
+        if preconditions:
+            body["preconditions"] = preconditions
+        if dry_run:
+            body["dryRun"] = ["All"]
         try:
-            await self._call("DELETE", kind.path(namespace, name))
+            await self._call(
+                "DELETE",
+                kind.path(namespace, name),
+                body=body,
+                retry_conflicts=not preconditions,
+            )
         except ApiException as e:
             if e.status == 404:
                 return False

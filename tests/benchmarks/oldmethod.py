@@ -259,6 +259,7 @@ OLD_METHOD_RBAC: list[dict[str, Any]] = [
         "metadata": {"name": "dna-hub-benchmark-old-method"},
         "rules": [
             {"apiGroups": ["kubeflow.org"], "resources": ["poddefaults"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["limitranges"], "verbs": ["get"]},
             {
                 "apiGroups": ["security.istio.io"],
                 "resources": ["authorizationpolicies"],

@@ -388,6 +388,7 @@ def fault_rows(rendered: RenderedProfile) -> list[tuple[str, str, str, int]]:
     for obj in rendered.namespaced:
         plural = {
             "PodDefault": "poddefaults",
+            "LimitRange": "limitranges",
             "AuthorizationPolicy": "authorizationpolicies",
             "NetworkPolicy": "networkpolicies",
             "Role": "roles",

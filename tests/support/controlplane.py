@@ -783,7 +783,7 @@ async def _start_local(timeout: float) -> ControlPlane:
                 "--authorization-mode=RBAC",
                 "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,"
                 "MutatingAdmissionWebhook,ValidatingAdmissionWebhook,DefaultStorageClass,"
-                "ResourceQuota",
+                "LimitRanger,ResourceQuota",
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--v=1",

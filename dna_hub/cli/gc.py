@@ -1,0 +1,119 @@
+"""``dna-hub gc``: list the profiles of deleted hub users (kept orphaned), delete old ones.
+
+Run it with an identity that may list and delete Profiles (a cluster admin; the hub and the
+sync CronJob may not). Deleting a Profile deletes its namespace and everything in it,
+volumes included: nothing is deleted without ``--yes``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import timedelta
+from typing import Any, TextIO
+
+from kubernetes_asyncio import config as kube_config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from ..k8s.api import KubeApi
+from ..k8s.retry import describe
+from ..managed import hub_username, orphaned_at, parse_age, timestamp
+from ..offboarding import find_orphans, gc_delete
+from .doctor import load_client
+
+
+def add_parser(commands: Any) -> None:
+    gc = commands.add_parser(
+        "gc",
+        help="list profiles orphaned by deleted hub users; delete old ones with --yes",
+        description="List the Kubeflow profiles dna_hub kept when the hub deleted their user "
+        "(DnaSpawner.profile_retention = keep), orphaned at least --older-than ago. With --yes "
+        "delete them — each Profile's namespace and EVERYTHING IN IT, volumes included. "
+        "Profiles dna_hub does not manage are never listed or deleted.",
+    )
+    gc.add_argument(
+        "--older-than",
+        default="30d",
+        metavar="AGE",
+        help="only profiles orphaned at least this long ago: 30d (default), 12h, 2w, 0s",
+    )
+    gc.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check every deletion with a server-side dry run; delete nothing",
+    )
+    gc.add_argument("--yes", action="store_true", help="really delete (without it: only list)")
+    gc.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube)")
+    gc.add_argument("--context", help="kube context to use")
+
+
+def _age(delta: timedelta) -> str:
+    days, seconds = delta.days, delta.seconds
+    return f"{days}d" if days else f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+async def gc(args: argparse.Namespace, older_than: timedelta) -> list[tuple[str, ...]]:
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    rows = []
+    api_client = await load_client(args)
+    async with api_client:
+        api = KubeApi(api_client)
+        for profile in await find_orphans(api, older_than, now=now):
+            when = orphaned_at(profile)
+            assert when is not None  # find_orphans only returns timestamped ones
+            if args.yes or args.dry_run:
+                try:
+                    action = await gc_delete(
+                        api, profile, older_than, dry_run=args.dry_run or not args.yes, now=now
+                    )
+                except (ApiException, OSError, TimeoutError) as e:
+                    action = f"FAILED: {describe(e)}"
+            else:
+                action = "would delete (re-run with --yes)"
+            rows.append(
+                (
+                    profile["metadata"]["name"],
+                    hub_username(profile) or "-",
+                    timestamp(when),
+                    _age(now - when),
+                    action,
+                )
+            )
+    return rows
+
+
+def format_rows(rows: list[tuple[str, ...]]) -> str:
+    table = [("PROFILE", "USER", "ORPHANED AT", "AGE", "ACTION"), *rows]
+    widths = [max(len(r[i]) for r in table) for i in range(4)]
+    return "\n".join(
+        "  ".join(f"{v:<{w}}" for v, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
+        for r in table
+    )
+
+
+def run_gc(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    try:
+        older_than = parse_age(args.older_than)
+    except ValueError as e:
+        err.write(f"dna-hub gc: --older-than: {e}\n")
+        return 2
+    try:
+        rows = asyncio.run(gc(args, older_than))
+    except kube_config.ConfigException as e:
+        err.write(f"dna-hub gc: no usable kube context: {e}\n")
+        return 2
+    except (ApiException, OSError, TimeoutError) as e:
+        err.write(f"dna-hub gc: cannot list profiles: {describe(e)}\n")
+        return 1
+    if not rows:
+        out.write(f"no orphaned profiles older than {args.older_than}\n")
+        return 0
+    out.write(format_rows(rows) + "\n")
+    failed = [r[0] for r in rows if r[4].startswith("FAILED")]
+    if failed:
+        err.write(f"dna-hub gc: failed: {', '.join(failed)}\n")
+        return 1
+    return 0

@@ -1,0 +1,63 @@
+"""What the day-2 identities need from the cluster (the hub's own: dna_hub/permissions.py).
+
+* :data:`SYNC_PERMISSIONS` — the ``dna-hub sync`` CronJob's ServiceAccount
+  (``helm-values/dna-hub-sync.yaml`` grants exactly these; tests/test_sync_rbac.py proves
+  each one is needed on the API server). It may re-apply and prune the objects of
+  *existing* profiles; it can neither create nor delete a Profile, nor touch namespaces.
+* :data:`OFFBOARDING_PERMISSIONS` — what the hub additionally needs with
+  ``DnaSpawner.profile_retention = "delete"`` (``helm-values/hub-rbac-offboarding.yaml``);
+  with the default ``keep`` the hub's own ``patch profiles`` suffices.
+"""
+
+from __future__ import annotations
+
+from .permissions import Permission, _grant
+
+#: Namespaced kinds the shipped templates render: applied, and pruned when dropped.
+_TEMPLATE_RESOURCES = (
+    ("kubeflow.org", "poddefaults"),
+    ("", "limitranges"),
+    ("security.istio.io", "authorizationpolicies"),
+    ("networking.k8s.io", "networkpolicies"),
+    ("rbac.authorization.k8s.io", "roles"),
+    ("rbac.authorization.k8s.io", "rolebindings"),
+    ("networking.istio.io", "envoyfilters"),
+)
+
+SYNC_PERMISSIONS: tuple[Permission, ...] = tuple(
+    _grant("kubeflow.org", "profiles", "list", "sync finds the profiles dna_hub manages")
+    + _grant("kubeflow.org", "profiles", "get patch", "sync re-applies each Profile (no create)")
+    + _grant("", "namespaces", "list", "sync checks the profile namespace exists")
+    + _grant("", "serviceaccounts", "list", "sync checks default-editor exists")
+    + [
+        permission
+        for group, resource in _TEMPLATE_RESOURCES
+        for permission in _grant(
+            group,
+            resource,
+            "create patch list delete",
+            "sync applies template objects, lists and prunes the dropped ones",
+        )
+    ]
+    + _grant(
+        "argoproj.io",
+        "workflows",
+        "get list watch",
+        "held to grant them in the Kale Role (RBAC escalation prevention)",
+    )
+    + _grant(
+        "argoproj.io",
+        "workflowtaskresults",
+        "create patch",
+        "held to grant them in the Kale Role (RBAC escalation prevention)",
+    )
+)
+
+OFFBOARDING_PERMISSIONS: tuple[Permission, ...] = tuple(
+    _grant(
+        "kubeflow.org",
+        "profiles",
+        "delete",
+        "profile_retention=delete: the hub deletes a deleted user's Profile",
+    )
+)
