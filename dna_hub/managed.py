@@ -21,6 +21,7 @@ __all__ = [
     "OFFBOARDING_FIELD_MANAGER",
     "ORPHANED_AT_ANNOTATION",
     "ORPHANED_LABEL",
+    "TEAM_GROUP_ANNOTATION",
     "USERNAME_ANNOTATION",
     "is_managed",
     "is_orphaned",
@@ -33,6 +34,9 @@ FIELD_MANAGER = "dna-hub"
 #: The hub user a Profile was rendered for, and their hub groups then (JSON list).
 USERNAME_ANNOTATION = "dna-hub.io/hub-username"
 GROUPS_ANNOTATION = "dna-hub.io/hub-groups"
+#: On a team Profile instead of the hub username: the OIDC group of the team
+#: (profile-templates/00-profile.yaml.j2, DnaSpawner.team_profiles).
+TEAM_GROUP_ANNOTATION = "dna-hub.io/team-group"
 #: Set when the hub deleted the user and DnaSpawner.profile_retention is "keep".
 ORPHANED_LABEL = "dna-hub.io/orphaned"
 ORPHANED_AT_ANNOTATION = "dna-hub.io/orphaned-at"
@@ -61,6 +65,10 @@ def belongs_to_profile(obj: Mapping[str, Any], profile: str) -> bool:
 
 def hub_username(profile: Mapping[str, Any]) -> str | None:
     return (_metadata(profile).get("annotations") or {}).get(USERNAME_ANNOTATION)
+
+
+def team_group(profile: Mapping[str, Any]) -> str | None:
+    return (_metadata(profile).get("annotations") or {}).get(TEAM_GROUP_ANNOTATION)
 
 
 def hub_groups(profile: Mapping[str, Any]) -> list[str]:

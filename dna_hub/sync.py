@@ -46,14 +46,18 @@ from .managed import (
     hub_username,
     is_managed,
     is_orphaned,
+    team_group,
 )
 from .provisioning import DIGEST_ANNOTATION, FIELD_MANAGER, ProfileProvisioner, with_digest
 from .rendering import PROFILE_LABEL, RenderedProfile, TemplateError
+from .teams import CONTRIBUTOR_LABEL
 
 __all__ = ["DEFAULT_PRUNE_KINDS", "Change", "ProfileSync", "SyncResult"]
 
 #: Renders a user's profile: (username, owner, groups) → the objects (the spawner's code).
 Renderer = Callable[[str, str, Sequence[str]], RenderedProfile]
+#: A team's profile by its OIDC group; None when the group is no longer a configured team.
+TeamRenderer = Callable[[str], RenderedProfile | None]
 
 #: Kinds the shipped templates render into namespaces, so pruning looks for them even after
 #: the last template of a kind was removed. Kinds only your own templates render are added
@@ -151,6 +155,7 @@ class ProfileSync:
         api: KubeApi,
         render: Renderer,
         *,
+        render_team: TeamRenderer | None = None,
         prune_namespaces: Iterable[str] = (),
         extra_prune_kinds: Iterable[Kind] = (),
         concurrency: int = 4,
@@ -161,6 +166,7 @@ class ProfileSync:
             raise ValueError("concurrency must be at least 1")
         self.api = api
         self.render = render
+        self.render_team = render_team
         self.prune_namespaces = tuple(prune_namespaces)
         self.prune_kinds = (*DEFAULT_PRUNE_KINDS, *extra_prune_kinds)
         self.concurrency = concurrency
@@ -249,10 +255,13 @@ class ProfileSync:
         if profile["metadata"].get("deletionTimestamp"):
             result.status, result.detail = "skipped", "being deleted"
             return result
-        if not result.username:
+        group = team_group(profile)
+        if group is None and not result.username:
             result.detail = "the Profile has no dna-hub.io/hub-username annotation"
             return result
-        if GROUPS_ANNOTATION not in (profile["metadata"].get("annotations") or {}):
+        if group is None and GROUPS_ANNOTATION not in (
+            profile["metadata"].get("annotations") or {}
+        ):
             # Rendered by a dna_hub that did not record groups: rendering it without them
             # could take a group's quota away. Its user's next spawn records them.
             result.status = "skipped"
@@ -264,10 +273,22 @@ class ProfileSync:
             return result
         try:
             # In this loop: a CLI's, never the hub's (renders take milliseconds).
-            rendered = self.render(result.username, owner, hub_groups(profile))
+            if group is not None:
+                result.username = f"team {group}"
+                team_profile = self.render_team(group) if self.render_team else None
+                if team_profile is None:
+                    result.status = "skipped"
+                    result.detail = (
+                        f"team profile of group {group!r}, which DnaSpawner.team_profiles no "
+                        "longer configures: left as it is"
+                    )
+                    return result
+                rendered = team_profile
+            else:
+                rendered = self.render(result.username, owner, hub_groups(profile))
             if rendered.profile["metadata"]["name"] != name:
                 result.detail = (
-                    f"the configuration now maps user {result.username!r} to "
+                    f"the configuration now maps {result.username!r} to "
                     f"{rendered.profile['metadata']['name']!r}; this profile is left alone"
                 )
                 return result
@@ -317,7 +338,10 @@ class ProfileSync:
             for item in listing.get("items", []):
                 item.setdefault("apiVersion", kind.api_version)
                 item.setdefault("kind", kind.kind)
-                if belongs_to_profile(item, profile):
+                # Contributor bindings of a team profile carry its label too, but the
+                # members' logins keep them in step (dna_hub.contributors), not templates.
+                labels = item.get("metadata", {}).get("labels") or {}
+                if belongs_to_profile(item, profile) and CONTRIBUTOR_LABEL not in labels:
                     found.append((kind, item))
             return found
 

@@ -19,15 +19,18 @@ from typing import Any
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
+from dna_hub import spawner_teams
 from dna_hub.cli.render import load_hub_config
-from dna_hub.cli.sync import renderer
-from dna_hub.k8s.api import PROFILE, KubeApi
+from dna_hub.cli.sync import offline_spawner, renderer, team_renderer
+from dna_hub.contributors import ContributorSync
+from dna_hub.k8s.api import AUTHORIZATION_POLICY, PROFILE, ROLE_BINDING, KubeApi
 from dna_hub.k8s.retry import RetryPolicy
 from dna_hub.managed import is_managed
 from dna_hub.naming import namespace_for
 from dna_hub.provisioning import DIGEST_ANNOTATION, ProfileProvisioner
 from dna_hub.rendering import PROFILE_LABEL
 from dna_hub.sync import ProfileSync
+from dna_hub.teams import contributor_binding_name, plan_for
 from tests.support.controlplane import ControlPlane
 from tests.support.faultproxy import FaultProxy
 from tests.support.paths import REPO_ROOT
@@ -335,3 +338,53 @@ async def test_sync_refuses_bad_arguments(tmp_path: Path) -> None:
     result = run_cli("--config", str(config), kubeconfig=missing)
     assert result.returncode == 2 and "namespace template 'x' must contain" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_sync_converges_a_team_profile_and_keeps_its_contributors(
+    hub_api: ApiClient,
+    admin_api: ApiClient,
+    control_plane: ControlPlane,
+    standins: Any,
+    tmp_path: Path,
+    unique_name: Callable[..., str],
+) -> None:
+    """A team Profile (annotated with its group, not a hub user) is re-rendered from
+    DnaSpawner.team_profiles; the contributor bindings in it, which carry the profile's label
+    but are kept in step by logins, are never pruned; a team no longer configured is left."""
+    group = unique_name("sync-team")
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    config = hub_config(tmp_path / "jupyterhub_config.py", templates)
+    config.write_text(config.read_text() + f"c.DnaSpawner.team_profiles = {{{group!r}: 'edit'}}\n")
+    hub = load_hub_config(str(config))
+    render_team = team_renderer(hub)
+    kube = KubeApi(hub_api, request_timeout=10, retry=RetryPolicy(attempts=4))
+    alice = f"alice.{group}@example.com"
+    teams = spawner_teams.teams(offline_spawner(hub, "dna-hub-sync"))
+    joined = await ContributorSync(kube, ProfileProvisioner(kube, ready_timeout=60)).sync(
+        alice,
+        plan_for([group], teams, None),
+        lambda team: render_team(team.group),
+    )
+    assert not joined.failed
+    namespace = teams[group].namespace
+    binding = contributor_binding_name(alice, "edit")
+
+    change_templates(templates)
+    token = await sync_token(admin_api, None, unique_name("team"))
+    async with client_for(control_plane, token) as sync_api:
+        as_sync = KubeApi(sync_api, request_timeout=10, retry=RetryPolicy(attempts=4))
+        syncer = ProfileSync(as_sync, renderer(hub), render_team=render_team, ready_timeout=60)
+        managed, _ = await syncer.managed_profiles()
+        (profile,) = [p for p in managed if p["metadata"]["name"] == namespace]
+        (result,) = await syncer.run([profile])
+        assert result.status == "converged", result
+        assert result.username == f"team {group}"
+        assert [c.name for c in result.pruned] == ["access-ml-pipeline"]  # dropped PodDefault
+        admin = KubeApi(admin_api, request_timeout=10)
+        assert await admin.get(ROLE_BINDING, binding, namespace) is not None
+        assert await admin.get(AUTHORIZATION_POLICY, binding, namespace) is not None
+
+        gone = ProfileSync(as_sync, renderer(hub), render_team=lambda g: None, ready_timeout=60)
+        (left,) = await gone.run([profile])
+        assert left.status == "skipped" and "no longer configures" in left.detail

@@ -98,6 +98,20 @@ def renderer(config: Config):
     return render
 
 
+def team_renderer(config: Config):
+    """A team's profile by group, from the hub's DnaSpawner.team_profiles (the spawn's code)."""
+    from .. import spawner_teams
+
+    spawner = offline_spawner(config, "dna-hub-sync")
+    teams = spawner_teams.teams(spawner)
+
+    def render_team(group: str) -> RenderedProfile | None:
+        team = teams.get(group)
+        return spawner_teams.render_team(spawner, team) if team else None
+
+    return render_team
+
+
 async def _prune_kinds(api: KubeApi, specs: Sequence[str]) -> list[Any]:
     kinds = []
     for spec in specs:
@@ -175,6 +189,7 @@ async def sync(
         syncer = ProfileSync(
             api,
             renderer(config),
+            render_team=team_renderer(config),
             prune_namespaces=[settings.kfp_namespace],
             extra_prune_kinds=await _prune_kinds(api, args.prune_kind),
             concurrency=args.concurrency,
