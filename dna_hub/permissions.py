@@ -66,6 +66,12 @@ HUB_PERMISSIONS: tuple[Permission, ...] = tuple(
         "held to grant them in the Kale Role (RBAC escalation prevention)",
     )
     + _grant(
+        "",
+        "secrets",
+        "create",
+        "DnaSpawner: each server's API token Secret (owned by its pod), never read back",
+    )
+    + _grant(
         "argoproj.io",
         "workflowtaskresults",
         "create patch",

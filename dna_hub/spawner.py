@@ -16,8 +16,9 @@ from typing import Any
 from kubespawner import KubeSpawner
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default, validate
 
+from .api_token import api_token_secret_name, create_api_token_secret, env_without_api_token
 from .errors import ConfigurationError, ProvisioningError
-from .k8s.api import KubeApi
+from .k8s.api import KNOWN_KINDS, KubeApi
 from .metrics import PROVISIONING_FAILURES
 from .naming import (
     DEFAULT_NAMESPACE_TEMPLATE,
@@ -28,6 +29,8 @@ from .naming import (
 from .notebook_env import NotebookEnvSettings, notebook_environment
 from .provisioning import ProfileProvisioner, ProvisionResult
 from .rendering import ProfileContext, RenderedProfile, TemplateError, render_profile
+
+POD_KIND = KNOWN_KINDS[("v1", "Pod")]
 
 #: auth_state key under which DnaOIDCAuthenticator stores the identity Kubeflow sees.
 KUBEFLOW_USERID_KEY = "kubeflow_userid"
@@ -326,6 +329,7 @@ class DnaSpawner(KubeSpawner):
         return super().start()
 
     async def _start(self) -> Any:
+        self._api_token_secret = api_token_secret_name(self.pod_name)
         try:
             try:
                 result = self.last_provision = await self.provision_profile()
@@ -434,10 +438,35 @@ class DnaSpawner(KubeSpawner):
             kfp_namespace=self.namespace,
         )
 
-    def get_env(self) -> dict[str, str]:
+    def get_env(self) -> dict[str, Any]:
         env = super().get_env()
         env.update(notebook_environment(self.notebook_env_settings()))
-        return env
+        # The API token lives in a Secret the pod owns, never in the pod spec (api_token.py).
+        return env_without_api_token(env, self.api_token_secret)
+
+    @property
+    def api_token_secret(self) -> str:
+        """Name of this start's API-token Secret (fresh per start, see _start)."""
+        if not getattr(self, "_api_token_secret", None):
+            self._api_token_secret = api_token_secret_name(self.pod_name)
+        return self._api_token_secret
+
+    async def _make_create_pod_request(self, pod: Any, request_timeout: float) -> bool:
+        created = await super()._make_create_pod_request(pod, request_timeout)
+        if created:
+            api = KubeApi(self.api.api_client, request_timeout=self.k8s_api_request_timeout)
+            found = await api.get(POD_KIND, self.pod_name, self.namespace)
+            if found is None:
+                return False  # gone again already: KubeSpawner creates it anew
+            await create_api_token_secret(
+                api,
+                name=self.api_token_secret,
+                namespace=self.namespace,
+                token=self.api_token,
+                pod_name=self.pod_name,
+                pod_uid=found["metadata"]["uid"],
+            )
+        return created
 
     # --- progress -----------------------------------------------------------------------------
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient, CoreV1Api
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from dna_hub.api_token import api_token_secret_name, create_api_token_secret
 from dna_hub.errors import ApiFailure
 from dna_hub.k8s.api import KubeApi
 from dna_hub.k8s.retry import RetryPolicy
@@ -27,7 +30,7 @@ from dna_hub.permissions import HUB_PERMISSIONS, Permission
 from dna_hub.provisioning import ProfileProvisioner
 from tests.support.controlplane import ControlPlane
 from tests.support.paths import REPO_ROOT
-from tests.test_provisioning import rendered_for
+from tests.test_provisioning import profile_template_with, rendered_for
 
 RBAC_FILE = REPO_ROOT / "helm-values" / "hub-rbac.yaml"
 
@@ -57,7 +60,8 @@ def test_rbac_file_is_least_privilege() -> None:
     (role,) = [o for o in objects if o["kind"] == "ClusterRole"]
     for group, resource, verb in granted(role):
         assert "*" not in (group, resource, verb)
-        assert resource != "secrets", "no cluster-wide access to Secrets"
+        # Secrets: create only (each server's API token Secret), never read, list or change
+        assert resource != "secrets" or verb == "create", "no cluster-wide access to Secrets"
         assert verb not in {"escalate", "bind", "impersonate", "deletecollection"}
     for rule in role["rules"]:
         assert "nonResourceURLs" not in rule and "resourceNames" not in rule
@@ -110,7 +114,24 @@ async def exercise(api_client: ApiClient, username: str) -> None:
     """
     # retries cover a loaded machine; a 403 is never retried, so it still surfaces
     kube = KubeApi(api_client, request_timeout=10, retry=RetryPolicy(attempts=3))
-    rendered = rendered_for(username, legacy_envoy_filter=True, legacy_ml_pipeline_policy=True)
+    # The profile controller stand-in waits before the namespace and again before
+    # default-editor, so both waits reach their watch (list first, then watch) instead of
+    # finding the object already there.
+    template_dir = Path(tempfile.mkdtemp(prefix="dna-hub-rbac-"))
+    (template_dir / "00-profile.yaml.j2").write_text(
+        profile_template_with(
+            {
+                "dna-hub.test/controller-delay-seconds": "1",
+                "dna-hub.test/controller-step-delay-seconds": "1",
+            }
+        )
+    )
+    rendered = rendered_for(
+        username,
+        template_dir=template_dir,
+        legacy_envoy_filter=True,
+        legacy_ml_pipeline_policy=True,
+    )
     await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered)
     await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered, force=True)
     core = CoreV1Api(api_client)
@@ -129,7 +150,16 @@ async def exercise(api_client: ApiClient, username: str) -> None:
         )
     )
     name = "jupyter-rbac-check"
-    await core.create_namespaced_pod(namespace, pod_manifest(name), _request_timeout=10)
+    pod = await core.create_namespaced_pod(namespace, pod_manifest(name), _request_timeout=10)
+    # DnaSpawner then puts the server's API token into a Secret owned by the pod
+    await create_api_token_secret(
+        kube,
+        name=api_token_secret_name(name),
+        namespace=namespace,
+        token="not-a-real-token",
+        pod_name=name,
+        pod_uid=pod.metadata.uid,
+    )
     await core.delete_namespaced_pod(name, namespace, grace_period_seconds=0, _request_timeout=10)
     try:
         await core.read_namespaced_pod(name, namespace, _request_timeout=10)
