@@ -66,6 +66,12 @@ HUB_PERMISSIONS: tuple[Permission, ...] = tuple(
         "held to grant them in the Kale Role (RBAC escalation prevention)",
     )
     + _grant(
+        "kubeflow.org",
+        "profiles",
+        "delete",
+        "DnaSpawner removes a Profile it just created whose namespace is someone else's",
+    )
+    + _grant(
         "",
         "secrets",
         "create",

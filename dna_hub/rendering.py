@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -52,6 +53,28 @@ PROFILE_LABEL = "dna-hub.io/profile"
 _CLUSTER_SCOPED = {("kubeflow.org", "Profile")}
 
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+#: Cluster-scoped kinds refused while rendering, before any request. Any other kind the API
+#: server reports as cluster-scoped is refused by provisioning before anything is written.
+_KNOWN_CLUSTER_SCOPED = {
+    ("", "Namespace"),
+    ("", "Node"),
+    ("", "PersistentVolume"),
+    ("rbac.authorization.k8s.io", "ClusterRole"),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+    ("apiextensions.k8s.io", "CustomResourceDefinition"),
+    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
+    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"),
+    ("storage.k8s.io", "StorageClass"),
+    ("scheduling.k8s.io", "PriorityClass"),
+}
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _is_dns_subdomain(value: str) -> bool:
+    return len(value) <= 253 and bool(_DNS_SUBDOMAIN.match(value))
 
 
 class TemplateError(ValueError):
@@ -199,6 +222,11 @@ def _check_object(name: str, obj: Any, context: ProfileContext) -> dict[str, Any
         raise TemplateError(f"profile template {name}: {obj['kind']} has no metadata.name")
     group = obj["apiVersion"].rpartition("/")[0]
     what = f"{obj['kind']} {metadata['name']!r} (template {name})"
+    if not _is_dns_subdomain(metadata["name"]):
+        raise TemplateError(
+            f"{what}: metadata.name must be a DNS-1123 subdomain (lowercase letters, digits, "
+            "'-' and '.', starting and ending with a letter or digit, at most 253 characters)"
+        )
     if (group, obj["kind"]) in _CLUSTER_SCOPED:
         if "namespace" in metadata:
             raise TemplateError(f"{what} is cluster-scoped and must not set metadata.namespace")
@@ -214,6 +242,11 @@ def _check_object(name: str, obj: Any, context: ProfileContext) -> dict[str, Any
                 f"{what} is in namespace {namespace!r}; dna_hub only writes into the user's "
                 f"namespace {context.namespace!r}"
                 + (f" or {context.kfp_namespace!r}" if context.legacy_ml_pipeline_policy else "")
+            )
+        if (group, obj["kind"]) in _KNOWN_CLUSTER_SCOPED:
+            raise TemplateError(
+                f"{what} is a cluster-scoped kind; profile templates may only render "
+                "namespaced objects (and the user's Profile)"
             )
     labels = metadata.setdefault("labels", {})
     if not isinstance(labels, dict):

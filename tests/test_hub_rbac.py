@@ -22,8 +22,8 @@ from kubernetes_asyncio.client import ApiClient, CoreV1Api
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from dna_hub.api_token import api_token_secret_name, create_api_token_secret
-from dna_hub.errors import ApiFailure
-from dna_hub.k8s.api import KubeApi
+from dna_hub.errors import ApiFailure, OwnershipConflict
+from dna_hub.k8s.api import NAMESPACE, PROFILE, KubeApi
 from dna_hub.k8s.retry import RetryPolicy
 from dna_hub.naming import namespace_for
 from dna_hub.permissions import HUB_PERMISSIONS, Permission
@@ -105,7 +105,7 @@ async def drain(response: Any) -> None:
             raise ApiException(status=response.status, reason=body.decode(errors="replace"))
 
 
-async def exercise(api_client: ApiClient, username: str) -> None:
+async def exercise(api_client: ApiClient, username: str, admin: ApiClient) -> None:
     """What dna_hub does against the API, with one identity.
 
     Provisioning is dna_hub's own code (create path, then the forced patch path); the pod
@@ -134,6 +134,7 @@ async def exercise(api_client: ApiClient, username: str) -> None:
     )
     await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered)
     await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered, force=True)
+    await lose_the_race(kube, admin, f"{username}-lost")
     core = CoreV1Api(api_client)
     namespace = namespace_for(username)
     selector = "component=singleuser-server"
@@ -166,6 +167,42 @@ async def exercise(api_client: ApiClient, username: str) -> None:
     except ApiException as e:
         if e.status != 404:
             raise
+
+
+async def lose_the_race(kube: KubeApi, admin: ApiClient, username: str) -> None:
+    """A spawn creates the Profile, then someone else's namespace of that name appears
+    (the profile controller stand-in is paused, so only that one comes): dna_hub removes
+    its Profile again."""
+    template_dir = Path(tempfile.mkdtemp(prefix="dna-hub-rbac-"))
+    (template_dir / "00-profile.yaml.j2").write_text(
+        profile_template_with({"dna-hub.test/controller-paused": "true"})
+    )
+    rendered = rendered_for(username, template_dir=template_dir)
+    namespace = rendered.profile["metadata"]["name"]
+    as_admin = KubeApi(admin, request_timeout=10)
+    spawn = asyncio.ensure_future(ProfileProvisioner(kube, ready_timeout=60).ensure(rendered))
+    async with asyncio.timeout(60):
+        while await as_admin.get(PROFILE, namespace) is None:
+            if spawn.done():
+                await spawn  # failed before writing the Profile: its error
+            await asyncio.sleep(0.1)
+    await as_admin.create(
+        NAMESPACE,
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace, "annotations": {"owner": "mallory@example.com"}},
+        },
+        field_manager="test",
+    )
+    try:
+        await spawn
+    except OwnershipConflict:
+        pass
+    else:
+        raise AssertionError(f"a spawn into someone else's namespace {namespace} succeeded")
+    if await as_admin.get(PROFILE, namespace) is not None:
+        raise AssertionError(f"Profile {namespace} left behind after losing the race")
 
 
 async def identity_without(
@@ -240,7 +277,7 @@ async def test_every_permission_is_needed_and_all_suffice(
     # all of them: everything works
     full = await identity_without(admin_api, control_plane, None, unique_name("all"))
     async with full:
-        await exercise(full, unique_name("rbac-all"))
+        await exercise(full, unique_name("rbac-all"), admin_api)
 
     # each one missing: a real 403
     limit = asyncio.Semaphore(6)
@@ -254,7 +291,7 @@ async def test_every_permission_is_needed_and_all_suffice(
             )
             async with api:
                 try:
-                    await exercise(api, unique_name(f"rbac-{index}"))
+                    await exercise(api, unique_name(f"rbac-{index}"), admin_api)
                 except Exception as error:
                     return permission, error
                 return permission, None

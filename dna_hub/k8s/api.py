@@ -164,6 +164,34 @@ class KubeApi:
                 return None
             raise
 
+    async def delete(
+        self,
+        kind: Kind,
+        name: str,
+        namespace: str | None = None,
+        *,
+        uid: str | None = None,
+        resource_version: str | None = None,
+    ) -> bool:
+        """Delete, only if the object still is the one named by ``uid``/``resource_version``
+        (preconditions: a replaced or changed object is left alone, a 409). False when it
+        does not exist."""
+        preconditions = {
+            key: value
+            for key, value in (("uid", uid), ("resourceVersion", resource_version))
+            if value
+        }
+        body = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        if preconditions:
+            body["preconditions"] = preconditions
+        try:
+            await self._call("DELETE", kind.path(namespace, name), body=body, retry_conflicts=False)
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
     async def create(self, kind: Kind, obj: Mapping[str, Any], *, field_manager: str) -> dict:
         namespace = obj["metadata"].get("namespace")
         return await self._call(
