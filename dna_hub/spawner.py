@@ -117,10 +117,13 @@ class DnaSpawner(KubeSpawner):
     profile_owner_fallback = Unicode(
         "",
         config=True,
-        help="""Profile owner to use when auth_state has no owner, as a template with
-        {username} (e.g. '{username}@example.com'). Empty (default): such a spawn fails with a
-        clear message, because guessing the owner would hand the profile to the wrong
-        identity.""",
+        help="""Profile owner for deployments WITHOUT auth_state
+        (Authenticator.enable_auth_state = False), as a template with {username} (e.g.
+        '{username}@example.com'); every use is logged as a warning. With auth_state on it
+        is ignored: a user without the owner in auth_state (admin-created, or spawned by an
+        admin before their first login) must log in, because an owner built from the hub
+        name could hand the profile to the wrong identity. Empty (default): such a spawn
+        fails with a clear message.""",
     )
 
     @validate("profile_owner_fallback")
@@ -391,7 +394,18 @@ class DnaSpawner(KubeSpawner):
         if isinstance(owner, str) and owner.strip():
             return owner
         if self.profile_owner_fallback:
-            return self.profile_owner_fallback.format(username=self.user.name)
+            if getattr(self.authenticator, "enable_auth_state", None) is False:
+                fallback = self.profile_owner_fallback.format(username=self.user.name)
+                self.log.warning(
+                    "Profile owner of %s built from the hub name by profile_owner_fallback: %s",
+                    self.user.name,
+                    fallback,
+                )
+                return fallback
+            self.log.warning(
+                "profile_owner_fallback ignored for %s: it applies only with auth_state off",
+                self.user.name,
+            )
         raise ConfigurationError(
             "Your login did not provide the identity Kubeflow needs. Please log out and in again.",
             f"auth_state of {self.user.name} has no {self.profile_owner_auth_state_key!r} "
