@@ -54,6 +54,12 @@ _CLUSTER_SCOPED = {("kubeflow.org", "Profile")}
 
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+#: Cloud metadata services, whose credentials belong to the node, not the user: all of
+#: link-local 169.254.0.0/16 (AWS/Azure/GCP/OpenStack/Oracle 169.254.169.254, GKE's
+#: metadata server 169.254.169.252, AWS ECS 169.254.170.2, Tencent 169.254.0.23) and
+#: Alibaba Cloud's 100.100.100.200. IPv6 egress is not opened at all.
+BLOCKED_EGRESS_CIDRS = ("169.254.0.0/16", "100.100.100.200/32")
+
 #: Cluster-scoped kinds refused while rendering, before any request. Any other kind the API
 #: server reports as cluster-scoped is refused by provisioning before anything is written.
 _KNOWN_CLUSTER_SCOPED = {
@@ -101,6 +107,9 @@ class ProfileContext:
     legacy_envoy_filter: bool = False
     legacy_ml_pipeline_policy: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: IPv4 ranges the notebook may not reach (cloud metadata services); see the spawner's
+    #: notebook_egress_blocked_cidrs.
+    blocked_egress_cidrs: tuple[str, ...] = ()
 
     @property
     def service_account_principal(self) -> str:
@@ -123,6 +132,7 @@ class ProfileContext:
             "legacy_envoy_filter": self.legacy_envoy_filter,
             "legacy_ml_pipeline_policy": self.legacy_ml_pipeline_policy,
             "extra": dict(self.extra),
+            "blocked_egress_cidrs": list(self.blocked_egress_cidrs or BLOCKED_EGRESS_CIDRS),
         }
 
     def allowed_namespaces(self) -> set[str]:

@@ -7,6 +7,7 @@ notebook environment) and one I/O module (provisioning); see the package README.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import string
 from collections.abc import AsyncIterator
@@ -28,7 +29,13 @@ from .naming import (
 )
 from .notebook_env import NotebookEnvSettings, notebook_environment
 from .provisioning import ProfileProvisioner, ProvisionResult
-from .rendering import ProfileContext, RenderedProfile, TemplateError, render_profile
+from .rendering import (
+    BLOCKED_EGRESS_CIDRS,
+    ProfileContext,
+    RenderedProfile,
+    TemplateError,
+    render_profile,
+)
 
 POD_KIND = KNOWN_KINDS[("v1", "Pod")]
 
@@ -162,6 +169,29 @@ class DnaSpawner(KubeSpawner):
         help="""LEGACY. Render an Istio AuthorizationPolicy in kfp_namespace that lets this
         user's notebook service account reach ml-pipeline.""",
     )
+
+    notebook_egress_blocked_cidrs = List(
+        Unicode(),
+        default_value=list(BLOCKED_EGRESS_CIDRS),
+        config=True,
+        help="""IPv4 ranges notebook pods may not reach (the profile NetworkPolicy's egress
+        exceptions): cloud metadata services, whose credentials belong to the node. Default:
+        all of link-local 169.254.0.0/16 (169.254.169.254 on most clouds, GKE's
+        169.254.169.252, ECS's 169.254.170.2) and Alibaba Cloud's 100.100.100.200/32. Add
+        your cloud's or your own; IPv6 egress is not opened at all.""",
+    )
+
+    @validate("notebook_egress_blocked_cidrs")
+    def _validate_blocked_cidrs(self, proposal: dict[str, Any]) -> list[str]:
+        cidrs = []
+        for value in proposal["value"]:
+            try:
+                cidrs.append(str(ipaddress.IPv4Network(value, strict=True)))
+            except ValueError as e:
+                raise ValueError(
+                    f"notebook_egress_blocked_cidrs: {value!r} is not an IPv4 CIDR ({e})"
+                ) from e
+        return cidrs
 
     profile_ready_timeout = Float(
         120.0,
@@ -426,6 +456,7 @@ class DnaSpawner(KubeSpawner):
             legacy_envoy_filter=self.legacy_envoy_filter,
             legacy_ml_pipeline_policy=self.legacy_ml_pipeline_policy,
             extra=self.profile_template_variables,
+            blocked_egress_cidrs=tuple(self.notebook_egress_blocked_cidrs),
         )
 
     def render_profile(self, owner: str) -> RenderedProfile:

@@ -118,7 +118,10 @@ def test_notebook_ingress_is_not_open_to_everyone() -> None:
     netpol = objs["NetworkPolicy"]["spec"]
     assert netpol["policyTypes"] == ["Ingress", "Egress"]
     (egress,) = netpol["egress"]
-    assert {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}} in egress["to"]
+    # every cloud metadata address: all of link-local (GKE's is 169.254.169.252) + Alibaba's
+    blocked = ["169.254.0.0/16", "100.100.100.200/32"]
+    assert {"ipBlock": {"cidr": "0.0.0.0/0", "except": blocked}} in egress["to"]
+    assert all("::" not in str(peer) for peer in egress["to"])  # no IPv6 egress opened
     (ingress,) = netpol["ingress"]
     assert ingress["ports"] == [{"protocol": "TCP", "port": 8888}]
     hub_peer, own_namespace = ingress["from"]
@@ -322,3 +325,31 @@ def test_kubernetes_validate_strict_catches_a_typo() -> None:
     }
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(bad, kubernetes_validate.latest_version(), strict=True)
+
+
+def _egress_except(ctx: ProfileContext) -> list[str]:
+    objs = {o["kind"]: o for o in render_profile(ctx).namespaced}
+    (egress,) = objs["NetworkPolicy"]["spec"]["egress"]
+    (block,) = [p["ipBlock"] for p in egress["to"] if "ipBlock" in p]
+    return block["except"]
+
+
+async def test_blocked_egress_covers_every_metadata_address_and_is_configurable() -> None:
+    import ipaddress
+
+    from tests.test_owner_fallback import spawner
+
+    blocked = [ipaddress.ip_network(c) for c in _egress_except(context())]
+    for metadata in ("169.254.169.254", "169.254.169.252", "169.254.170.2", "100.100.100.200"):
+        assert any(ipaddress.ip_address(metadata) in net for net in blocked), metadata
+    custom = ("169.254.0.0/16", "192.0.2.10/32")
+    assert _egress_except(context(blocked_egress_cidrs=custom)) == list(custom)
+    hub_spawner = spawner(True, {})
+    assert hub_spawner.profile_context("x").blocked_egress_cidrs == (
+        "169.254.0.0/16",
+        "100.100.100.200/32",
+    )
+    hub_spawner.notebook_egress_blocked_cidrs = ["10.0.0.0/8"]
+    assert hub_spawner.profile_context("x").blocked_egress_cidrs == ("10.0.0.0/8",)
+    with pytest.raises(ValueError, match="not an IPv4 CIDR"):
+        hub_spawner.notebook_egress_blocked_cidrs = ["fd00:ec2::254/128"]
