@@ -137,7 +137,7 @@ class ProfileContext:
 
     def allowed_namespaces(self) -> set[str]:
         allowed = {self.namespace}
-        if self.legacy_ml_pipeline_policy:
+        if self.legacy_ml_pipeline_policy or self.legacy_envoy_filter:
             allowed.add(self.kfp_namespace)
         return allowed
 
@@ -247,11 +247,12 @@ def _check_object(name: str, obj: Any, context: ProfileContext) -> dict[str, Any
             )
     else:
         namespace = metadata.get("namespace")
-        if namespace not in context.allowed_namespaces():
+        allowed = context.allowed_namespaces()
+        if namespace not in allowed:
             raise TemplateError(
                 f"{what} is in namespace {namespace!r}; dna_hub only writes into the user's "
                 f"namespace {context.namespace!r}"
-                + (f" or {context.kfp_namespace!r}" if context.legacy_ml_pipeline_policy else "")
+                + (f" or {context.kfp_namespace!r}" if context.kfp_namespace in allowed else "")
             )
         if (group, obj["kind"]) in _KNOWN_CLUSTER_SCOPED:
             raise TemplateError(

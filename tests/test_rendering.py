@@ -155,7 +155,12 @@ def test_legacy_envoy_filter_overwrites_never_appends() -> None:
 
 def test_legacy_ml_pipeline_policy_lives_in_kfp_namespace() -> None:
     objs = render_profile(all_optional()).namespaced
-    (policy,) = [o for o in objs if o["metadata"].get("namespace") == "kubeflow"]
+    (policy,) = [
+        o
+        for o in objs
+        if o["metadata"].get("namespace") == "kubeflow"
+        and o["metadata"]["name"].startswith("dna-hub-ml-pipeline-")
+    ]
     assert policy["metadata"]["name"] == "dna-hub-ml-pipeline-kubeflow-alice"
     assert policy["spec"]["rules"][0]["from"][0]["source"]["principals"] == [
         "cluster.local/ns/kubeflow-alice/sa/default-editor"
@@ -353,3 +358,30 @@ async def test_blocked_egress_covers_every_metadata_address_and_is_configurable(
     assert hub_spawner.profile_context("x").blocked_egress_cidrs == ("10.0.0.0/8",)
     with pytest.raises(ValueError, match="not an IPv4 CIDR"):
         hub_spawner.notebook_egress_blocked_cidrs = ["fd00:ec2::254/128"]
+
+
+@pytest.mark.parametrize("owner", ["alice@example.com", 'Eve "x" <e@x>\n  - "*"'])
+def test_legacy_envoy_filter_comes_with_a_deny_for_forged_userids(owner: str) -> None:
+    """default-editor can start an unlabelled pod the EnvoyFilter does not rewrite: a DENY
+    at ml-pipeline refuses any kubeflow-userid from this namespace but the owner's."""
+    ctx = context(owner=owner, legacy_envoy_filter=True)
+    (deny,) = [
+        o
+        for o in render_profile(ctx).namespaced
+        if o["kind"] == "AuthorizationPolicy" and o["spec"]["action"] == "DENY"
+    ]
+    assert deny["metadata"] == {
+        "name": "dna-hub-userid-kubeflow-alice",
+        "namespace": "kubeflow",
+        "labels": deny["metadata"]["labels"],
+    }
+    spec = deny["spec"]
+    assert spec["selector"] == {"matchLabels": {"app": "ml-pipeline"}}
+    (rule,) = spec["rules"]
+    assert rule["from"] == [{"source": {"namespaces": ["kubeflow-alice"]}}]
+    assert rule["when"] == [
+        {"key": "request.headers[kubeflow-userid]", "values": ["*"], "notValues": [owner]}
+    ]
+    # without the EnvoyFilter there is no header identity to protect: nothing in kubeflow
+    plain = render_profile(context(owner=owner)).namespaced
+    assert all(o["metadata"]["namespace"] == "kubeflow-alice" for o in plain)
