@@ -36,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor",
         help="check the current kube context for what dna_hub needs",
         description="Check the current kube context: CRDs served, the hub's RBAC, the KFP "
-        "endpoints. Prints a pass/fail table with a fix for each failure; exits non-zero on "
-        "any failure.",
+        "endpoints, the admission guards. Prints a pass/fail table with a fix for each "
+        "failure; exits non-zero on any failure.",
     )
     doctor.add_argument("--config", help="a jupyterhub_config.py to read DnaSpawner settings from")
     doctor.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube)")

@@ -22,6 +22,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from ..k8s.retry import describe
 from ..permissions import HUB_PERMISSIONS, REQUIRED_KINDS
+from .guard_check import check_guards
 from .render import load_hub_config
 
 
@@ -31,6 +32,8 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+    #: Passed, with a caveat the operator should read (shown as "warn").
+    warning: bool = False
 
 
 def spawner_setting(config: Any, name: str) -> Any:
@@ -163,16 +166,27 @@ async def run_checks(args: argparse.Namespace) -> list[Check]:
         checks.extend(
             await asyncio.gather(*(check_permission(api, p, args.timeout) for p in HUB_PERMISSIONS))
         )
+        checks.extend(
+            Check(v.name, v.ok, v.detail, v.fix, v.warning)
+            for v in await check_guards(api, _hub_namespace(config), args.timeout)
+        )
     for label in ("kfp_endpoint", "kfp_ui_endpoint"):
         checks.append(await check_resolvable(label, spawner_setting(config, label), args.timeout))
     return checks
+
+
+def _hub_namespace(config: Any) -> str:
+    from ..spawner import _hub_namespace_default
+
+    return config.get("DnaSpawner", {}).get("hub_namespace") or _hub_namespace_default()
 
 
 def format_table(checks: list[Check]) -> str:
     width = max(len(c.name) for c in checks)
     lines = [f"{'CHECK':<{width}}  RESULT  DETAIL / FIX"]
     for c in checks:
-        lines.append(f"{c.name:<{width}}  {'pass' if c.ok else 'FAIL':<6}  {c.detail}")
+        result = ("warn" if c.warning else "pass") if c.ok else "FAIL"
+        lines.append(f"{c.name:<{width}}  {result:<6}  {c.detail}")
         if not c.ok and c.fix:
             lines.append(f"{'':<{width}}          fix: {c.fix}")
     failed = sum(not c.ok for c in checks)
