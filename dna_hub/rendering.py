@@ -109,7 +109,7 @@ class ProfileContext:
     extra: Mapping[str, Any] = field(default_factory=dict)
     #: IPv4 ranges the notebook may not reach (cloud metadata services); see the spawner's
     #: notebook_egress_blocked_cidrs.
-    blocked_egress_cidrs: tuple[str, ...] = ()
+    blocked_egress_cidrs: tuple[str, ...] = BLOCKED_EGRESS_CIDRS
 
     @property
     def service_account_principal(self) -> str:
@@ -132,7 +132,7 @@ class ProfileContext:
             "legacy_envoy_filter": self.legacy_envoy_filter,
             "legacy_ml_pipeline_policy": self.legacy_ml_pipeline_policy,
             "extra": dict(self.extra),
-            "blocked_egress_cidrs": list(self.blocked_egress_cidrs or BLOCKED_EGRESS_CIDRS),
+            "blocked_egress_cidrs": list(self.blocked_egress_cidrs),
         }
 
     def allowed_namespaces(self) -> set[str]:
