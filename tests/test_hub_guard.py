@@ -40,6 +40,7 @@ RESOURCES = {
     "AuthorizationPolicy": ("security.istio.io", "authorizationpolicies"),
     "Profile": ("kubeflow.org", "profiles"),
     "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
+    "PersistentVolumeClaim": ("", "persistentvolumeclaims"),
     "EnvoyFilter": ("networking.istio.io", "envoyfilters"),
 }
 
@@ -233,7 +234,7 @@ def test_guard_policies_are_schema_valid() -> None:
         }
         assert policies == bindings, file
         names |= policies
-    assert len(names) == 7
+    assert len(names) == 8
 
 
 async def test_everything_dna_hub_writes_is_admitted(
@@ -247,6 +248,7 @@ async def test_everything_dna_hub_writes_is_admitted(
     assert refusals(token_secret()) == []
     for role in ("edit", "view"):
         assert refusals(team_binding(role)) == []
+    assert refusals(claim()) == []
     profile = objects[f"Profile//{NS}"]
     assert refusals(profile, operation="UPDATE", old=profile) == []
     pending = copy.deepcopy(profile)
@@ -428,3 +430,25 @@ def test_forbidden_profiles_are_refused(objects: dict[str, dict[str, Any]]) -> N
     assert refusals(group_owner)
     # only a pending Profile (a lost race) may be deleted
     assert refusals(None, operation="DELETE", old=profile)
+
+
+def claim() -> dict[str, Any]:
+    """KubeSpawner's per-user volume claim."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "claim-alice", "namespace": NS},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}},
+    }
+
+
+def test_volume_claims_never_reach_existing_data() -> None:
+    bound = claim()
+    bound["spec"]["volumeName"] = "pvc-of-bob"  # a released volume with bob's data
+    assert refusals(bound)
+    cloned = claim()
+    cloned["spec"]["dataSource"] = {"kind": "PersistentVolumeClaim", "name": "claim-bob"}
+    assert refusals(cloned)
+    other = claim()
+    other["metadata"]["name"] = "data"
+    assert refusals(other)
