@@ -421,7 +421,10 @@ def test_forbidden_profiles_are_refused(objects: dict[str, dict[str, Any]]) -> N
     taken_over = copy.deepcopy(profile)
     taken_over["spec"]["owner"]["name"] = "mallory@example.com"
     assert refusals(taken_over, operation="UPDATE", old=profile)
-    for name in ("kube-system", "kubeflow", "kubeflow-system", "istio-system"):
+    from dna_hub.naming import RESERVED_NAMESPACES
+
+    # every reserved namespace the naming policy refuses, the guard refuses as well
+    for name in sorted(RESERVED_NAMESPACES | {"kube-evil"}):
         renamed = copy.deepcopy(profile)
         renamed["metadata"]["name"] = name
         assert refusals(renamed), name
