@@ -51,6 +51,17 @@ RESERVED_NAMESPACES = frozenset(
         "knative-serving",
         "knative-eventing",
         "oauth2-proxy",
+        # Kubeflow's own namespaces that the default template `kubeflow-{username}` can
+        # produce: a user named "system" must not own kubeflow-system.
+        "kubeflow-system",
+        "kubeflow-monitoring",
+        "kubeflow-user-example-com",
+        "istio-ingress",
+        "istio-gateways",
+        "kserve",
+        "knative-operator",
+        "dex",
+        "jupyterhub",
     }
 )
 _RESERVED_PREFIXES = ("kube-",)

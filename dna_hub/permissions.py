@@ -91,6 +91,18 @@ HUB_PERMISSIONS: tuple[Permission, ...] = tuple(
         "held to grant them in the Kale Role (RBAC escalation prevention)",
     )
     + _grant(
+        "kubeflow.org",
+        "profiles",
+        "delete",
+        "DnaSpawner removes a Profile it just created whose namespace is someone else's",
+    )
+    + _grant(
+        "",
+        "secrets",
+        "create",
+        "DnaSpawner: each server's API token Secret (owned by its pod), never read back",
+    )
+    + _grant(
         "argoproj.io",
         "workflowtaskresults",
         "create patch",

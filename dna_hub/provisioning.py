@@ -3,10 +3,12 @@
 Order matters, and every step is safe to repeat, so a failed spawn leaves state the next
 spawn converges from:
 
-1. **Ownership first.** The Profile (and, when there is none yet, the namespace) is read;
-   if it belongs to someone else, nothing is written.
+1. **Ownership first.** The Profile and the namespace are read; if either belongs to
+   someone else, nothing is written. A run that created the Profile and then finds the
+   namespace taken by someone else removes that Profile again.
 2. **Up to date?** The Profile carries the digest of the last rendered set that was fully
-   applied. Equal digest: done, one request in all.
+   applied. Equal digest and the namespace is this owner's: done, two concurrent requests
+   (Profile and namespace) in all.
 3. **Profile.** Created (a create fails instead of overwriting a Profile that appeared in the
    meantime) or server-side applied, with the digest annotation set to ``pending`` so an
    interrupted run is never mistaken for a finished one.
@@ -36,7 +38,13 @@ import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from .concurrency import LoopLimit
-from .errors import ApiFailure, OwnershipConflict, ProfileNotReady, ProvisioningError
+from .errors import (
+    ApiFailure,
+    ConfigurationError,
+    OwnershipConflict,
+    ProfileNotReady,
+    ProvisioningError,
+)
 from .k8s.api import NAMESPACE, PROFILE, SERVICE_ACCOUNT, Kind, KubeApi
 from .k8s.retry import describe, is_retryable
 from .managed import is_orphaned
@@ -67,6 +75,10 @@ class ProvisionResult:
 
 def _annotations(obj: Mapping[str, Any]) -> dict[str, str]:
     return obj.get("metadata", {}).get("annotations") or {}
+
+
+def _terminating(namespace: Mapping[str, Any]) -> bool:
+    return (namespace.get("status") or {}).get("phase") == "Terminating"
 
 
 def with_digest(profile: Mapping[str, Any], digest: str) -> dict[str, Any]:
@@ -169,27 +181,78 @@ class ProfileProvisioner:
     async def _ensure(self, rendered: RenderedProfile, force: bool, progress: Progress) -> bool:
         namespace = rendered.profile["metadata"]["name"]
         owner = rendered.profile["spec"]["owner"]["name"]
-        profile = await self._request(f"read Profile {namespace}", self.api.get(PROFILE, namespace))
+        # Both at once: the namespace's owner is checked on every path, the up-to-date one
+        # included (a namespace replaced by someone else's must never get the notebook).
+        profile, existing = await _all(
+            self._request(f"read Profile {namespace}", self.api.get(PROFILE, namespace)),
+            self._request(f"read namespace {namespace}", self.api.get(NAMESPACE, namespace)),
+        )
         if profile is not None:
             self._check_profile(profile, owner)
-            if is_orphaned(profile):
-                # The user is back (a deleted hub user's name, same owner): adopt it again
-                # before anything else, so `dna-hub gc` no longer sees an orphan.
-                await self._request(
-                    f"remove the orphan marks of Profile {namespace}",
-                    unmark_orphaned(self.api, namespace),
-                )
-            elif not force and _annotations(profile).get(DIGEST_ANNOTATION) == rendered.digest:
-                return True
-        else:
-            existing = await self._request(
-                f"read namespace {namespace}", self.api.get(NAMESPACE, namespace)
+        ready = existing is not None and not _terminating(existing)
+        if ready:
+            self._check_namespace(existing, owner)
+        if profile is not None and is_orphaned(profile):
+            # The user is back (a deleted hub user's name, same owner): adopt it again
+            # before anything else, so `dna-hub gc` no longer sees an orphan.
+            await self._request(
+                f"remove the orphan marks of Profile {namespace}",
+                unmark_orphaned(self.api, namespace),
             )
-            if existing is not None:
-                self._check_namespace(existing, owner)
+        elif (
+            ready
+            and profile is not None
+            and not force
+            and _annotations(profile).get(DIGEST_ANNOTATION) == rendered.digest
+        ):
+            return True
 
+        await self._check_namespaced(rendered)
         progress("Provisioning your Kubeflow profile…")
-        await self._write_profile(rendered, owner, exists=profile is not None)
+        written = await self._write_profile(rendered, owner, exists=profile is not None)
+        try:
+            await self._wait_and_apply(rendered, owner, progress)
+        except OwnershipConflict:
+            if profile is None:
+                await self._remove_own_profile(written)
+            raise
+        return False
+
+    async def _remove_own_profile(self, written: Mapping[str, Any]) -> None:
+        """Delete the Profile this run created, after losing the race to a namespace of
+        someone else's: left behind, it would stay ``pending`` and claim the name. Only that
+        very object (uid), still ours and still ``pending``, unchanged since read
+        (resourceVersion precondition) is deleted."""
+        name = written["metadata"]["name"]
+        current = await self._request(f"read Profile {name}", self.api.get(PROFILE, name))
+        if current is None:
+            return
+        ours = (
+            current["metadata"].get("uid") == written["metadata"].get("uid")
+            and (current.get("spec") or {}).get("owner") == written["spec"]["owner"]
+            and _annotations(current).get(DIGEST_ANNOTATION) == PENDING
+        )
+        if not ours:
+            self.log.warning("Profile %s changed since it was written; left in place", name)
+            return
+        try:
+            await self.api.delete(
+                PROFILE,
+                name,
+                uid=current["metadata"]["uid"],
+                resource_version=current["metadata"]["resourceVersion"],
+            )
+        except ApiException as e:
+            if e.status == 409:
+                self.log.warning("Profile %s changed while being removed; left in place", name)
+                return
+            raise self._api_failure(f"delete Profile {name}", e) from e
+        self.log.info("Removed Profile %s: its namespace belongs to someone else", name)
+
+    async def _wait_and_apply(
+        self, rendered: RenderedProfile, owner: str, progress: Progress
+    ) -> None:
+        namespace = rendered.profile["metadata"]["name"]
 
         # One deadline for the whole wait on the profile controller (namespace, then
         # default-editor), so ready_timeout bounds it as its help says.
@@ -212,7 +275,33 @@ class ProfileProvisioner:
                 with_digest(rendered.profile, rendered.digest), field_manager=FIELD_MANAGER
             ),
         )
-        return False
+
+    async def _check_namespaced(self, rendered: RenderedProfile) -> None:
+        """Refuse, before anything is written, an object of a kind the API server reports
+        as cluster-scoped: its metadata.namespace would be ignored and it would be applied
+        cluster-wide (kinds are looked up once per process)."""
+        for obj in rendered.namespaced:
+            what = f"{obj['kind']} {obj['metadata']['name']!r} ({obj['apiVersion']})"
+            try:
+                kind = await self._request(
+                    f"look up {what}", self.api.kind_for(obj["apiVersion"], obj["kind"])
+                )
+            except ValueError as e:
+                raise ConfigurationError(
+                    "Your Kubeflow profile's templates are invalid. "
+                    "Please contact your platform administrator.",
+                    f"profile template renders {what}: {e}",
+                    reason="template",
+                ) from e
+            if not kind.namespaced:
+                raise ConfigurationError(
+                    "Your Kubeflow profile's templates are invalid. "
+                    "Please contact your platform administrator.",
+                    f"profile template renders {what}, which the API server reports as "
+                    "cluster-scoped; profile templates may only render namespaced objects; "
+                    "nothing written",
+                    reason="template",
+                )
 
     async def _apply_namespaced(self, objects: Sequence[Mapping[str, Any]]) -> None:
         for wave in _apply_waves(objects):
@@ -278,7 +367,7 @@ class ProfileProvisioner:
             )
 
     def _namespace_ready(self, namespace: Mapping[str, Any], owner: str) -> bool:
-        if (namespace.get("status") or {}).get("phase") == "Terminating":
+        if _terminating(namespace):
             return False  # the controller makes it anew once the old one is gone
         self._check_namespace(namespace, owner)
         return True

@@ -22,6 +22,7 @@ import copy
 import functools
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -56,6 +57,34 @@ PROFILE_LABEL = "dna-hub.io/profile"
 _CLUSTER_SCOPED = {("kubeflow.org", "Profile")}
 
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+#: Cloud metadata services, whose credentials belong to the node, not the user: all of
+#: link-local 169.254.0.0/16 (AWS/Azure/GCP/OpenStack/Oracle 169.254.169.254, GKE's
+#: metadata server 169.254.169.252, AWS ECS 169.254.170.2, Tencent 169.254.0.23) and
+#: Alibaba Cloud's 100.100.100.200. IPv6 egress is not opened at all.
+BLOCKED_EGRESS_CIDRS = ("169.254.0.0/16", "100.100.100.200/32")
+
+#: Cluster-scoped kinds refused while rendering, before any request. Any other kind the API
+#: server reports as cluster-scoped is refused by provisioning before anything is written.
+_KNOWN_CLUSTER_SCOPED = {
+    ("", "Namespace"),
+    ("", "Node"),
+    ("", "PersistentVolume"),
+    ("rbac.authorization.k8s.io", "ClusterRole"),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+    ("apiextensions.k8s.io", "CustomResourceDefinition"),
+    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
+    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"),
+    ("storage.k8s.io", "StorageClass"),
+    ("scheduling.k8s.io", "PriorityClass"),
+}
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _is_dns_subdomain(value: str) -> bool:
+    return len(value) <= 253 and bool(_DNS_SUBDOMAIN.match(value))
 
 
 class TemplateError(ValueError):
@@ -92,6 +121,9 @@ class ProfileContext:
     limit_range: Mapping[str, Any] | None = field(
         default_factory=lambda: copy.deepcopy(DEFAULT_LIMIT_RANGE)
     )
+    #: IPv4 ranges the notebook may not reach (cloud metadata services); see the spawner's
+    #: notebook_egress_blocked_cidrs.
+    blocked_egress_cidrs: tuple[str, ...] = BLOCKED_EGRESS_CIDRS
 
     @property
     def service_account_principal(self) -> str:
@@ -116,11 +148,12 @@ class ProfileContext:
             "extra": dict(self.extra),
             "team": self.team,
             "limit_range": dict(self.limit_range) if self.limit_range else None,
+            "blocked_egress_cidrs": list(self.blocked_egress_cidrs),
         }
 
     def allowed_namespaces(self) -> set[str]:
         allowed = {self.namespace}
-        if self.legacy_ml_pipeline_policy:
+        if self.legacy_ml_pipeline_policy or self.legacy_envoy_filter:
             allowed.add(self.kfp_namespace)
         return allowed
 
@@ -241,6 +274,11 @@ def _check_object(name: str, obj: Any, context: ProfileContext) -> dict[str, Any
         raise TemplateError(f"profile template {name}: {obj['kind']} has no metadata.name")
     group = obj["apiVersion"].rpartition("/")[0]
     what = f"{obj['kind']} {metadata['name']!r} (template {name})"
+    if not _is_dns_subdomain(metadata["name"]):
+        raise TemplateError(
+            f"{what}: metadata.name must be a DNS-1123 subdomain (lowercase letters, digits, "
+            "'-' and '.', starting and ending with a letter or digit, at most 253 characters)"
+        )
     if (group, obj["kind"]) in _CLUSTER_SCOPED:
         if "namespace" in metadata:
             raise TemplateError(f"{what} is cluster-scoped and must not set metadata.namespace")
@@ -251,11 +289,17 @@ def _check_object(name: str, obj: Any, context: ProfileContext) -> dict[str, Any
             )
     else:
         namespace = metadata.get("namespace")
-        if namespace not in context.allowed_namespaces():
+        allowed = context.allowed_namespaces()
+        if namespace not in allowed:
             raise TemplateError(
                 f"{what} is in namespace {namespace!r}; dna_hub only writes into the user's "
                 f"namespace {context.namespace!r}"
-                + (f" or {context.kfp_namespace!r}" if context.legacy_ml_pipeline_policy else "")
+                + (f" or {context.kfp_namespace!r}" if context.kfp_namespace in allowed else "")
+            )
+        if (group, obj["kind"]) in _KNOWN_CLUSTER_SCOPED:
+            raise TemplateError(
+                f"{what} is a cluster-scoped kind; profile templates may only render "
+                "namespaced objects (and the user's Profile)"
             )
     labels = metadata.setdefault("labels", {})
     if not isinstance(labels, dict):

@@ -7,6 +7,7 @@ notebook environment) and one I/O module (provisioning); see the package README.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import string
 from collections.abc import AsyncIterator
@@ -18,9 +19,10 @@ from kubespawner import KubeSpawner
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default, validate
 
 from . import spawner_teams
+from .api_token import api_token_secret_name, create_api_token_secret, env_without_api_token
 from .auth.claims import kubeflow_identity_problem
 from .errors import ConfigurationError, ProvisioningError
-from .k8s.api import KubeApi
+from .k8s.api import KNOWN_KINDS, KubeApi
 from .k8s.retry import asks_to_retry, describe
 from .metrics import PROVISIONING_FAILURES
 from .naming import (
@@ -40,13 +42,21 @@ from .pod_defaults import (
 )
 from .provisioning import ProfileProvisioner, ProvisionResult
 from .quotas import check_group_quotas, resource_quota_for
-from .rendering import ProfileContext, RenderedProfile, TemplateError, render_profile
+from .rendering import (
+    BLOCKED_EGRESS_CIDRS,
+    ProfileContext,
+    RenderedProfile,
+    TemplateError,
+    render_profile,
+)
 from .teams import (
     DEFAULT_INGRESS_GATEWAY_PRINCIPAL,
     DEFAULT_KFP_UI_PRINCIPAL,
     DEFAULT_TEAM_NAMESPACE_TEMPLATE,
     Team,
 )
+
+POD_KIND = KNOWN_KINDS[("v1", "Pod")]
 
 #: auth_state key under which DnaOIDCAuthenticator stores the identity Kubeflow sees.
 KUBEFLOW_USERID_KEY = "kubeflow_userid"
@@ -147,10 +157,13 @@ class DnaSpawner(KubeSpawner):
     profile_owner_fallback = Unicode(
         "",
         config=True,
-        help="""Profile owner to use when auth_state has no owner, as a template with
-        {username} (e.g. '{username}@example.com'). Empty (default): such a spawn fails with a
-        clear message, because guessing the owner would hand the profile to the wrong
-        identity.""",
+        help="""Profile owner for deployments WITHOUT auth_state
+        (Authenticator.enable_auth_state = False), as a template with {username} (e.g.
+        '{username}@example.com'); every use is logged as a warning. With auth_state on it
+        is ignored: a user without the owner in auth_state (admin-created, or spawned by an
+        admin before their first login) must log in, because an owner built from the hub
+        name could hand the profile to the wrong identity. Empty (default): such a spawn
+        fails with a clear message.""",
     )
 
     @validate("profile_owner_fallback")
@@ -214,6 +227,29 @@ class DnaSpawner(KubeSpawner):
         help="""LEGACY. Render an Istio AuthorizationPolicy in kfp_namespace that lets this
         user's notebook service account reach ml-pipeline.""",
     )
+
+    notebook_egress_blocked_cidrs = List(
+        Unicode(),
+        default_value=list(BLOCKED_EGRESS_CIDRS),
+        config=True,
+        help="""IPv4 ranges notebook pods may not reach (the profile NetworkPolicy's egress
+        exceptions): cloud metadata services, whose credentials belong to the node. Default:
+        all of link-local 169.254.0.0/16 (169.254.169.254 on most clouds, GKE's
+        169.254.169.252, ECS's 169.254.170.2) and Alibaba Cloud's 100.100.100.200/32. Add
+        your cloud's or your own; IPv6 egress is not opened at all.""",
+    )
+
+    @validate("notebook_egress_blocked_cidrs")
+    def _validate_blocked_cidrs(self, proposal: dict[str, Any]) -> list[str]:
+        cidrs = []
+        for value in proposal["value"]:
+            try:
+                cidrs.append(str(ipaddress.IPv4Network(value, strict=True)))
+            except ValueError as e:
+                raise ValueError(
+                    f"notebook_egress_blocked_cidrs: {value!r} is not an IPv4 CIDR ({e})"
+                ) from e
+        return cidrs
 
     profile_ready_timeout = Float(
         120.0,
@@ -509,6 +545,7 @@ class DnaSpawner(KubeSpawner):
         return super().start()
 
     async def _start(self) -> Any:
+        self._api_token_secret = api_token_secret_name(self.pod_name)
         try:
             try:
                 # Whatever the form posted, re-checked against the verified groups now.
@@ -533,7 +570,7 @@ class DnaSpawner(KubeSpawner):
         self._force_provision = False
         return started
 
-    async def _make_create_pod_request(self, pod: Any, request_timeout: float) -> bool:
+    async def _create_pod(self, pod: Any, request_timeout: float) -> bool:
         """Create the pod; False asks KubeSpawner's bounded backoff to try again.
 
         KubeSpawner retries only a 409. The API server also answers "try again" (429, or the
@@ -617,7 +654,18 @@ class DnaSpawner(KubeSpawner):
         if isinstance(owner, str) and owner.strip():
             return owner
         if self.profile_owner_fallback:
-            return self.profile_owner_fallback.format(username=self.user.name)
+            if getattr(self.authenticator, "enable_auth_state", None) is False:
+                fallback = self.profile_owner_fallback.format(username=self.user.name)
+                self.log.warning(
+                    "Profile owner of %s built from the hub name by profile_owner_fallback: %s",
+                    self.user.name,
+                    fallback,
+                )
+                return fallback
+            self.log.warning(
+                "profile_owner_fallback ignored for %s: it applies only with auth_state off",
+                self.user.name,
+            )
         raise ConfigurationError(
             "Your login did not provide the identity Kubeflow needs. Please log out and in again.",
             f"auth_state of {self.user.name} has no {self.profile_owner_auth_state_key!r} "
@@ -643,6 +691,7 @@ class DnaSpawner(KubeSpawner):
             legacy_envoy_filter=self.legacy_envoy_filter,
             legacy_ml_pipeline_policy=self.legacy_ml_pipeline_policy,
             extra=self.profile_template_variables,
+            blocked_egress_cidrs=tuple(self.notebook_egress_blocked_cidrs),
         )
 
     def render_profile(self, owner: str) -> RenderedProfile:
@@ -696,10 +745,35 @@ class DnaSpawner(KubeSpawner):
             kfp_namespace=self.namespace,
         )
 
-    def get_env(self) -> dict[str, str]:
+    def get_env(self) -> dict[str, Any]:
         env = super().get_env()
         env.update(notebook_environment(self.notebook_env_settings()))
-        return env
+        # The API token lives in a Secret the pod owns, never in the pod spec (api_token.py).
+        return env_without_api_token(env, self.api_token_secret)
+
+    @property
+    def api_token_secret(self) -> str:
+        """Name of this start's API-token Secret (fresh per start, see _start)."""
+        if not getattr(self, "_api_token_secret", None):
+            self._api_token_secret = api_token_secret_name(self.pod_name)
+        return self._api_token_secret
+
+    async def _make_create_pod_request(self, pod: Any, request_timeout: float) -> bool:
+        created = await self._create_pod(pod, request_timeout)
+        if created:
+            api = KubeApi(self.api.api_client, request_timeout=self.k8s_api_request_timeout)
+            found = await api.get(POD_KIND, self.pod_name, self.namespace)
+            if found is None:
+                return False  # gone again already: KubeSpawner creates it anew
+            await create_api_token_secret(
+                api,
+                name=self.api_token_secret,
+                namespace=self.namespace,
+                token=self.api_token,
+                pod_name=self.pod_name,
+                pod_uid=found["metadata"]["uid"],
+            )
+        return created
 
     # --- progress -----------------------------------------------------------------------------
 

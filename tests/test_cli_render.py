@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -59,7 +60,12 @@ def test_render_prints_profile_objects_and_pod() -> None:
     assert env["KALE_SECURITY_CONTEXT_RUN_AS_USER"] == "8737"
     # owned by the PodDefault: defining it too would get the pod rejected by the webhook
     assert "KF_PIPELINES_SA_TOKEN_PATH" not in env
-    assert env["JUPYTERHUB_API_TOKEN"] == "<generated at spawn>"
+    # the API token is not in the pod spec: a Secret owned by the pod (issue 18, item 4)
+    assert env["JUPYTERHUB_API_TOKEN"] is None
+    (token_var,) = [e for e in container["env"] if e["name"] == "JUPYTERHUB_API_TOKEN"]
+    ref = token_var["valueFrom"]["secretKeyRef"]
+    assert ref["name"].startswith(f"{pod['metadata']['name']}-api-token-")
+    assert "<generated at spawn>" not in json.dumps(pod)
     # Pod Security Standard "restricted"
     csc = container["securityContext"]
     assert csc["runAsNonRoot"] is True and csc["runAsUser"] != 0

@@ -262,7 +262,7 @@ def entry_points(group: str) -> dict[str, str]:
     return pyproject["project"]["entry-points"][group]
 
 
-def test_our_classes_are_selected_through_hub_config(merged):
+def test_our_classes_are_selected_through_hub_config(values, merged):
     config = merged["hub"]["config"]["JupyterHub"]
     assert entry_points("jupyterhub.spawners")[config["spawner_class"]] == "dna_hub:DnaSpawner"
     assert (
@@ -271,8 +271,14 @@ def test_our_classes_are_selected_through_hub_config(merged):
     )
     # Configuration is declarative: no Python blobs that could hide secrets or drift.
     assert merged["hub"]["extraConfig"] == {}
-    # Admins do not get into every user's server (and Kubeflow identity) by default.
-    assert config["admin_access"] is False
+    # Admins do not get into every user's server (and Kubeflow identity): nobody is made a
+    # JupyterHub admin, whose built-in role can (admin_access has been ignored since
+    # JupyterHub 2.0, so the chart's admin_access: true is moot); operators get
+    # hub.loadRoles (tests/test_hub_admin_roles.py checks their effective scopes).
+    assert "admin_access" not in values["hub"]["config"]["JupyterHub"]
+    authenticator = merged["hub"]["config"]["DnaOIDCAuthenticator"]
+    assert "admin_groups" not in authenticator and "admin_users" not in authenticator
+    assert "admin_users" not in merged["hub"]["config"].get("Authenticator", {})
 
 
 def unknown_traits(tree: dict, class_path: str, import_name: str) -> set[str]:

@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,9 +26,10 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient, CoreV1Api
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from dna_hub.api_token import api_token_secret_name, create_api_token_secret
 from dna_hub.contributors import ContributorSync
-from dna_hub.errors import ApiFailure
-from dna_hub.k8s.api import Kind, KubeApi
+from dna_hub.errors import ApiFailure, OwnershipConflict
+from dna_hub.k8s.api import NAMESPACE, PROFILE, Kind, KubeApi
 from dna_hub.k8s.retry import RetryPolicy
 from dna_hub.naming import namespace_for
 from dna_hub.permissions import HUB_PERMISSIONS, Permission
@@ -37,7 +40,7 @@ from tests.support.hooked_kube import HookedKubeApi
 from tests.support.paths import REPO_ROOT
 from tests.support.standins.profile_controller import PAUSED_ANNOTATION
 from tests.test_contributors import render_team
-from tests.test_provisioning import rendered_for
+from tests.test_provisioning import profile_template_with, rendered_for
 
 RBAC_FILE = REPO_ROOT / "helm-values" / "hub-rbac.yaml"
 
@@ -67,7 +70,8 @@ def test_rbac_file_is_least_privilege() -> None:
     (role,) = [o for o in objects if o["kind"] == "ClusterRole"]
     for group, resource, verb in granted(role):
         assert "*" not in (group, resource, verb)
-        assert resource != "secrets", "no cluster-wide access to Secrets"
+        # Secrets: create only (each server's API token Secret), never read, list or change
+        assert resource != "secrets" or verb == "create", "no cluster-wide access to Secrets"
         assert verb not in {"escalate", "bind", "impersonate", "deletecollection"}
     for rule in role["rules"]:
         assert "nonResourceURLs" not in rule and "resourceNames" not in rule
@@ -207,6 +211,9 @@ async def exercise(
         await ProfileProvisioner(kube, ready_timeout=60, log=log).ensure(rendered, force=True)
     finally:
         log.removeHandler(records)
+    # (not held: a plain client, so the held controller cannot act for this profile)
+    plain = KubeApi(api_client, request_timeout=10, retry=RetryPolicy(attempts=3))
+    await lose_the_race(plain, admin, f"{username}-lost")
     core = CoreV1Api(api_client)
     namespace = namespace_for(username)
     selector = "component=singleuser-server"
@@ -223,7 +230,16 @@ async def exercise(
         )
     )
     name = "jupyter-rbac-check"
-    await core.create_namespaced_pod(namespace, pod_manifest(name), _request_timeout=10)
+    pod = await core.create_namespaced_pod(namespace, pod_manifest(name), _request_timeout=10)
+    # DnaSpawner then puts the server's API token into a Secret owned by the pod
+    await create_api_token_secret(
+        kube,
+        name=api_token_secret_name(name),
+        namespace=namespace,
+        token="not-a-real-token",
+        pod_name=name,
+        pod_uid=pod.metadata.uid,
+    )
     await core.delete_namespaced_pod(name, namespace, grace_period_seconds=0, _request_timeout=10)
     try:
         await core.read_namespaced_pod(name, namespace, _request_timeout=10)
@@ -255,6 +271,42 @@ class ListHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
+
+
+async def lose_the_race(kube: KubeApi, admin: ApiClient, username: str) -> None:
+    """A spawn creates the Profile, then someone else's namespace of that name appears
+    (the profile controller stand-in is paused, so only that one comes): dna_hub removes
+    its Profile again."""
+    template_dir = Path(tempfile.mkdtemp(prefix="dna-hub-rbac-"))
+    (template_dir / "00-profile.yaml.j2").write_text(
+        profile_template_with({"dna-hub.test/controller-paused": "true"})
+    )
+    rendered = rendered_for(username, template_dir=template_dir)
+    namespace = rendered.profile["metadata"]["name"]
+    as_admin = KubeApi(admin, request_timeout=10)
+    spawn = asyncio.ensure_future(ProfileProvisioner(kube, ready_timeout=60).ensure(rendered))
+    async with asyncio.timeout(60):
+        while await as_admin.get(PROFILE, namespace) is None:
+            if spawn.done():
+                await spawn  # failed before writing the Profile: its error
+            await asyncio.sleep(0.1)
+    await as_admin.create(
+        NAMESPACE,
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace, "annotations": {"owner": "mallory@example.com"}},
+        },
+        field_manager="test",
+    )
+    try:
+        await spawn
+    except OwnershipConflict:
+        pass
+    else:
+        raise AssertionError(f"a spawn into someone else's namespace {namespace} succeeded")
+    if await as_admin.get(PROFILE, namespace) is not None:
+        raise AssertionError(f"Profile {namespace} left behind after losing the race")
 
 
 async def identity_without(

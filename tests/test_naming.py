@@ -142,3 +142,18 @@ def test_custom_template_fits_63_characters() -> None:
     namespace = namespace_for("a" * 100, "team-ml-{username}-nb")
     assert len(namespace) <= 63
     assert namespace.startswith("team-ml-") and namespace.endswith("-nb")
+
+
+@pytest.mark.parametrize(
+    ("username", "namespace"),
+    [
+        ("system", "kubeflow-system"),
+        ("monitoring", "kubeflow-monitoring"),
+        ("user-example-com", "kubeflow-user-example-com"),
+    ],
+)
+def test_usernames_mapping_onto_kubeflows_own_namespaces_are_reserved(
+    username: str, namespace: str
+) -> None:
+    with pytest.raises(NamespacePolicyError, match=f"reserved namespace '{namespace}'"):
+        namespace_for(username)

@@ -119,7 +119,10 @@ def test_notebook_ingress_is_not_open_to_everyone() -> None:
     netpol = objs["NetworkPolicy"]["spec"]
     assert netpol["policyTypes"] == ["Ingress", "Egress"]
     (egress,) = netpol["egress"]
-    assert {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}} in egress["to"]
+    # every cloud metadata address: all of link-local (GKE's is 169.254.169.252) + Alibaba's
+    blocked = ["169.254.0.0/16", "100.100.100.200/32"]
+    assert {"ipBlock": {"cidr": "0.0.0.0/0", "except": blocked}} in egress["to"]
+    assert all("::" not in str(peer) for peer in egress["to"])  # no IPv6 egress opened
     (ingress,) = netpol["ingress"]
     assert ingress["ports"] == [{"protocol": "TCP", "port": 8888}]
     hub_peer, own_namespace = ingress["from"]
@@ -153,7 +156,12 @@ def test_legacy_envoy_filter_overwrites_never_appends() -> None:
 
 def test_legacy_ml_pipeline_policy_lives_in_kfp_namespace() -> None:
     objs = render_profile(all_optional()).namespaced
-    (policy,) = [o for o in objs if o["metadata"].get("namespace") == "kubeflow"]
+    (policy,) = [
+        o
+        for o in objs
+        if o["metadata"].get("namespace") == "kubeflow"
+        and o["metadata"]["name"].startswith("dna-hub-ml-pipeline-")
+    ]
     assert policy["metadata"]["name"] == "dna-hub-ml-pipeline-kubeflow-alice"
     assert policy["spec"]["rules"][0]["from"][0]["source"]["principals"] == [
         "cluster.local/ns/kubeflow-alice/sa/default-editor"
@@ -363,3 +371,58 @@ def test_an_override_added_later_is_used(tmp_path: Path) -> None:
     assert "PodDefault" not in [o["kind"] for o in after.objects]
     (tmp_path / "10-poddefault-ml-pipeline.yaml.j2").unlink()
     assert render_profile(context(), [tmp_path]).digest == before.digest
+
+
+def _egress_except(ctx: ProfileContext) -> list[str]:
+    objs = {o["kind"]: o for o in render_profile(ctx).namespaced}
+    (egress,) = objs["NetworkPolicy"]["spec"]["egress"]
+    (block,) = [p["ipBlock"] for p in egress["to"] if "ipBlock" in p]
+    return block["except"]
+
+
+async def test_blocked_egress_covers_every_metadata_address_and_is_configurable() -> None:
+    import ipaddress
+
+    from tests.test_owner_fallback import spawner
+
+    blocked = [ipaddress.ip_network(c) for c in _egress_except(context())]
+    for metadata in ("169.254.169.254", "169.254.169.252", "169.254.170.2", "100.100.100.200"):
+        assert any(ipaddress.ip_address(metadata) in net for net in blocked), metadata
+    custom = ("169.254.0.0/16", "192.0.2.10/32")
+    assert _egress_except(context(blocked_egress_cidrs=custom)) == list(custom)
+    hub_spawner = spawner(True, {})
+    assert hub_spawner.profile_context("x").blocked_egress_cidrs == (
+        "169.254.0.0/16",
+        "100.100.100.200/32",
+    )
+    hub_spawner.notebook_egress_blocked_cidrs = ["10.0.0.0/8"]
+    assert hub_spawner.profile_context("x").blocked_egress_cidrs == ("10.0.0.0/8",)
+    with pytest.raises(ValueError, match="not an IPv4 CIDR"):
+        hub_spawner.notebook_egress_blocked_cidrs = ["fd00:ec2::254/128"]
+
+
+@pytest.mark.parametrize("owner", ["alice@example.com", 'Eve "x" <e@x>\n  - "*"'])
+def test_legacy_envoy_filter_comes_with_a_deny_for_forged_userids(owner: str) -> None:
+    """default-editor can start an unlabelled pod the EnvoyFilter does not rewrite: a DENY
+    at ml-pipeline refuses any kubeflow-userid from this namespace but the owner's."""
+    ctx = context(owner=owner, legacy_envoy_filter=True)
+    (deny,) = [
+        o
+        for o in render_profile(ctx).namespaced
+        if o["kind"] == "AuthorizationPolicy" and o["spec"]["action"] == "DENY"
+    ]
+    assert deny["metadata"] == {
+        "name": "dna-hub-userid-kubeflow-alice",
+        "namespace": "kubeflow",
+        "labels": deny["metadata"]["labels"],
+    }
+    spec = deny["spec"]
+    assert spec["selector"] == {"matchLabels": {"app": "ml-pipeline"}}
+    (rule,) = spec["rules"]
+    assert rule["from"] == [{"source": {"namespaces": ["kubeflow-alice"]}}]
+    assert rule["when"] == [
+        {"key": "request.headers[kubeflow-userid]", "values": ["*"], "notValues": [owner]}
+    ]
+    # without the EnvoyFilter there is no header identity to protect: nothing in kubeflow
+    plain = render_profile(context(owner=owner)).namespaced
+    assert all(o["metadata"]["namespace"] == "kubeflow-alice" for o in plain)

@@ -228,8 +228,14 @@ HOOK_CASES = textwrap.dedent(
         # No PodDefault variable: the spawner's DNA_HUB_KFP_TOKEN_PATH is the fallback.
         del os.environ["KF_PIPELINES_SA_TOKEN_PATH"]
     import kfp
+    endpoint = os.environ["KF_PIPELINES_ENDPOINT"]
     if case == "explicit-token":
         kfp.Client(existing_token="explicit-token").list_pipelines()
+    elif case == "same-host":
+        kfp.Client(host=endpoint + "/").list_pipelines()
+    elif case == "third-party-host":
+        # the same stand-in under another name: to the hook, somebody else's server
+        kfp.Client(host=endpoint.replace("127.0.0.1", "localhost")).list_pipelines()
     else:
         kfp.Client().list_pipelines()
     """
@@ -242,6 +248,8 @@ HOOK_CASES = textwrap.dedent(
         ("explicit-token", "Bearer explicit-token"),  # a caller's own choice wins
         ("missing-token-file", None),  # outside a pod: kfp's behaviour, unchanged
         ("spawner-token-path", "Bearer {token}"),
+        ("same-host", "Bearer {token}"),  # host= the configured endpoint
+        ("third-party-host", None),  # the user's token never leaves for another host
     ],
 )
 def test_hook_precedence(

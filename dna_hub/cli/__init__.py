@@ -45,8 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor",
         help="check the current kube context for what dna_hub needs",
         description="Check the current kube context: CRDs served, the hub's RBAC, the KFP "
-        "endpoints. Prints a pass/fail table with a fix for each failure (skip: an in-cluster "
-        "name checked from outside the cluster); exits non-zero on any failure.",
+        "endpoints, the admission guards. Prints a pass/fail table with a fix for each "
+        "failure (skip: an in-cluster name checked from outside the cluster; warn: passed, "
+        "with a caveat); exits non-zero on any failure.",
     )
     doctor.add_argument("--config", help="a jupyterhub_config.py to read DnaSpawner settings from")
     doctor.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube)")

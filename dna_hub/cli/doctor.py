@@ -23,6 +23,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from ..k8s.retry import describe
 from ..permissions import HUB_PERMISSIONS, REQUIRED_KINDS
+from .guard_check import check_guards
 from .render import load_hub_config
 
 
@@ -39,9 +40,16 @@ class Check:
     def failed(self) -> bool:
         return not self.ok and not self.skipped
 
+    #: Passed, with a caveat the operator should read (shown as "warn").
+    warning: bool = False
+
     @property
     def result(self) -> str:
-        return "skip" if self.skipped else "pass" if self.ok else "FAIL"
+        if self.skipped:
+            return "skip"
+        if self.ok:
+            return "warn" if self.warning else "pass"
+        return "FAIL"
 
 
 def spawner_setting(config: Any, name: str) -> Any:
@@ -204,9 +212,19 @@ async def run_checks(args: argparse.Namespace) -> list[Check]:
         checks.extend(
             await asyncio.gather(*(check_permission(api, p, args.timeout) for p in HUB_PERMISSIONS))
         )
+        checks.extend(
+            Check(v.name, v.ok, v.detail, v.fix, v.warning)
+            for v in await check_guards(api, _hub_namespace(config), args.timeout)
+        )
     for label in ("kfp_endpoint", "kfp_ui_endpoint"):
         checks.append(await check_resolvable(label, spawner_setting(config, label), args.timeout))
     return checks
+
+
+def _hub_namespace(config: Any) -> str:
+    from ..spawner import _hub_namespace_default
+
+    return config.get("DnaSpawner", {}).get("hub_namespace") or _hub_namespace_default()
 
 
 def format_table(checks: list[Check]) -> str:

@@ -61,6 +61,14 @@ class _OfflineUser:
         return self.auth_state
 
 
+def _auth_state_setting(config: Config) -> SimpleNamespace:
+    enabled = False  # JupyterHub's default
+    for section in ("Authenticator", "GenericOAuthenticator", "DnaOIDCAuthenticator"):
+        if section in config and "enable_auth_state" in config[section]:
+            enabled = bool(config[section]["enable_auth_state"])
+    return SimpleNamespace(enable_auth_state=enabled)
+
+
 @contextmanager
 def _no_kubernetes_credentials():
     # KubeSpawner loads kubeconfig/in-cluster credentials in __init__; a preview needs none.
@@ -82,7 +90,12 @@ async def render_objects(
     try:
         with _no_kubernetes_credentials():
             spawner = DnaSpawner(
-                config=config, user=_OfflineUser(user, groups), hub=hub, _mock=True
+                config=config,
+                user=_OfflineUser(user, groups),
+                hub=hub,
+                _mock=True,
+                # as the hub would: profile_owner_fallback applies only with auth_state off
+                authenticator=_auth_state_setting(config),
             )
     except (TraitError, ValueError) as e:
         # traitlets validators raise either: both mean the configuration is invalid

@@ -63,6 +63,7 @@ def _kinds(*kinds: Kind) -> dict[tuple[str, str], Kind]:
 KNOWN_KINDS: dict[tuple[str, str], Kind] = _kinds(
     Kind("v1", "Namespace", "namespaces", namespaced=False),
     Kind("v1", "ServiceAccount", "serviceaccounts", namespaced=True),
+    Kind("v1", "Pod", "pods", namespaced=True),
     Kind("v1", "ResourceQuota", "resourcequotas", namespaced=True),
     Kind("v1", "ConfigMap", "configmaps", namespaced=True),
     Kind("v1", "LimitRange", "limitranges", namespaced=True),

@@ -7,7 +7,7 @@ from typing import Any
 
 TARGETS = {
     "first_spawn_ratio": 10.0,
-    "repeat_requests": 1,
+    "repeat_requests": 2,  # Profile + namespace owner check, concurrent (issue 18)
     "loop_lag_ms": 20.0,
 }
 
@@ -238,7 +238,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
         out.append(
             (
                 "repeat spawn",
-                "≤ 1 request",
+                f"≤ {TARGETS['repeat_requests']} requests",
                 f"{requests:.0f} request(s), {_ms(first['repeat']['dna']['seconds']['median'])}",
                 requests <= TARGETS["repeat_requests"],
             )

@@ -19,6 +19,8 @@ Mimicked faithfully:
   labels/annotations, nodeName, serviceAccountName, hostIP, podIP —, secretKeyRef,
   configMapKeyRef, resourceFieldRef) and ``envFrom`` (ConfigMaps/Secrets, with prefix);
   a missing executable gives a waiting container with reason ``CreateContainerError``;
+  a missing Secret/ConfigMap key gives ``CreateContainerConfigError`` and is retried (every
+  0.5 s, the real kubelet backs off longer) until it appears or the pod is deleted;
 * status through the ``pods/status`` subresource: ``Running`` with ``podIP``/``podIPs``,
   ``hostIP``, ``startTime``, ``containerStatuses`` (state running, ``ready``) and
   conditions Initialized/ContainersReady/Ready/PodScheduled; when the process exits the
@@ -238,6 +240,8 @@ class KubeletConfig:
     lease_seconds: int = 40
     renew_seconds: float = 10.0
     probe_interval: float = 0.2
+    #: Pause before retrying a container whose config (Secret, ConfigMap) is missing.
+    config_retry_seconds: float = 0.5
     #: Directories put in front of the inherited PATH (the test venv's bin by default).
     path_prefix: list[str] = field(default_factory=lambda: [str(Path(sys.executable).parent)])
 
@@ -306,11 +310,8 @@ class PodWorker:
             await self._wait_for_deletion()
             await self._finish_deletion()
             return
-        try:
-            spec = await self._launch_spec()
-        except ContainerConfigError as exc:
-            await self._report_waiting(exc.reason, str(exc))
-            await self._wait_for_deletion()
+        spec = await self._launch_spec_when_configured()
+        if spec is None:
             await self._finish_deletion()
             return
         await self._start(spec)
@@ -321,6 +322,28 @@ class PodWorker:
             self.ip = None
             await self._wait_for_deletion()
         await self._finish_deletion()
+
+    async def _launch_spec_when_configured(self) -> LaunchSpec | None:
+        """The launch spec, retried like the kubelet's pod sync retries a
+        CreateContainerConfigError (e.g. a Secret created just after its pod); None once the
+        pod is being deleted."""
+        reported = None
+        while True:
+            try:
+                return await self._launch_spec()
+            except ContainerConfigError as exc:
+                if (exc.reason, str(exc)) != reported:
+                    reported = (exc.reason, str(exc))
+                    await self._report_waiting(exc.reason, str(exc))
+            self.changed.clear()
+            if self.deleting():
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.changed.wait(), self.kubelet.config.config_retry_seconds
+                )
+            if self.deleting():
+                return None
 
     async def _wait_for_deletion(self) -> None:
         while not self.deleting():
