@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +30,7 @@ from dna_hub.permissions import HUB_PERMISSIONS, Permission
 from dna_hub.provisioning import ProfileProvisioner
 from tests.support.controlplane import ControlPlane
 from tests.support.paths import REPO_ROOT
-from tests.test_provisioning import rendered_for
+from tests.test_provisioning import profile_template_with, rendered_for
 
 RBAC_FILE = REPO_ROOT / "helm-values" / "hub-rbac.yaml"
 
@@ -101,6 +104,23 @@ async def drain(response: Any) -> None:
             raise ApiException(status=response.status, reason=body.decode(errors="replace"))
 
 
+@functools.cache
+def slow_controller_templates() -> Path:
+    """The profile controller stand-in waits before the namespace and again before
+    default-editor, so provisioning always finds them missing at first and must watch: the
+    watch permissions are exercised whatever the machine's load (no race decides it)."""
+    directory = Path(tempfile.mkdtemp(prefix="dna-hub-rbac-"))
+    (directory / "00-profile.yaml.j2").write_text(
+        profile_template_with(
+            {
+                "dna-hub.test/controller-delay-seconds": "1",
+                "dna-hub.test/controller-step-delay-seconds": "2",
+            }
+        )
+    )
+    return directory
+
+
 async def exercise(api_client: ApiClient, username: str) -> None:
     """What dna_hub does against the API, with one identity.
 
@@ -110,7 +130,12 @@ async def exercise(api_client: ApiClient, username: str) -> None:
     """
     # retries cover a loaded machine; a 403 is never retried, so it still surfaces
     kube = KubeApi(api_client, request_timeout=10, retry=RetryPolicy(attempts=3))
-    rendered = rendered_for(username, legacy_envoy_filter=True, legacy_ml_pipeline_policy=True)
+    rendered = rendered_for(
+        username,
+        template_dir=slow_controller_templates(),
+        legacy_envoy_filter=True,
+        legacy_ml_pipeline_policy=True,
+    )
     await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered)
     await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered, force=True)
     core = CoreV1Api(api_client)
