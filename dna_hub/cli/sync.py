@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any, TextIO
+from unittest import mock
 
 from kubernetes_asyncio import config as kube_config
 from traitlets import TraitError
@@ -81,7 +82,9 @@ def offline_spawner(config: Config, username: str, groups: Sequence[str] = ()) -
     from ..spawner import DnaSpawner
 
     try:
-        with _no_kubernetes_credentials():
+        # No Kubernetes client either: KubeSpawner caches one per event loop, and one made
+        # without credentials must not be what a real spawner in this loop gets later.
+        with _no_kubernetes_credentials(), mock.patch("kubespawner.spawner.shared_client"):
             spawner = DnaSpawner(
                 config=config, user=_OfflineUser(username, list(groups)), hub=_HUB, _mock=True
             )
