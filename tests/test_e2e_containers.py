@@ -159,6 +159,63 @@ print(done.stdout[-3000:], done.stderr[-3000:])
 """
 
 
+VARIANT = """
+import json, os, warnings
+warnings.simplefilter("ignore")
+import kfp
+
+def status_of(call):
+    try:
+        call()
+        return 200
+    except Exception as exc:
+        return getattr(exc, "status", repr(exc))
+
+client = kfp.Client()
+r = {"token_mounted": os.path.exists("/var/run/secrets/kubeflow/pipelines/token"),
+     "list": status_of(lambda: client.list_experiments(namespace="kubeflow-alice")),
+     "create": status_of(lambda: client.create_experiment("variant", namespace="kubeflow-alice"))}
+print("VARIANT-REPORT " + json.dumps(r), flush=True)
+"""
+
+
+async def _variant(
+    kube: Kube,
+    standins: StandIns,
+    image: str,
+    kfp: KfpStandIn,
+    name: str,
+    sa: str,
+    labels: dict[str, str],
+) -> dict[str, Any]:
+    """A bare kfp.Client() in a pod of kubeflow-alice that differs in one setting."""
+    await kube.create(f"/api/v1/namespaces/{NS}/pods", {
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            **POD_ON_CONTAINERS, "serviceAccountName": sa, "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": True, "fsGroup": 100},
+            "containers": [{
+                "name": "main", "image": image, "command": ["python", "-c", VARIANT],
+                "env": [{"name": "KF_PIPELINES_ENDPOINT", "value": kfp.url}],
+                "securityContext": {"runAsUser": 1000, "runAsGroup": 100,
+                                    "allowPrivilegeEscalation": False,
+                                    "capabilities": {"drop": ["ALL"]}},
+            }],
+        },
+    })  # fmt: skip
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        pod = await kube.get(f"/api/v1/namespaces/{NS}/pods/{name}")
+        if pod["status"].get("phase") in ("Succeeded", "Failed"):
+            break
+        await asyncio.sleep(0.5)
+    log = standins.pod_log(NS, name)
+    for line in log.splitlines():
+        if "VARIANT-REPORT " in line:
+            return json.loads(line.split("VARIANT-REPORT ", 1)[1])
+    raise AssertionError(f"variant {name} reported nothing:\n{log[-3000:]}")
+
+
 @pytest.fixture
 def kfp_on_pod_network(kfp_auth: KubeAuth, pod_network: PodNetwork) -> Iterator[KfpStandIn]:
     with KfpStandIn(auth=kfp_auth, host=pod_network.gateway) as kfp:
@@ -310,6 +367,35 @@ async def test_alice_notebook_container_kfp_and_kale(
     assert contexts, kale_run
     for context in contexts:
         assert context["runAsNonRoot"] is True and int(context["runAsUser"]) != 0, context
+
+    # Variants that break one setting see the refusal. Without the PodDefault label no
+    # token is mounted: 401. A ServiceAccount bound to kubeflow-view only: reads, 403 on
+    # create. The same pod as default-editor (control): both allowed.
+    await kube.create(f"/api/v1/namespaces/{NS}/serviceaccounts", {"metadata": {"name": "viewer"}})
+    await kube.create(
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/rolebindings",
+        {"metadata": {"name": "viewer-kubeflow-view"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                     "name": "kubeflow-view"},
+         "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": NS}]},
+    )  # fmt: skip
+    for _ in range(300):  # 1.20's ServiceAccount admission wants the SA's token Secret
+        sa = await kube.get(f"/api/v1/namespaces/{NS}/serviceaccounts/viewer")
+        if sa.get("secrets"):
+            break
+        await asyncio.sleep(0.2)
+    label = {"access-ml-pipeline": "true"}
+    image = pod["spec"]["containers"][0]["image"]
+    unlabelled = await _variant(
+        kube, container_standins, image, kfp, "no-label", "default-editor", {}
+    )
+    assert unlabelled == {"token_mounted": False, "list": 401, "create": 401}, unlabelled
+    viewer = await _variant(kube, container_standins, image, kfp, "view-only", "viewer", label)
+    assert viewer == {"token_mounted": True, "list": 200, "create": 403}, viewer
+    control = await _variant(
+        kube, container_standins, image, kfp, "control", "default-editor", label
+    )
+    assert control == {"token_mounted": True, "list": 200, "create": 200}, control
 
     # $HOME survives a stop and start of the server (the claim's directory is kept).
     await _stop(hub, "alice")
