@@ -410,3 +410,44 @@ async def test_alice_notebook_container_kfp_and_kale(
         groups={seen["groups"]} mounts={seen["mounts"]}
         """)
     )
+
+
+@pytest.mark.browser
+async def test_browser_jupyterlab_from_the_image_shows_kale(
+    container_hub: HubProcess, standins_kube: Kube, singleuser_image: str, tmp_path: Path
+) -> None:
+    """Chromium → OIDC → hub → DnaSpawner → JupyterLab of the single-user image, Kale's panel."""
+    from playwright.async_api import async_playwright
+
+    from tests.test_e2e_browser import CHROMIUM_ARGS, chromium_path, login_in_browser
+
+    shot = tmp_path / "jupyterlab-kale.png"
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium_path(), args=CHROMIUM_ARGS
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1400, "height": 900})
+            await login_in_browser(page, container_hub, "alice")
+            await page.wait_for_url("**/user/alice/lab**", timeout=240_000)
+            await page.wait_for_selector("#jp-main-dock-panel", timeout=120_000)
+            # Kale's left-sidebar tab (its lab extension, prebuilt in the image).
+            await page.locator("[title='Kubeflow Pipelines Deployment Panel']").first.click()
+            panel = page.locator(".kale-panel")
+            await panel.wait_for(state="visible", timeout=60_000)
+            await page.wait_for_timeout(1000)  # let the panel paint before the picture
+            await page.screenshot(path=str(shot))
+            panel_text = await panel.inner_text()
+            title = await page.title()
+        finally:
+            await browser.close()
+    print(f"screenshot: {shot}\nKale panel text: {panel_text!r}")
+    assert "JupyterLab" in title
+    # Kale's panel, connected to the (authorizing) KFP stand-in with alice's token.
+    assert panel_text.startswith("Kale"), panel_text
+    assert "KFP is reachable" in panel_text, panel_text
+    pod = await standins_kube.get(f"/api/v1/namespaces/{NS}/pods/jupyter-alice")
+    assert pod["spec"]["nodeName"] == "standin-podman"
+    assert pod["spec"]["containers"][0]["image"] == singleuser_image
+    statuses = pod["status"]["containerStatuses"]
+    assert statuses[0]["containerID"].startswith("podman://")
