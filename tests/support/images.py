@@ -580,4 +580,23 @@ def ensure_image(name: str) -> BuiltImage:
     with _locked(name):
         if image_label(tag) == inputs:
             return BuiltImage(tag, False, 0.0)
-        return build_project_image(name, tag=tag)
+        built = build_project_image(name, tag=tag)
+        _prune(f"{TEST_REPO}/{name}", keep=KEEP_BUILDS)
+        return built
+
+
+#: Builds of one project image kept in storage (every source change makes a new tag;
+#: several worktrees on one machine may each use a different one).
+KEEP_BUILDS = 4
+
+
+def _prune(repository: str, keep: int) -> None:
+    """Remove all but the ``keep`` newest tags of ``repository`` (in-use ones stay)."""
+    result = podman(
+        "images", "--filter", f"reference={repository}", "--format", "{{.Repository}}:{{.Tag}}",
+        "--sort", "created", check=False,
+    )  # fmt: skip
+    tags = [t for t in result.stdout.split() if t.startswith(repository + ":")]
+    # podman sorts "created" newest first
+    for tag in tags[keep:]:
+        podman("rmi", tag, check=False)
