@@ -19,7 +19,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.podman_fixtures import CONTAINER_NODE, POD_ON_CONTAINERS, PodNetwork
+from tests.support.podman_fixtures import (
+    CONTAINER_NODE,
+    POD_ON_CONTAINERS,
+    TOKEN_REFRESH_SECONDS,
+    PodNetwork,
+)
 from tests.support.standins import JSON, Kube
 from tests.support.standins.containers import (
     ContainerConfigError,
@@ -63,7 +68,7 @@ print("PROBE-REPORT", json.dumps(out), flush=True)
 os.chdir("/tmp")
 open("/tmp/report.json", "w").write(json.dumps(out))
 import http.server, functools
-handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory="/tmp")
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory="/")
 http.server.ThreadingHTTPServer(("0.0.0.0", 8080), handler).serve_forever()
 """
 
@@ -237,9 +242,16 @@ async def _running(kube: Kube, path: str) -> JSON | None:
 
 async def _report(ip: str) -> JSON:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-        async with http.get(f"http://{ip}:8080/report.json") as resp:
+        async with http.get(f"http://{ip}:8080/tmp/report.json") as resp:
             assert resp.status == 200
             return json.loads(await resp.text())
+
+
+async def _fetch(ip: str, path: str) -> str:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        async with http.get(f"http://{ip}:8080{path}") as resp:
+            assert resp.status == 200, path
+            return await resp.text()
 
 
 async def _token_review(kube: Kube, token: str, audience: str | None) -> JSON:
@@ -309,6 +321,18 @@ async def test_pod_runs_as_container_with_security_context_and_volumes(
         other = await _token_review(kube, seen["kfp_token"], "other.example")
         assert other.get("authenticated") is not True, other
         assert seen["home_seen_before"] is False
+
+        # The kubelet rotates the projected token before it expires; the pod sees the new
+        # one in place (same file, atomically replaced) and it is as valid as the first.
+        deadline = time.monotonic() + 4 * TOKEN_REFRESH_SECONDS
+        while True:
+            current = await _fetch(ip, "/var/run/secrets/kubeflow/pipelines/token")
+            if current != seen["kfp_token"]:
+                break
+            assert time.monotonic() < deadline, "the projected token was never rotated"
+            await asyncio.sleep(1)
+        rotated = await _token_review(kube, current, KFP_AUDIENCE)
+        assert rotated["user"]["username"] == f"system:serviceaccount:{ns}:runner"
 
         # Events as the scheduler and kubelet record them.
         events = await kube.get(

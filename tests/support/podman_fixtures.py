@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from tests.support.standins_fixtures import StandIns
 
 CONTAINER_NODE = "standin-podman"
+#: How often the container kubelet rotates projected ServiceAccount tokens (at most).
+TOKEN_REFRESH_SECONDS = 15.0
 RUNTIME_LABEL = "dna-hub.test/runtime"
 
 #: Pod spec fields that send a pod to the container kubelet.
@@ -95,6 +97,8 @@ def container_standins(
             "--network", pod_network.name,
             "--gateway", pod_network.gateway,
             "--taint", f"{RUNTIME_LABEL}=podman:NoSchedule",
+            # Rotation must be seen in a test: at most every TOKEN_REFRESH_SECONDS.
+            "--token-refresh-seconds", str(TOKEN_REFRESH_SECONDS),
             timeout=600,  # the first run builds the pod sandbox image
         )  # fmt: skip
     except RuntimeError as exc:

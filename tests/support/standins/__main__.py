@@ -76,6 +76,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gateway", help="kubelet (podman): that network's gateway address")
     parser.add_argument("--service-port", type=int, default=443)
     parser.add_argument(
+        "--token-refresh-seconds",
+        type=float,
+        default=None,
+        help="kubelet (podman): rotate projected tokens at least this often",
+    )
+    parser.add_argument(
         "--taint",
         action="append",
         default=[],
@@ -139,6 +145,7 @@ async def _run(args: argparse.Namespace) -> int:
                     network=args.network,
                     gateway=args.gateway,
                     service_port=args.service_port,
+                    token_refresh_seconds=args.token_refresh_seconds,
                     taints=taints,
                 ),
                 podman,

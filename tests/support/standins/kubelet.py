@@ -285,6 +285,8 @@ class KubeletConfig:
     gateway: str | None = None
     #: podman: port of the ``kubernetes`` Service forwarder on the gateway.
     service_port: int = 443
+    #: podman: rotate projected tokens at least this often (None: at 80 % of their TTL).
+    token_refresh_seconds: float | None = None
     #: Node labels beyond hostname/os/arch; taints (scheduling stays with matching pods).
     labels: dict[str, str] = field(default_factory=dict)
     taints: list[JSON] = field(default_factory=list)
@@ -1199,9 +1201,14 @@ class ContainerPodWorker(PodWorker):
     async def _refresh_token(
         self, root: Path, ref: JSON, mode: int, gid: int | None, lifetime: float
     ) -> None:
-        """Rotate before expiry, as the kubelet's token manager does (at 80% of the TTL)."""
+        """Rotate before expiry, as the kubelet's token manager does (at 80% of the TTL).
+
+        ``KubeletConfig.token_refresh_seconds`` caps the wait (tests: see a rotation
+        without waiting 8 minutes for the shortest TTL the API server grants).
+        """
+        cap = self.kubelet.config.token_refresh_seconds
         while True:
-            await asyncio.sleep(lifetime * 0.8)
+            await asyncio.sleep(min(lifetime * 0.8, cap) if cap else lifetime * 0.8)
             try:
                 lifetime = await self._write_token(root, ref, mode, gid)
             except ContainerConfigError as exc:
