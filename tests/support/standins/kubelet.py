@@ -43,7 +43,8 @@ runtime "podman" (:class:`ContainerPodWorker`):
 * volumes at ``mountPath`` with ``subPath``/``readOnly``: ``emptyDir``, ``configMap``,
   ``secret``, ``downwardAPI``, ``projected`` (those + ``serviceAccountToken`` issued by
   the TokenRequest API with the requested ``audience``/``expirationSeconds``, bound to
-  the pod, rewritten atomically at 80 % of its lifetime), ``persistentVolumeClaim`` (a
+  the pod, rewritten atomically at 80 % of its lifetime or every
+  ``token_refresh_seconds``, whichever is sooner), ``persistentVolumeClaim`` (a
   directory per claim UID, kept across pods); fsGroup makes files group-owned and
   writable volumes group-writable (setgid) as the kubelet does;
 * the ServiceAccount volume: Kubernetes 1.20's admission adds a secret volume (its token
