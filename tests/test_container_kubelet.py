@@ -335,12 +335,7 @@ async def test_pod_runs_as_container_with_security_context_and_volumes(
         assert rotated["user"]["username"] == f"system:serviceaccount:{ns}:runner"
 
         # Events as the scheduler and kubelet record them.
-        events = await kube.get(
-            f"{base}/events", query=[("fieldSelector", "involvedObject.name=probe")]
-        )
-        reasons = [e["reason"] for e in events["items"]]
-        for reason in ("Scheduled", "Pulled", "Created", "Started"):
-            assert reason in reasons, reasons
+        await eventually(lambda: _has_events(kube, ns, "probe"), timeout=30)
         # Logs per container.
         assert "PROBE-REPORT" in container_standins.pod_log(ns, "probe")
 
@@ -352,6 +347,40 @@ async def test_pod_runs_as_container_with_security_context_and_volumes(
         assert (await _report(pod["status"]["podIP"]))["home_seen_before"] is True
         await kube.delete(path)
         await eventually(lambda: _gone(kube, path), timeout=60)
+    finally:
+        await kube.delete(f"/api/v1/namespaces/{ns}")
+
+
+POD_EVENTS = ("Scheduled", "Pulled", "Created", "Started")
+
+
+async def _has_events(kube: Kube, ns: str, pod: str) -> bool:
+    """Scheduled (default-scheduler), Pulled/Created/Started (kubelet), about that pod."""
+    events = await kube.get(
+        f"/api/v1/namespaces/{ns}/events", query=[("fieldSelector", f"involvedObject.name={pod}")]
+    )
+    seen = {(e["reason"], e["source"]["component"]) for e in events["items"]}
+    wanted = {("Scheduled", "default-scheduler")} | {(r, "kubelet") for r in POD_EVENTS[1:]}
+    return wanted <= seen
+
+
+@pytest.mark.controlplane
+async def test_process_kubelet_records_pod_events_too(
+    standins: StandIns, standins_kube: Kube, unique_name: Callable[..., str]
+) -> None:
+    """The process runtime emits the same events (KubeSpawner shows them as progress)."""
+    kube, ns = standins_kube, unique_name("pe")
+    await _namespace(kube, ns)
+    try:
+        await kube.create(f"/api/v1/namespaces/{ns}/pods", {
+            "metadata": {"name": "sleeper"},
+            "spec": {"serviceAccountName": "runner", "containers": [
+                {"name": "main", "image": "any",
+                 "command": ["python", "-c", "import time; time.sleep(600)"]}]},
+        })  # fmt: skip
+        await eventually(lambda: _has_events(kube, ns, "sleeper"), timeout=60)
+        pod = await kube.get(f"/api/v1/namespaces/{ns}/pods/sleeper")
+        assert pod["spec"]["nodeName"] == standins.node_name
     finally:
         await kube.delete(f"/api/v1/namespaces/{ns}")
 

@@ -528,6 +528,13 @@ class PodWorker:
 
     async def _start(self, spec: LaunchSpec) -> None:
         self.kubelet.config.log_dir.mkdir(parents=True, exist_ok=True)
+        image = (self.pod.get("spec", {}).get("containers") or [{}])[0].get("image", "")
+        await self._event(
+            "Pulled",
+            f'Container image "{image}" already present on machine '
+            "(stand-in: runs a host process, no image)",
+        )
+        await self._event("Created", f"Created container {self._first_container_name()}")
         argv = spec.argv
         setpriv = shutil.which("setpriv")
         if setpriv:
@@ -554,19 +561,18 @@ class PodWorker:
             self.ip,
             spec.argv,
         )
+        await self._event("Started", f"Started container {self._first_container_name()}")
         await self._report_running(ready=spec.port is None)
-        container = (self.pod.get("spec", {}).get("containers") or [{}])[0]
-        field_path = f"spec.containers{{{container.get('name', '')}}}"
-        for reason, message in (
-            ("Pulled", f'Container image "{container.get("image", "")}" already present on '
-                       "machine (stand-in: runs a host process, no image)"),
-            ("Created", f"Created container {container.get('name', '')}"),
-            ("Started", f"Started container {container.get('name', '')}"),
-        ):  # fmt: skip
-            await emit_event(
-                self.kube, self.pod, reason, message, component="kubelet",
-                host=self.kubelet.config.node_name, field_path=field_path,
-            )  # fmt: skip
+
+    def _first_container_name(self) -> str:
+        return str((self.pod.get("spec", {}).get("containers") or [{}])[0].get("name", ""))
+
+    async def _event(self, reason: str, message: str) -> None:
+        await emit_event(
+            self.kube, self.pod, reason, message, component="kubelet",
+            host=self.kubelet.config.node_name,
+            field_path=f"spec.containers{{{self._first_container_name()}}}",
+        )  # fmt: skip
 
     async def _probe_readiness(self, port: int | None) -> None:
         if port is None:
