@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 from tests.support.standins import READY_MARKER, Kube
+from tests.support.standins.containers import Podman
 from tests.support.standins.kubelet import DEFAULT_NODE_NAME, Kubelet, KubeletConfig
 from tests.support.standins.poddefault_webhook import PodDefaultWebhook
 from tests.support.standins.profile_controller import ProfileController, ProfileControllerConfig
@@ -65,6 +66,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--userid-header", default="kubeflow-userid")
     parser.add_argument("--userid-prefix", default="")
     parser.add_argument("--node-name", default=DEFAULT_NODE_NAME)
+    parser.add_argument(
+        "--runtime",
+        choices=["process", "podman"],
+        default="process",
+        help="kubelet: pods as host processes or as podman containers",
+    )
+    parser.add_argument("--network", help="kubelet (podman): the bridge network of the pods")
+    parser.add_argument("--gateway", help="kubelet (podman): that network's gateway address")
+    parser.add_argument("--service-port", type=int, default=443)
+    parser.add_argument(
+        "--token-refresh-seconds",
+        type=float,
+        default=None,
+        help="kubelet (podman): rotate projected tokens at least this often",
+    )
+    parser.add_argument(
+        "--taint",
+        action="append",
+        default=[],
+        help="kubelet: node taint KEY=VALUE:EFFECT (repeatable)",
+    )
     parser.add_argument("--no-profile-controller", action="store_true")
     parser.add_argument("--no-webhook", action="store_true")
     parser.add_argument("--no-kubelet", action="store_true")
@@ -103,17 +125,35 @@ async def _run(args: argparse.Namespace) -> int:
                 asyncio.create_task(controller.run(readies[-1]), name="profile-controller")
             )
         if not args.no_kubelet:
+            taints = []
+            for taint in args.taint:
+                key_value, _, effect = taint.partition(":")
+                key, _, value = key_value.partition("=")
+                taints.append({"key": key, "value": value, "effect": effect or "NoSchedule"})
+            podman = None
+            if args.runtime == "podman":
+                from tests.support.images import engine_env
+
+                podman = Podman(env=engine_env())
             kubelet = Kubelet(
                 kube,
                 KubeletConfig(
                     node_name=args.node_name,
                     log_dir=state_dir / "pod-logs",
                     work_dir=state_dir / "pod-work",
+                    runtime=args.runtime,
+                    network=args.network,
+                    gateway=args.gateway,
+                    service_port=args.service_port,
+                    token_refresh_seconds=args.token_refresh_seconds,
+                    taints=taints,
                 ),
+                podman,
             )
             readies.append(asyncio.Event())
             tasks.append(asyncio.create_task(kubelet.run(readies[-1]), name="kubelet"))
             info.update(node_name=args.node_name, pod_log_dir=str(state_dir / "pod-logs"))
+            info.update(kubelet.describe())
         if not args.no_webhook:
             webhook = PodDefaultWebhook(kube, state_dir / "webhook-certs")
             await asyncio.wait_for(webhook.start(), timeout=args.ready_timeout)

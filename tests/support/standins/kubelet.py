@@ -1,57 +1,86 @@
-"""STAND-IN for kube-scheduler + kubelet on a single node, running pods as local processes.
+"""STAND-IN for kube-scheduler + kubelet on a single node: pods as podman containers
+(``runtime="podman"``) or as local processes (``runtime="process"``, the default).
 
-This is not a kubelet: there is no container runtime here and container images cannot be
-pulled, so a pod's *first container* is run as a plain local process, its executable
-looked up on the PATH of the test's Python environment (the virtualenv's ``bin`` first).
 It exists so that KubeSpawner and dna_hub see pods go through the real lifecycle on a
-real API server.
+real API server, and — with podman — so that our real images run under the pod's real
+security context, volumes and ServiceAccount tokens.
 
-Mimicked faithfully:
+Common to both runtimes:
 
 * node registration: a ``Node`` (default ``standin-node``) with Ready/pressure conditions,
-  addresses, capacity, and a ``kube-node-lease`` Lease renewed every 10 s, so
-  kube-controller-manager's node lifecycle and pod GC controllers treat it as healthy;
-* scheduling: every pod without ``spec.nodeName`` (and the default scheduler) is bound to
-  that node through the ``pods/binding`` subresource, as kube-scheduler does — which also
-  makes deletion graceful (the API server deletes unbound pods at once);
-* running: ``$(VAR)`` references in command/args/env are expanded like the kubelet does;
-  env comes from ``env`` (``value``; ``valueFrom`` fieldRef — name, namespace, uid,
-  labels/annotations, nodeName, serviceAccountName, hostIP, podIP —, secretKeyRef,
-  configMapKeyRef, resourceFieldRef) and ``envFrom`` (ConfigMaps/Secrets, with prefix);
-  a missing executable gives a waiting container with reason ``CreateContainerError``;
-  a missing Secret/ConfigMap key gives ``CreateContainerConfigError`` and is retried (every
+  addresses, capacity, labels (``dna-hub.test/runtime``: ``podman``/``process``) and the
+  configured taints, and a ``kube-node-lease`` Lease renewed every 10 s;
+* scheduling: every pod without ``spec.nodeName`` (default scheduler) whose
+  ``nodeSelector`` matches the node's labels and whose tolerations tolerate its
+  NoSchedule/NoExecute taints is bound through ``pods/binding`` (as kube-scheduler does),
+  with a ``Scheduled`` event from ``default-scheduler``; so a process node and a
+  (tainted) container node can share one cluster without racing;
+* ``$(VAR)`` expansion; env from ``env`` (``value``; ``valueFrom`` fieldRef — name,
+  namespace, uid, labels/annotations, nodeName, serviceAccountName, hostIP, podIP —,
+  secretKeyRef, configMapKeyRef, resourceFieldRef) and ``envFrom`` (with prefix); a
+  missing Secret/ConfigMap key gives ``CreateContainerConfigError`` and is retried (every
   0.5 s, the real kubelet backs off longer) until it appears or the pod is deleted;
-* status through the ``pods/status`` subresource: ``Running`` with ``podIP``/``podIPs``,
-  ``hostIP``, ``startTime``, ``containerStatuses`` (state running, ``ready``) and
-  conditions Initialized/ContainersReady/Ready/PodScheduled; when the process exits the
-  container is ``terminated`` with its exit code and the pod ``Succeeded`` (0) or
-  ``Failed``;
-* deletion: when a pod gets a ``deletionTimestamp`` the process group gets SIGTERM, then
-  SIGKILL after the pod's grace period, and the pod is deleted with
-  ``gracePeriodSeconds=0`` (UID precondition), which is what completes a graceful delete.
+* status through ``pods/status`` (Running with podIP/hostIP/startTime/containerStatuses/
+  conditions; Succeeded/Failed with the exit code; waiting reasons), events ``Pulled``,
+  ``Created``, ``Started`` (``Failed`` on errors) as the kubelet records them;
+* readiness: Ready once each container's first TCP ``containerPort`` accepts a
+  connection on the pod IP (as a tcpSocket probe); declared probes are not run;
+* deletion: graceful stop within the pod's grace period, then delete with
+  ``gracePeriodSeconds=0`` (UID precondition), which completes a graceful delete.
 
-Different / left out (on purpose, say so in tests that depend on it):
+runtime "podman" (:class:`ContainerPodWorker`):
 
-* networking: each pod gets its own loopback address ``127.0.0.x`` (x in 2..254, returned
-  to the pool when the pod is gone) as ``podIP``; ``hostIP`` is 127.0.0.1. Without network
-  namespaces a process told to listen on all addresses would grab the port on every pod
-  IP, so listen addresses are rewritten to the pod IP: the value of ``--ip``/``--bind``/
-  ``--host``/``--*.ip`` options, any argument that is exactly ``0.0.0.0``/``::``, and the
-  host of ``JUPYTERHUB_SERVICE_URL``;
-* readiness: a container is Ready once its first declared TCP ``containerPort`` accepts a
-  connection on the pod IP (as if it had a tcpSocket readiness probe), or right away when
-  it declares no port; declared probes are not run;
-* only the first container runs; further containers and init containers are reported
-  running/ready without running anything; there are no restarts (restartPolicy is
-  ignored), no volumes (mounts are ignored: the process sees the host's filesystem), no
-  resource limits, no image user (processes run as the test's user; when that is root a
-  ``jupyterhub-singleuser`` command gets ``--allow-root``), no service links, no
-  ServiceAccount token mount and no ``kubectl logs``/``exec``: stdout+stderr go to
-  ``<log_dir>/<namespace>_<pod>_<uid>.log``;
-* the working directory and ``HOME`` are a fresh per-pod directory (``workingDir`` is
-  ignored); the environment starts from PATH, LANG/LC_ALL, TZ of the stand-in process;
-* processes are tied to the stand-in process (PR_SET_PDEATHSIG via ``setpriv`` when
-  available) and killed when it stops; pods stay as they are in the API.
+* one podman pod per pod on the node's bridge network (its own network namespace; the
+  sandbox's address is ``podIP``; the gateway is the node's ``InternalIP``/``hostIP``);
+  the sandbox runs a tiny "pause" image built from the Debian stand-in;
+* every container from its image (never pulled: an absent image is ``ErrImagePull``),
+  Kubernetes ``command``/``args`` against the image's ENTRYPOINT/CMD, the image's ENV
+  under the pod's env, ``workingDir``; init containers run in order first;
+* the security context enforced by the runtime: ``runAsUser``/``runAsGroup``,
+  ``fsGroup`` and ``supplementalGroups`` (as extra groups), ``readOnlyRootFilesystem``
+  (no tmpfs added), ``capabilities`` drop/add, ``allowPrivilegeEscalation: false`` (no
+  new privileges), seccomp RuntimeDefault (podman's default); ``runAsNonRoot`` is
+  verified against the image's user with the kubelet's messages and reason
+  ``CreateContainerConfigError``; ``privileged`` is refused;
+* volumes at ``mountPath`` with ``subPath``/``readOnly``: ``emptyDir``, ``configMap``,
+  ``secret``, ``downwardAPI``, ``projected`` (those + ``serviceAccountToken`` issued by
+  the TokenRequest API with the requested ``audience``/``expirationSeconds``, bound to
+  the pod, rewritten atomically at 80 % of its lifetime or every
+  ``token_refresh_seconds``, whichever is sooner), ``persistentVolumeClaim`` (a
+  directory per claim UID, kept across pods); fsGroup makes files group-owned and
+  writable volumes group-writable (setgid) as the kubelet does;
+* the ServiceAccount volume: Kubernetes 1.20's admission adds a secret volume (its token
+  Secret, with ``ca.crt`` and ``namespace``), mounted as such; a pod without one and
+  without ``automountServiceAccountToken: false`` gets 1.21's ``kube-api-access``
+  projected volume (TokenRequest token, ``kube-root-ca.crt``, namespace);
+* ``KUBERNETES_SERVICE_HOST``/``PORT`` (and the ``KUBERNETES_PORT*`` links) point at the
+  gateway, port 443, where the stand-in forwards TCP to the API server (kube-proxy's
+  part); ``kubernetes.default.svc`` resolves to it in the pod's ``/etc/hosts``, so TLS
+  verifies against the API server's certificate by that name (not by the bare IP, which
+  the test certificate does not carry);
+* logs per container in the CRI format (``<log_dir>/<ns>_<pod>_<uid>.log`` for the first
+  container, ``<log_dir>/containers/…_<container>.log`` for others).
+
+runtime "process" (:class:`PodWorker`) — kept for the tests whose hub and notebooks must
+be host processes on loopback (the hub under test listens on 127.0.0.1, and their
+notebook is the development environment's ``jupyterhub-singleuser``, not an image):
+
+* each pod gets a loopback address ``127.0.0.x`` as podIP (hostIP 127.0.0.1); listen
+  addresses (``--ip``/``--bind``/``--host``/``--*.ip``, ``0.0.0.0``/``::``, the host of
+  ``JUPYTERHUB_SERVICE_URL``) are rewritten to it;
+* only the first container runs, as a local process looked up on the test venv's PATH
+  (``CreateContainerError`` if missing); no image, no volumes (the host's filesystem),
+  no security context, no ServiceAccount token, no user (the test's user; as root
+  ``jupyterhub-singleuser`` gets ``--allow-root``); stdout+stderr in
+  ``<log_dir>/<namespace>_<pod>_<uid>.log``; ``HOME`` and cwd a fresh per-pod directory;
+  processes die with the stand-in (PR_SET_PDEATHSIG).
+
+Not done by either: image pulls, restarts (restartPolicy is ignored), probes as
+declared, lifecycle hooks, resource limits/cgroups, DNS for Services (only
+``kubernetes.default.svc``), Services/kube-proxy beyond the ``kubernetes`` Service,
+``hostPath``/``csi``/other volume types (``CreateContainerConfigError``), ``exec``/
+``attach``/``port-forward``/``kubectl logs`` through the API, node status from real
+usage, eviction; a pod ends when its first container exits.
 """
 
 from __future__ import annotations
@@ -59,6 +88,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import os
 import random
@@ -81,6 +111,23 @@ from tests.support.standins import (
     now_micro,
     now_rfc3339,
 )
+from tests.support.standins.containers import (
+    SA_MOUNT_PATH,
+    ContainerConfigError,
+    Podman,
+    PodmanError,
+    apply_fs_group,
+    effective_security,
+    entrypoint_args,
+    has_mount_at,
+    mount_args,
+    safe_relative,
+    security_args,
+    verify_run_as_non_root,
+    write_file,
+)
+
+__all__ = ["ContainerConfigError", "Kubelet", "KubeletConfig"]
 
 log = logging.getLogger("standins.kubelet")
 
@@ -214,14 +261,6 @@ def _resource_field(container: JSON, ref: JSON) -> str:
     return str(value) if value is not None else "0"
 
 
-class ContainerConfigError(Exception):
-    """The container cannot be started (the kubelet's CreateContainerConfigError/...Error)."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
 @dataclass
 class LaunchSpec:
     argv: list[str]
@@ -244,6 +283,18 @@ class KubeletConfig:
     config_retry_seconds: float = 0.5
     #: Directories put in front of the inherited PATH (the test venv's bin by default).
     path_prefix: list[str] = field(default_factory=lambda: [str(Path(sys.executable).parent)])
+    #: "process" (pods as host processes) or "podman" (pods as containers).
+    runtime: str = "process"
+    #: podman: the bridge network pods join; its gateway is the node's address.
+    network: str | None = None
+    gateway: str | None = None
+    #: podman: port of the ``kubernetes`` Service forwarder on the gateway.
+    service_port: int = 443
+    #: podman: rotate projected tokens at least this often (None: at 80 % of their TTL).
+    token_refresh_seconds: float | None = None
+    #: Node labels beyond hostname/os/arch; taints (scheduling stays with matching pods).
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: list[JSON] = field(default_factory=list)
 
 
 class PodWorker:
@@ -500,6 +551,13 @@ class PodWorker:
 
     async def _start(self, spec: LaunchSpec) -> None:
         self.kubelet.config.log_dir.mkdir(parents=True, exist_ok=True)
+        image = (self.pod.get("spec", {}).get("containers") or [{}])[0].get("image", "")
+        await self._event(
+            "Pulled",
+            f'Container image "{image}" already present on machine '
+            "(stand-in: runs a host process, no image)",
+        )
+        await self._event("Created", f"Created container {self._first_container_name()}")
         argv = spec.argv
         setpriv = shutil.which("setpriv")
         if setpriv:
@@ -526,7 +584,18 @@ class PodWorker:
             self.ip,
             spec.argv,
         )
+        await self._event("Started", f"Started container {self._first_container_name()}")
         await self._report_running(ready=spec.port is None)
+
+    def _first_container_name(self) -> str:
+        return str((self.pod.get("spec", {}).get("containers") or [{}])[0].get("name", ""))
+
+    async def _event(self, reason: str, message: str) -> None:
+        await emit_event(
+            self.kube, self.pod, reason, message, component="kubelet",
+            host=self.kubelet.config.node_name,
+            field_path=f"spec.containers{{{self._first_container_name()}}}",
+        )  # fmt: skip
 
     async def _probe_readiness(self, port: int | None) -> None:
         if port is None:
@@ -631,7 +700,7 @@ class PodWorker:
         ]
 
     async def _patch_status(self, status: JSON) -> None:
-        base = {"hostIP": HOST_IP, "startTime": self.started_at}
+        base = {"hostIP": self.kubelet.host_ip, "startTime": self.started_at}
         if self.ip:
             base.update({"podIP": self.ip, "podIPs": [{"ip": self.ip}]})
         backoff = Backoff(0.1, 5)
@@ -692,17 +761,559 @@ class PodWorker:
         )
 
 
+# --------------------------------------------------------------------------- events
+
+
+async def emit_event(
+    kube: Kube,
+    pod: JSON,
+    reason: str,
+    message: str,
+    *,
+    component: str,
+    host: str,
+    field_path: str | None = None,
+    kind: str = "Normal",
+) -> None:
+    """A core/v1 Event about ``pod``, as the kubelet's/scheduler's event recorder writes it."""
+    meta = pod["metadata"]
+    now = now_rfc3339()
+    involved: JSON = {
+        "kind": "Pod",
+        "apiVersion": "v1",
+        "namespace": meta["namespace"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "resourceVersion": meta.get("resourceVersion", ""),
+    }
+    if field_path:
+        involved["fieldPath"] = field_path
+    body = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": f"{meta['name']}.{random.getrandbits(64):016x}",
+            "namespace": meta["namespace"],
+        },
+        "involvedObject": involved,
+        "reason": reason,
+        "message": message,
+        "type": kind,
+        "source": {"component": component, "host": host},
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "reportingComponent": component,
+        "reportingInstance": host,
+    }
+    try:
+        await kube.create(f"/api/v1/namespaces/{meta['namespace']}/events", body)
+    except (KubeError, OSError, TimeoutError) as exc:  # events are best effort, as upstream
+        log.warning(
+            "event %s for %s/%s not recorded: %s", reason, meta["namespace"], meta["name"], exc
+        )
+
+
+class ContainerPodWorker(PodWorker):
+    """One pod as a podman pod (its own network namespace) with one container per container.
+
+    Init containers run one after another to completion first; then every container starts.
+    The pod is Running once all containers run, Ready once each container with a TCP
+    ``containerPort`` accepts connections on the pod IP; it ends when the *first* container
+    exits (its exit code decides Succeeded/Failed).
+    """
+
+    def __init__(self, kubelet: Kubelet, pod: JSON) -> None:
+        super().__init__(kubelet, pod)
+        self.podman = kubelet.podman
+        assert self.podman is not None
+        self.pod_name = f"k8s_{self.namespace}_{self.name}_{self.uid[:8]}"[:120]
+        self.root = kubelet.config.work_dir / self.uid
+        self.container_ids: dict[str, str] = {}
+        self.refreshers: list[asyncio.Task[None]] = []
+        self.first_container_id = ""
+
+    # ---- flow
+
+    async def _run(self) -> None:
+        phase = (self.pod.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed") or self.deleting():
+            if not self.deleting():
+                await self._wait_for_deletion()
+            await self._remove_pod()
+            await self._finish_deletion()
+            return
+        try:
+            # Like the kubelet's pod sync: a CreateContainerConfigError (e.g. a Secret created
+            # just after its pod, or a refused security context) is retried with backoff
+            # until it is resolved or the pod is deleted.
+            pause, reported = self.kubelet.config.config_retry_seconds, None
+            while True:
+                try:
+                    volumes = await self._prepare_volumes()
+                    await self._create_pod()
+                    for container in self.pod["spec"].get("initContainers") or []:
+                        code = await self._run_init(container, volumes)
+                        if code != 0:
+                            await self._report_terminated(code)
+                            await self._wait_for_deletion()
+                            return
+                    containers = self.pod["spec"].get("containers") or []
+                    if not containers:
+                        raise ContainerConfigError(
+                            "CreateContainerConfigError", "pod has no containers"
+                        )
+                    for container in containers:
+                        await self._create_container(container, volumes)
+                    break
+                except ContainerConfigError as exc:
+                    if (exc.reason, str(exc)) != reported:
+                        reported = (exc.reason, str(exc))
+                        await self._report_waiting(exc.reason, str(exc))
+                        await emit_event(
+                            self.kube, self.pod, "Failed", f"Error: {exc}", component="kubelet",
+                            host=self.kubelet.config.node_name, kind="Warning",
+                        )  # fmt: skip
+                    await self._remove_pod()
+                    self.container_ids.clear()
+                    self.changed.clear()
+                    if self.deleting():
+                        return  # the finally below completes the deletion
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.changed.wait(), pause)
+                    pause = min(pause * 2, 10.0)
+                    if self.deleting():
+                        return
+            for container in containers:
+                await self._start_container(container)
+            self.started_at = now_rfc3339()
+            ports = [p for c in containers if (p := first_tcp_port(c)) is not None]
+            await self._report_running(ready=not ports)
+            exit_code = await self._supervise_containers(ports)
+            if exit_code is not None:
+                await self._report_terminated(exit_code)
+                await self._wait_for_deletion()
+        finally:
+            for task in self.refreshers:
+                task.cancel()
+            await self._remove_pod(grace=self._grace_period() if self.deleting() else 0)
+            if not self.gone and self.deleting():
+                await self._finish_deletion()
+
+    async def _kill(self, grace: float) -> None:
+        await self._remove_pod(grace=grace)
+
+    # ---- pod sandbox
+
+    async def _create_pod(self) -> None:
+        config = self.kubelet.config
+        await self.podman("pod", "rm", "--force", "--ignore", self.pod_name)
+        args = [
+            "pod", "create", "--name", self.pod_name, "--hostname", self.name[:63],
+            "--network", config.network or "bridge",
+            "--label", f"dna-hub.test/kubelet={config.node_name}",
+            "--label", f"dna-hub.test/network={config.network}",
+            "--label", f"io.kubernetes.pod.uid={self.uid}",
+            "--label", f"io.kubernetes.pod.namespace={self.namespace}",
+            "--label", f"io.kubernetes.pod.name={self.name}",
+            "--infra-image", self.kubelet.infra_image,
+            "--infra-command", "/pause",
+        ]  # fmt: skip
+        if config.gateway:
+            args += ["--add-host", f"kubernetes.default.svc:{config.gateway}"]
+            args += ["--add-host", f"kubernetes.default:{config.gateway}"]
+        await self.podman(*args)
+        await self.podman("pod", "start", self.pod_name, timeout=120)
+        infra = (await self.podman("pod", "inspect", "--format", "{{.InfraContainerID}}",
+                                   self.pod_name)).strip()  # fmt: skip
+        out = await self.podman("container", "inspect", infra)
+        networks = json.loads(out)[0]["NetworkSettings"].get("Networks") or {}
+        ips = [n.get("IPAddress") for n in networks.values() if n.get("IPAddress")]
+        if not ips:
+            raise ContainerConfigError("CreateContainerConfigError", "pod sandbox has no IP")
+        self.ip = ips[0]
+
+    async def _remove_pod(self, grace: float = 0) -> None:
+        with contextlib.suppress(PodmanError, OSError, TimeoutError):
+            await self.podman(
+                "pod", "stop", "--ignore", "--time", str(int(max(grace, 0))), self.pod_name,
+                timeout=max(grace, 0) + 60,
+            )  # fmt: skip
+        with contextlib.suppress(PodmanError, OSError, TimeoutError):
+            await self.podman("pod", "rm", "--force", "--ignore", self.pod_name, timeout=60)
+
+    # ---- containers
+
+    def container_log(self, name: str, index: int) -> Path:
+        if index == 0:
+            return self.log_file
+        return (
+            self.kubelet.config.log_dir
+            / "containers"
+            / f"{self.namespace}_{self.name}_{self.uid}_{name}.log"
+        )
+
+    def _base_env(self) -> dict[str, str]:
+        # The image's ENV comes from the runtime; the kubelet adds the service variables.
+        config = self.kubelet.config
+        host, port = config.gateway or HOST_IP, str(config.service_port)
+        return {
+            "KUBERNETES_SERVICE_HOST": host,
+            "KUBERNETES_SERVICE_PORT": port,
+            "KUBERNETES_SERVICE_PORT_HTTPS": port,
+            "KUBERNETES_PORT": f"tcp://{host}:{port}",
+            f"KUBERNETES_PORT_{port}_TCP": f"tcp://{host}:{port}",
+            f"KUBERNETES_PORT_{port}_TCP_PROTO": "tcp",
+            f"KUBERNETES_PORT_{port}_TCP_PORT": port,
+            f"KUBERNETES_PORT_{port}_TCP_ADDR": host,
+        }
+
+    async def _container_args(
+        self, container: JSON, volumes: dict[str, tuple[Path, bool]], index: int, init: bool
+    ) -> list[str]:
+        image = container.get("image") or ""
+        field = f"spec.{'initContainers' if init else 'containers'}{{{container['name']}}}"
+        config = await self.podman.image_config(image)
+        if config is None:
+            await emit_event(
+                self.kube, self.pod, "Failed",
+                f'Failed to pull image "{image}": the stand-in kubelet cannot pull; '
+                "build the image into local podman storage",
+                component="kubelet", host=self.kubelet.config.node_name, field_path=field,
+                kind="Warning",
+            )  # fmt: skip
+            raise ContainerConfigError("ErrImagePull", f'image "{image}" not present on the node')
+        await emit_event(
+            self.kube, self.pod, "Pulled", f'Container image "{image}" already present on machine',
+            component="kubelet", host=self.kubelet.config.node_name, field_path=field,
+        )  # fmt: skip
+        ctx = effective_security(self.pod, container)
+        verify_run_as_non_root(ctx, config.get("User") or "", self.name, container["name"])
+        env = await self._container_env(container)
+        options, args = entrypoint_args(container, env, expand)
+        log_path = self.container_log(container["name"], -1 if init else index)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        argv = [
+            "create", "--pod", self.pod_name,
+            "--name", f"{self.pod_name}_{container['name']}"[:250],
+            "--pull=never",
+            "--label", f"dna-hub.test/kubelet={self.kubelet.config.node_name}",
+            "--log-driver=k8s-file", f"--log-opt=path={log_path}",
+            *security_args(self.pod, container),
+            *mount_args(container.get("volumeMounts") or [], volumes),
+            *options,
+        ]  # fmt: skip
+        if container.get("workingDir"):
+            argv.append(f"--workdir={container['workingDir']}")
+        for key, value in env.items():
+            argv += ["--env", f"{key}={value}"]
+        return [*argv, image, *args]
+
+    async def _create_container(
+        self, container: JSON, volumes: dict[str, tuple[Path, bool]]
+    ) -> None:
+        index = (self.pod["spec"].get("containers") or []).index(container)
+        argv = await self._container_args(container, volumes, index, init=False)
+        try:
+            cid = (await self.podman(*argv)).strip()
+        except PodmanError as exc:
+            raise ContainerConfigError("CreateContainerError", str(exc)) from exc
+        self.container_ids[container["name"]] = cid
+        if index == 0:
+            self.first_container_id = cid
+        await emit_event(
+            self.kube, self.pod, "Created", f"Created container {container['name']}",
+            component="kubelet", host=self.kubelet.config.node_name,
+            field_path=f"spec.containers{{{container['name']}}}",
+        )  # fmt: skip
+
+    async def _start_container(self, container: JSON) -> None:
+        cid = self.container_ids[container["name"]]
+        try:
+            await self.podman("start", cid)
+        except PodmanError as exc:
+            raise ContainerConfigError("RunContainerError", str(exc)) from exc
+        log.info("pod %s/%s: started container %s on %s", self.namespace, self.name,
+                 container["name"], self.ip)  # fmt: skip
+        await emit_event(
+            self.kube, self.pod, "Started", f"Started container {container['name']}",
+            component="kubelet", host=self.kubelet.config.node_name,
+            field_path=f"spec.containers{{{container['name']}}}",
+        )  # fmt: skip
+
+    async def _run_init(self, container: JSON, volumes: dict[str, tuple[Path, bool]]) -> int:
+        argv = await self._container_args(container, volumes, -1, init=True)
+        cid = (await self.podman(*argv)).strip()
+        await self.podman("start", cid)
+        out = await self.podman("wait", cid, timeout=3600)
+        return int(out.strip().splitlines()[-1])
+
+    async def _supervise_containers(self, ports: list[int]) -> int | None:
+        exited = asyncio.create_task(
+            self.podman("wait", self.first_container_id, timeout=24 * 3600)
+        )
+        probe = asyncio.create_task(self._probe_ports(ports))
+        try:
+            while True:
+                if self.deleting():
+                    await self._remove_pod(grace=self._grace_period())
+                    return None
+                self.changed.clear()
+                changed = asyncio.create_task(self.changed.wait())
+                done, _ = await asyncio.wait({exited, changed}, return_when=asyncio.FIRST_COMPLETED)
+                changed.cancel()
+                if exited in done:
+                    try:
+                        return int(exited.result().strip().splitlines()[-1])
+                    except (PodmanError, ValueError, IndexError):
+                        return 137
+        finally:
+            for task in (probe, exited):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _probe_ports(self, ports: list[int]) -> None:
+        if not ports:
+            return
+        assert self.ip is not None
+        pending = set(ports)
+        while pending:
+            for port in list(pending):
+                try:
+                    _r, writer = await asyncio.wait_for(asyncio.open_connection(self.ip, port), 1)
+                    writer.close()
+                    with contextlib.suppress(OSError):
+                        await writer.wait_closed()
+                    pending.discard(port)
+                except (OSError, TimeoutError):
+                    pass
+            if pending:
+                await asyncio.sleep(self.kubelet.config.probe_interval)
+        await self._report_running(ready=True)
+
+    def _container_statuses(self, first_state: JSON, first_ready: bool) -> list[JSON]:
+        statuses = super()._container_statuses(first_state, first_ready)
+        for status in statuses:
+            cid = self.container_ids.get(status["name"], "")
+            status["containerID"] = f"podman://{cid}" if cid else ""
+            status["imageID"] = f"podman://{status['image']}"
+        return statuses
+
+    # ---- volumes
+
+    def _fs_group(self) -> int | None:
+        value = (self.pod["spec"].get("securityContext") or {}).get("fsGroup")
+        return int(value) if value is not None else None
+
+    async def _prepare_volumes(self) -> dict[str, tuple[Path, bool]]:
+        """Each volume as a host directory: (path, mounted read-only whatever the mount says)."""
+        spec = self.pod["spec"]
+        volumes = list(spec.get("volumes") or [])
+        containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+        automount = spec.get("automountServiceAccountToken", True)
+        if automount is not False and not any(has_mount_at(c, SA_MOUNT_PATH) for c in containers):
+            # What the ServiceAccount admission of Kubernetes >= 1.21 adds (kube-api-access).
+            volumes.append(default_sa_volume())
+            for container in containers:
+                container.setdefault("volumeMounts", []).append(
+                    {
+                        "name": "kube-api-access-standin",
+                        "mountPath": SA_MOUNT_PATH,
+                        "readOnly": True,
+                    }
+                )
+        result: dict[str, tuple[Path, bool]] = {}
+        for volume in volumes:
+            name = volume["name"]
+            result[name] = await self._prepare_volume(volume)
+        return result
+
+    async def _prepare_volume(self, volume: JSON) -> tuple[Path, bool]:
+        name = volume["name"]
+        path = self.root / "volumes" / safe_relative(name, "volume name")
+        gid = self._fs_group()
+        if "emptyDir" in volume:
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(0o777)
+            return path, False
+        if "persistentVolumeClaim" in volume:
+            claim = volume["persistentVolumeClaim"]["claimName"]
+            obj = await self.kube.get_or_none(
+                f"/api/v1/namespaces/{self.namespace}/persistentvolumeclaims/{claim}"
+            )
+            if obj is None:
+                raise ContainerConfigError(
+                    "CreateContainerConfigError",
+                    f'persistentvolumeclaim "{claim}" not found',
+                )
+            # One directory per claim (by its UID), kept across pods until the test ends.
+            path = self.kubelet.config.work_dir / "pvcs" / obj["metadata"]["uid"]
+            path.mkdir(parents=True, exist_ok=True)
+            apply_fs_group(path, gid, recursive=True)
+            return path, bool(volume["persistentVolumeClaim"].get("readOnly"))
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+        if "configMap" in volume or "secret" in volume:
+            await self._project(path, [volume], gid)
+        elif "downwardAPI" in volume:
+            await self._project(path, [volume], gid)
+        elif "projected" in volume:
+            await self._project(path, volume["projected"].get("sources") or [], gid,
+                                volume["projected"].get("defaultMode"))  # fmt: skip
+        else:
+            kinds = sorted(k for k in volume if k != "name")
+            raise ContainerConfigError(
+                "CreateContainerConfigError",
+                f"volume {name!r}: {kinds} not supported by the stand-in",
+            )
+        path.chmod(0o755)
+        return path, True
+
+    async def _project(
+        self, root: Path, sources: list[JSON], gid: int | None, default_mode: int | None = None
+    ) -> None:
+        for source in sources:
+            if "configMap" in source or "secret" in source:
+                kind = "configmaps" if "configMap" in source else "secrets"
+                ref = source.get("configMap") or source.get("secret") or {}
+                name = ref.get("name") or ref.get("secretName")
+                mode = ref.get("defaultMode", default_mode if default_mode is not None else 0o644)
+                data = await self._config_data(kind, {"name": name})
+                if data is None:
+                    if ref.get("optional"):
+                        continue
+                    raise ContainerConfigError(
+                        "CreateContainerConfigError", f'{kind[:-1]} "{name}" not found'
+                    )
+                items = ref.get("items") or [{"key": k, "path": k} for k in sorted(data)]
+                for item in items:
+                    if item["key"] not in data:
+                        if ref.get("optional"):
+                            continue
+                        raise ContainerConfigError(
+                            "CreateContainerConfigError",
+                            f"couldn't find key {item['key']} in {kind[:-1]} "
+                            f"{self.namespace}/{name}",
+                        )
+                    write_file(root, item["path"], data[item["key"]].encode(),
+                               item.get("mode", mode), gid)  # fmt: skip
+            elif "downwardAPI" in source:
+                ref = source["downwardAPI"]
+                mode = ref.get("defaultMode", default_mode if default_mode is not None else 0o644)
+                for item in ref.get("items") or []:
+                    if "fieldRef" in item:
+                        value = _field_ref(self.pod, item["fieldRef"]["fieldPath"], self.ip or "")
+                    else:
+                        container = (self.pod["spec"].get("containers") or [{}])[0]
+                        value = _resource_field(container, item.get("resourceFieldRef") or {})
+                    write_file(root, item["path"], value.encode(), item.get("mode", mode), gid)
+            elif "serviceAccountToken" in source:
+                ref = source["serviceAccountToken"]
+                mode = default_mode if default_mode is not None else 0o644
+                expiry = await self._write_token(root, ref, mode, gid)
+                self.refreshers.append(
+                    asyncio.create_task(self._refresh_token(root, ref, mode, gid, expiry))
+                )
+
+    async def _write_token(self, root: Path, ref: JSON, mode: int, gid: int | None) -> float:
+        """TokenRequest for the pod's ServiceAccount, bound to the pod; returns its lifetime."""
+        sa = self.pod["spec"].get("serviceAccountName") or "default"
+        spec: JSON = {
+            "expirationSeconds": int(ref.get("expirationSeconds", 3600)),
+            "boundObjectRef": {
+                "kind": "Pod",
+                "apiVersion": "v1",
+                "name": self.name,
+                "uid": self.uid,
+            },
+        }
+        if ref.get("audience"):
+            spec["audiences"] = [ref["audience"]]
+        try:
+            answer = await self.kube.create(
+                f"/api/v1/namespaces/{self.namespace}/serviceaccounts/{sa}/token",
+                {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
+            )
+        except KubeError as exc:
+            raise ContainerConfigError(
+                "CreateContainerConfigError", f"TokenRequest for serviceaccount {sa} failed: {exc}"
+            ) from exc
+        write_file(root, safe_relative(ref.get("path", "token"), "token path"),
+                   answer["status"]["token"].encode(), mode, gid)  # fmt: skip
+        return float(answer["spec"].get("expirationSeconds") or spec["expirationSeconds"])
+
+    async def _refresh_token(
+        self, root: Path, ref: JSON, mode: int, gid: int | None, lifetime: float
+    ) -> None:
+        """Rotate before expiry, as the kubelet's token manager does (at 80% of the TTL).
+
+        ``KubeletConfig.token_refresh_seconds`` caps the wait (tests: see a rotation
+        without waiting 8 minutes for the shortest TTL the API server grants).
+        """
+        cap = self.kubelet.config.token_refresh_seconds
+        while True:
+            await asyncio.sleep(min(lifetime * 0.8, cap) if cap else lifetime * 0.8)
+            try:
+                lifetime = await self._write_token(root, ref, mode, gid)
+            except ContainerConfigError as exc:
+                log.warning("pod %s/%s: token refresh failed: %s", self.namespace, self.name, exc)
+                lifetime = 12.5  # retry soon: 0.8 * 12.5 = 10 s
+
+
+def default_sa_volume() -> JSON:
+    """The kube-api-access volume (token via TokenRequest, ca.crt, namespace)."""
+    return {
+        "name": "kube-api-access-standin",
+        "projected": {
+            "defaultMode": 0o644,
+            "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {
+                    "configMap": {
+                        "name": "kube-root-ca.crt",
+                        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                    }
+                },
+                {
+                    "downwardAPI": {
+                        "items": [
+                            {
+                                "path": "namespace",
+                                "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"},
+                            }
+                        ]
+                    }
+                },
+            ],
+        },
+    }
+
+
 class Kubelet:
     """Node registration + lease, scheduler-style binding, and one worker per pod."""
 
-    def __init__(self, kube: Kube, config: KubeletConfig | None = None) -> None:
+    def __init__(
+        self, kube: Kube, config: KubeletConfig | None = None, podman: Podman | None = None
+    ) -> None:
         self.kube = kube
         self.config = config or KubeletConfig()
         self.ips = IpPool(shuffle=True)
         self.workers: dict[str, PodWorker] = {}
         self._binding: set[str] = set()
+        self.podman = podman
+        self.infra_image = ""
+        if self.config.runtime == "podman":
+            if podman is None or not self.config.network or not self.config.gateway:
+                raise ValueError("the podman runtime needs a Podman, a network and its gateway")
+        elif self.config.runtime != "process":
+            raise ValueError(f"unknown runtime {self.config.runtime!r}")
+        self._forwarder: asyncio.Server | None = None
 
     async def run(self, ready: asyncio.Event) -> None:
+        if self.config.runtime == "podman":
+            await self._start_podman()
         await self.register_node()
         node = self.config.node_name
         synced = [asyncio.Event(), asyncio.Event()]
@@ -744,6 +1355,27 @@ class Kubelet:
             if worker.task:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await worker.task
+        if self._forwarder is not None:
+            self._forwarder.close()
+        if self.podman is not None:
+            await remove_node_pods(self.podman, self.config.network or "")
+
+    # ---- podman runtime
+
+    async def _start_podman(self) -> None:
+        """Infra image, leftovers of an earlier run removed, the ``kubernetes`` Service."""
+        assert self.podman is not None and self.config.gateway
+        from tests.support.images import ensure_infra_image
+
+        self.infra_image = await asyncio.to_thread(ensure_infra_image)
+        await remove_node_pods(self.podman, self.config.network or "")
+        self._forwarder = await start_forwarder(
+            self.config.gateway, self.config.service_port, self._api_address()
+        )
+
+    def _api_address(self) -> tuple[str, int]:
+        parts = urlsplit(self.kube.api.configuration.host)
+        return parts.hostname or "127.0.0.1", parts.port or 443
 
     # ---- node
 
@@ -754,14 +1386,24 @@ class Kubelet:
             "kind": "Node",
             "metadata": {
                 "name": name,
-                "labels": {
-                    "kubernetes.io/hostname": name,
-                    "kubernetes.io/os": "linux",
-                    "kubernetes.io/arch": "amd64",
-                    "dna-hub.test/standin": "true",
-                },
+                "labels": self.node_labels(),
             },
+            "spec": {"taints": self.config.taints} if self.config.taints else {},
         }
+
+    def node_labels(self) -> dict[str, str]:
+        return {
+            "kubernetes.io/hostname": self.config.node_name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "dna-hub.test/standin": "true",
+            "dna-hub.test/runtime": self.config.runtime,
+            **self.config.labels,
+        }
+
+    @property
+    def host_ip(self) -> str:
+        return self.config.gateway or HOST_IP
 
     def node_status(self) -> JSON:
         now = now_rfc3339()
@@ -785,7 +1427,7 @@ class Kubelet:
                 cond("Ready", "True", "KubeletReady"),
             ],
             "addresses": [
-                {"type": "InternalIP", "address": HOST_IP},
+                {"type": "InternalIP", "address": self.host_ip},
                 {"type": "Hostname", "address": self.config.node_name},
             ],
             "capacity": capacity,
@@ -796,7 +1438,7 @@ class Kubelet:
                 "bootID": "",
                 "kernelVersion": os.uname().release,
                 "osImage": "dna-hub stand-in",
-                "containerRuntimeVersion": "standin://0",
+                "containerRuntimeVersion": f"{self.config.runtime}://standin",
                 "kubeletVersion": "v1.20.2-standin",
                 "kubeProxyVersion": "v1.20.2-standin",
                 "operatingSystem": "linux",
@@ -866,6 +1508,8 @@ class Kubelet:
             or spec.get("schedulerName", "default-scheduler") != "default-scheduler"
         ):
             return
+        if not pod_fits_node(pod, self.node_labels(), self.config.taints):
+            return  # another stand-in node's (or nobody's): the scheduler would not pick us
         uid = pod["metadata"]["uid"]
         if uid in self._binding:
             return
@@ -890,6 +1534,12 @@ class Kubelet:
         except KubeError as exc:
             if exc.status not in (404, 409):
                 log.warning("binding %s/%s failed: %s", meta["namespace"], meta["name"], exc)
+            return
+        await emit_event(
+            self.kube, pod, "Scheduled",
+            f"Successfully assigned {meta['namespace']}/{meta['name']} to {self.config.node_name}",
+            component="default-scheduler", host="",
+        )  # fmt: skip
 
     # ---- pods on this node
 
@@ -904,7 +1554,8 @@ class Kubelet:
         if worker is not None:
             worker.update(pod)
             return
-        worker = PodWorker(self, pod)
+        worker_class = ContainerPodWorker if self.config.runtime == "podman" else PodWorker
+        worker = worker_class(self, pod)
         self.workers[uid] = worker
         worker.task = asyncio.create_task(worker.run(), name=f"pod {uid}")
 
@@ -913,4 +1564,85 @@ class Kubelet:
         return matches[-1] if matches else None
 
     def describe(self) -> dict[str, Any]:
-        return {"node_name": self.config.node_name, "log_dir": str(self.config.log_dir)}
+        return {
+            "node_name": self.config.node_name,
+            "log_dir": str(self.config.log_dir),
+            "runtime": self.config.runtime,
+            "gateway": self.config.gateway,
+        }
+
+
+# --------------------------------------------------------------------------- scheduling
+
+
+def tolerates(tolerations: list[JSON], taint: JSON) -> bool:
+    for tol in tolerations:
+        if tol.get("effect") and tol["effect"] != taint.get("effect"):
+            continue
+        if tol.get("operator") == "Exists":
+            if not tol.get("key") or tol["key"] == taint.get("key"):
+                return True
+        elif tol.get("key") == taint.get("key") and tol.get("value", "") == taint.get("value", ""):
+            return True
+    return False
+
+
+def pod_fits_node(pod: JSON, labels: dict[str, str], taints: list[JSON]) -> bool:
+    """The scheduler's NodeSelector and TaintToleration (NoSchedule) predicates."""
+    spec = pod.get("spec", {})
+    selector = spec.get("nodeSelector") or {}
+    if any(labels.get(k) != v for k, v in selector.items()):
+        return False
+    tolerations = spec.get("tolerations") or []
+    return all(
+        tolerates(tolerations, t) for t in taints if t.get("effect") in ("NoSchedule", "NoExecute")
+    )
+
+
+# --------------------------------------------------------------------------- podman helpers
+
+
+async def remove_node_pods(podman: Podman, network: str) -> None:
+    """Remove every podman pod the kubelet created in ``network`` (unique to a session)."""
+    try:
+        out = await podman(
+            "pod", "ps", "--quiet", "--filter", f"label=dna-hub.test/network={network}"
+        )
+    except (PodmanError, OSError) as exc:
+        log.warning("listing pods in %s failed: %s", network, exc)
+        return
+    ids = out.split()
+    if ids:
+        with contextlib.suppress(PodmanError, OSError, TimeoutError):
+            await podman("pod", "rm", "--force", "--time", "0", *ids, timeout=120)
+
+
+async def start_forwarder(host: str, port: int, target: tuple[str, int]) -> asyncio.Server:
+    """The ``kubernetes`` Service as kube-proxy makes it: ``host:port`` -> the API server.
+
+    Bound with IP_FREEBIND: the bridge's gateway address exists only once a pod is up.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_FREEBIND", 15), 1)
+    sock.bind((host, port))
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(*target), 10)
+        except (OSError, TimeoutError):
+            writer.close()
+            return
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    return await asyncio.start_server(handle, sock=sock)

@@ -1,0 +1,116 @@
+"""pytest plugin: a podman bridge network and a kubelet stand-in that runs pods in it.
+
+* ``pod_network`` (session): :class:`PodNetwork` — a podman bridge network made for this
+  session (unique name, labelled), its subnet and gateway. The gateway is the host as
+  seen from a pod: bind what pods must reach there (KFP stand-in, the hub's API). Removed
+  with every container left in it when the session ends.
+* ``container_standins`` (session): a second stand-in process with only the kubelet, in
+  ``--runtime podman`` on node ``standin-podman``, tainted
+  ``dna-hub.test/runtime=podman:NoSchedule`` so that only pods that ask for it land there:
+  ``POD_ON_CONTAINERS`` is the nodeSelector + toleration to add to a pod spec (the
+  session's ``standins`` kubelet keeps running everything else as host processes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.support import images, paths
+
+if TYPE_CHECKING:
+    from tests.support.controlplane import ControlPlane
+    from tests.support.standins_fixtures import StandIns
+
+CONTAINER_NODE = "standin-podman"
+#: How often the container kubelet rotates projected ServiceAccount tokens (at most).
+TOKEN_REFRESH_SECONDS = 15.0
+RUNTIME_LABEL = "dna-hub.test/runtime"
+
+#: Pod spec fields that send a pod to the container kubelet.
+POD_ON_CONTAINERS = {
+    "nodeSelector": {RUNTIME_LABEL: "podman"},
+    "tolerations": [
+        {"key": RUNTIME_LABEL, "operator": "Equal", "value": "podman", "effect": "NoSchedule"}
+    ],
+}
+
+
+@dataclass(frozen=True)
+class PodNetwork:
+    name: str
+    subnet: str
+    gateway: str
+
+
+def _podman_json(*args: str) -> object:
+    return json.loads(images.podman(*args).stdout)
+
+
+@pytest.fixture(scope="session")
+def pod_network() -> Iterator[PodNetwork]:
+    missing = images.engine_missing()
+    if missing:
+        paths.unavailable(f"the container engine is not installed ({', '.join(missing)})")
+    name = f"dna-hub-{os.getpid()}-{secrets.token_hex(3)}"
+    images.podman("network", "create", "--label", "dna-hub.test/session=1", name)
+    try:
+        # The bridge (and the gateway address on the host) appears with the first
+        # container: bring it up now so that host services can bind the gateway.
+        debian, _ = images.ensure_debian_base()
+        images.podman("run", "--rm", "--network", name, debian, "true", timeout=120)
+        info = _podman_json("network", "inspect", name)
+        assert isinstance(info, list)
+        subnet = info[0]["subnets"][0]
+        yield PodNetwork(name, subnet["subnet"], subnet["gateway"])
+    finally:
+        with contextlib.suppress(Exception):
+            images.podman("network", "rm", "--force", name, timeout=120, check=False)
+
+
+@pytest.fixture(scope="session")
+def container_standins(
+    control_plane: ControlPlane,
+    standins: StandIns,
+    pod_network: PodNetwork,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[StandIns]:
+    """The podman kubelet (node ``standin-podman``); ``standins`` runs everything else."""
+    from tests.support.standins_fixtures import start_standins  # a plugin of its own
+
+    state_dir = tmp_path_factory.mktemp("container-standins")
+    try:
+        running = start_standins(
+            control_plane.admin_kubeconfig,
+            state_dir,
+            "--no-profile-controller",
+            "--no-webhook",
+            "--runtime", "podman",
+            "--node-name", CONTAINER_NODE,
+            "--network", pod_network.name,
+            "--gateway", pod_network.gateway,
+            "--taint", f"{RUNTIME_LABEL}=podman:NoSchedule",
+            # Rotation must be seen in a test: at most every TOKEN_REFRESH_SECONDS.
+            "--token-refresh-seconds", str(TOKEN_REFRESH_SECONDS),
+            timeout=600,  # the first run builds the pod sandbox image
+        )  # fmt: skip
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield running
+    finally:
+        running.stop(timeout=120)
+        # Whatever a crashed stand-in left behind.
+        ids = images.podman(
+            "pod", "ps", "--quiet", "--filter", f"label=dna-hub.test/network={pod_network.name}",
+            check=False,
+        ).stdout.split()  # fmt: skip
+        if ids:
+            images.podman("pod", "rm", "--force", "--time", "0", *ids, timeout=120, check=False)
