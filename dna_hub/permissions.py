@@ -35,6 +35,7 @@ def _grant(group: str, resource: str, verbs: str, why: str) -> list[Permission]:
 HUB_PERMISSIONS: tuple[Permission, ...] = tuple(
     _grant("", "pods", "get list watch create delete", "KubeSpawner runs notebook pods")
     + _grant("", "events", "list watch", "KubeSpawner shows pod events as spawn progress")
+    + _grant("", "persistentvolumeclaims", "get create", "KubeSpawner: the chart's home PVC")
     + _grant("kubeflow.org", "profiles", "get create patch", "DnaSpawner applies Profiles")
     + _grant("", "namespaces", "get list watch", "DnaSpawner waits for profile namespaces")
     + _grant("", "serviceaccounts", "list watch", "DnaSpawner waits for default-editor")

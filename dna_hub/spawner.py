@@ -17,6 +17,7 @@ from kubespawner import KubeSpawner
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default, validate
 
 from .errors import ConfigurationError, ProvisioningError
+from .hub_url import HUB_URL_VARIABLES, qualify_service_url
 from .k8s.api import KubeApi
 from .metrics import PROVISIONING_FAILURES
 from .naming import (
@@ -39,6 +40,12 @@ _RESTRICTED_CONTAINER_SECURITY_CONTEXT = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+
+
+#: Labels every notebook pod carries, whatever extra_labels says (z2jh sets extra_labels from
+#: singleuser.extraLabels, replacing any default): the access-ml-pipeline PodDefault selects
+#: pods by it and mounts the KFP token into them.
+REQUIRED_POD_LABELS = {"access-ml-pipeline": "true"}
 
 
 def _hub_namespace_default() -> str:
@@ -261,8 +268,23 @@ class DnaSpawner(KubeSpawner):
 
     @default("extra_labels")
     def _extra_labels_default(self) -> dict[str, str]:
-        # Selected by the access-ml-pipeline PodDefault, which mounts the KFP token.
-        return {"access-ml-pipeline": "true"}
+        # Shown for clarity; _build_pod_labels adds REQUIRED_POD_LABELS in any case.
+        return dict(REQUIRED_POD_LABELS)
+
+    @default("delete_pvc")
+    def _delete_pvc_default(self) -> bool:
+        return False
+
+    @validate("delete_pvc")
+    def _refuse_delete_pvc(self, proposal: dict[str, Any]) -> bool:
+        # The profile namespace (and the storage in it) belongs to the Kubeflow identity and
+        # outlives the hub user; the hub's RBAC has no delete on persistentvolumeclaims.
+        if proposal["value"]:
+            raise ValueError(
+                "DnaSpawner.delete_pvc must stay False: deleting a hub user never deletes the "
+                "storage in their Kubeflow profile (the hub may not delete PVCs)"
+            )
+        return False
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -434,8 +456,18 @@ class DnaSpawner(KubeSpawner):
             kfp_namespace=self.namespace,
         )
 
+    def _build_pod_labels(self, extra_labels: dict[str, str]) -> dict[str, str]:
+        labels = super()._build_pod_labels(extra_labels)
+        labels.update(REQUIRED_POD_LABELS)
+        return labels
+
     def get_env(self) -> dict[str, str]:
         env = super().get_env()
+        # The notebook runs in its profile namespace: a short hub Service name (z2jh's
+        # hub_connect_url http://hub:8081) does not resolve there.
+        for name in HUB_URL_VARIABLES:
+            if name in env:
+                env[name] = qualify_service_url(env[name], self.hub_namespace)
         env.update(notebook_environment(self.notebook_env_settings()))
         return env
 
