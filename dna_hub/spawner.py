@@ -275,17 +275,6 @@ class DnaSpawner(KubeSpawner):
     def _delete_pvc_default(self) -> bool:
         return False
 
-    @validate("delete_pvc")
-    def _refuse_delete_pvc(self, proposal: dict[str, Any]) -> bool:
-        # The profile namespace (and the storage in it) belongs to the Kubeflow identity and
-        # outlives the hub user; the hub's RBAC has no delete on persistentvolumeclaims.
-        if proposal["value"]:
-            raise ValueError(
-                "DnaSpawner.delete_pvc must stay False: deleting a hub user never deletes the "
-                "storage in their Kubeflow profile (the hub may not delete PVCs)"
-            )
-        return False
-
     # --- lifecycle ----------------------------------------------------------------------------
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -455,6 +444,21 @@ class DnaSpawner(KubeSpawner):
             # Kale creates experiments and runs in the user's own profile.
             kfp_namespace=self.namespace,
         )
+
+    async def delete_forever(self) -> None:
+        """Deleting a hub user never deletes storage in their Kubeflow profile.
+
+        The profile namespace, and the home PVC in it, belong to the Kubeflow identity and
+        outlive the hub user; the hub's RBAC has no delete on persistentvolumeclaims.
+        """
+        if self.delete_pvc:
+            self.log.warning(
+                "Not deleting %s/%s of %s: DnaSpawner ignores delete_pvc (profile storage "
+                "outlives the hub user; delete it in Kubeflow if intended)",
+                self.namespace,
+                self.pvc_name,
+                self.user.name,
+            )
 
     def _build_pod_labels(self, extra_labels: dict[str, str]) -> dict[str, str]:
         labels = super()._build_pod_labels(extra_labels)
