@@ -6,6 +6,8 @@ helm-values/hub-rbac.yaml`` do, on the test control plane (tests/support/chart.p
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +23,11 @@ from tests.support.chart import (
     render_chart,
     validate_objects,
 )
-from tests.support.controlplane import ControlPlane
+from tests.support.controlplane import ControlPlane, apply_object
+from tests.support.host_pods import pod_addresses, prepare_host_pod
+from tests.support.hub_image_env import HubImageEnv, hub_image_env
 
+CONFIG_CHECK = Path(__file__).parent / "support" / "hub_config_check.py"
 OVERLAY = local_overlay(
     issuer="http://127.0.0.1:5556/", callback_url="http://127.0.0.1:8000/hub/oauth_callback"
 )
@@ -123,3 +128,119 @@ async def test_the_chart_applies_to_the_control_plane_and_binds_the_hub_rbac(
     async with ApiClient(configuration) as as_hub:
         answer = await client.AuthorizationV1Api(as_hub).create_self_subject_access_review(review)
     assert answer.status.allowed, answer.status
+
+
+# --- the chart's own jupyterhub_config.py, in the hub image's Python environment ------------
+
+
+async def create_oidc_secret(admin_api: ApiClient, value: str) -> None:
+    """docs/deploy.md step 3: the OIDC client secret, created out of band."""
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "dna-hub-oidc", "namespace": "jupyterhub"},
+        "stringData": {"client-secret": value},
+    }
+    await apply_object(admin_api, body)
+
+
+@pytest.fixture(scope="module")
+def hub_env() -> HubImageEnv:
+    return hub_image_env()
+
+
+async def check_chart_config(
+    control_plane: ControlPlane,
+    admin_api: ApiClient,
+    hub_env: HubImageEnv,
+    *overlays: dict[str, Any],
+    tmp_path: Path,
+) -> tuple[dict[str, Any] | None, str]:
+    """Render+apply with ``overlays``, load the chart's config in the hub pod's setting."""
+    try:
+        rendered = render_chart(OVERLAY, *overlays)
+    except ChartError as e:  # helm refuses the values already (the chart's schema)
+        return None, str(e)
+    await apply_chart(admin_api, rendered)
+    await create_oidc_secret(admin_api, "not-the-real-secret")
+    addresses = pod_addresses(["hub", "proxy"])
+    pod = await prepare_host_pod(
+        admin_api,
+        rendered.get("Deployment", "hub"),
+        address=addresses["hub"],
+        backing={"hub": addresses["hub"], "proxy-api": addresses["proxy"]},
+        executables={"jupyterhub": [str(hub_env.python.parent / "jupyterhub")]},
+        api_server=control_plane.server,
+        ca_file=control_plane.ca_file,
+        base_env={"PYTHONPATH": str(hub_env.dna_hub_dir)},
+        root=tmp_path / "hub-pod",
+    )
+    report_file = tmp_path / "report.json"
+    pod.argv = [str(hub_env.python), str(CONFIG_CHECK), str(report_file)]
+    result = pod.run(timeout=120)
+    output = f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    if not report_file.exists():
+        return None, output
+    return json.loads(report_file.read_text()), output
+
+
+@pytest.mark.controlplane
+async def test_the_charts_own_config_runs_our_classes_on_the_hub_images_versions(
+    control_plane: ControlPlane, admin_api: ApiClient, hub_env: HubImageEnv, tmp_path: Path
+) -> None:
+    report, output = await check_chart_config(control_plane, admin_api, hub_env, tmp_path=tmp_path)
+    assert report is not None, output
+    assert report["jupyterhub"] == "5.5.0"
+    assert report["problems"] == [], output
+    assert report["spawner_class"] == "dna_hub.spawner.DnaSpawner"
+    assert report["authenticator_class"] == "dna_hub.auth.oidc.DnaOIDCAuthenticator"
+    assert report["authenticator"]["manage_groups"] is True
+    assert report["authenticator"]["allowed_groups"] == ["kubeflow-users"]
+    assert report["hub_connect_url"] == "http://hub:8081"  # the chart's short name
+    spawner = report["spawner"]
+    assert spawner["namespace"] == "kubeflow-alice"
+    assert spawner["pod_labels"]["access-ml-pipeline"] == "true"
+    assert spawner["pod_labels"]["hub.jupyter.org/network-access-hub"] == "true"
+    assert spawner["env"]["JUPYTERHUB_API_URL"] == "http://hub.jupyterhub.svc:8081/hub/api"
+    assert spawner["storage_pvc_ensure"] is True and spawner["pvc_name"] == "claim-alice"
+    assert spawner["delete_pvc"] is False
+    assert spawner["service_account"] == "default-editor"
+    assert spawner["image"] == "localhost/dna-hub/notebook:dev"
+    assert spawner["scheduler_name"] is None  # no user-scheduler in the local overlay
+
+
+@pytest.mark.controlplane
+@pytest.mark.parametrize(
+    ("overlay", "named"),
+    [
+        (
+            {"hub": {"config": {"DnaSpawner": {"namespace_templat": "kubeflow-{username}"}}}},
+            "DnaSpawner.namespace_templat: not a configurable trait",
+        ),
+        (
+            {"hub": {"config": {"DnaOIDCAuthenticator": {"groups_clam": "groups"}}}},
+            "DnaOIDCAuthenticator.groups_clam: not a configurable trait",
+        ),
+        ({"hub": {"config": {"DnaSpawnr": {"kfp_namespace": "kf"}}}}, "hub.config.DnaSpawnr"),
+        # caught by the chart's schema before anything runs
+        ({"hub": {"config": {"dnaSpawner": {"kfp_namespace": "kf"}}}}, "'dnaSpawner' not allowed"),
+        (
+            {"hub": {"config": {"DnaOIDCAuthenticator": {"manage_groups": False}}}},
+            "_groups requires DnaOIDCAuthenticator.manage_groups",
+        ),
+    ],
+    ids=["misspelt-spawner-trait", "misspelt-auth-trait", "unknown-class", "lowercase", "groups"],
+)
+async def test_a_values_change_that_breaks_the_hub_fails_naming_it(
+    control_plane: ControlPlane,
+    admin_api: ApiClient,
+    hub_env: HubImageEnv,
+    tmp_path: Path,
+    overlay: dict[str, Any],
+    named: str,
+) -> None:
+    report, output = await check_chart_config(
+        control_plane, admin_api, hub_env, overlay, tmp_path=tmp_path
+    )
+    found = "\n".join(report["problems"]) if report is not None else output
+    assert named in found, found
