@@ -7,6 +7,7 @@ helm-values/hub-rbac.yaml`` do, on the test control plane (tests/support/chart.p
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ from tests.support.chart import (
 )
 from tests.support.controlplane import ControlPlane, apply_object
 from tests.support.host_pods import pod_addresses, prepare_host_pod
-from tests.support.hub_image_env import HubImageEnv, hub_image_env
+from tests.support.hub_image_env import REQUIREMENTS, HubImageEnv, hub_image_env
+from tests.support.paths import REPO_ROOT, shared_path
 
 CONFIG_CHECK = Path(__file__).parent / "support" / "hub_config_check.py"
 OVERLAY = local_overlay(
@@ -244,3 +246,36 @@ async def test_a_values_change_that_breaks_the_hub_fails_naming_it(
     )
     found = "\n".join(report["problems"]) if report is not None else output
     assert named in found, found
+
+
+def test_pyproject_lower_bounds_are_the_hub_images_pins() -> None:
+    """The oldest versions dna_hub allows are the ones the deployment tests run."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    pins = {}
+    for line in shared_path(*REQUIREMENTS).read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if "==" in line:
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = Version(version.strip())
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    wrong = []
+    for dep in pyproject["project"]["dependencies"]:
+        req = Requirement(dep)
+        pinned = pins.get(canonicalize_name(req.name))
+        lower = [Version(s.version) for s in req.specifier if s.operator == ">="]
+        if pinned is None or len(lower) != 1:
+            wrong.append(f"{dep}: the hub image pins {pinned}, lower bounds {lower}")
+            continue
+        (bound,) = lower
+        # at least major.minor: ">=5" would admit 5.0, which nothing tests
+        precise = len(bound.release) >= 2
+        if (
+            not precise
+            or pinned not in req.specifier
+            or pinned.release[: len(bound.release)] != bound.release
+        ):
+            wrong.append(f"{dep}: lower bound {bound}, the hub image runs {pinned}")
+    assert not wrong, "\n".join(wrong)
