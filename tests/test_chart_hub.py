@@ -62,6 +62,9 @@ async def test_login_through_the_charts_proxy_provisions_alice_as_the_chart_hub(
         control_plane, admin_api, oidc_provider, oidc_node_modules, hub_image_env(), tmp_path
     )
     try:
+        # the hub found its proxy by the chart's short Service name, through cluster DNS
+        proxy_api = "proxy-api.jupyterhub.svc.cluster.local."
+        assert (proxy_api, hub.pods["proxy"].address) in hub.dns.queries, hub.dns.queries
         # in-cluster configuration only: the chart hub SA's token, no kubeconfig
         hub_pod = hub.pods["hub"]
         assert "KUBECONFIG" not in hub_pod.env and hub_pod.env["KUBERNETES_SERVICE_HOST"]

@@ -8,9 +8,10 @@
    says;
 2. run the ``proxy`` and ``hub`` Deployments' containers. TODAY: as host processes in
    private mount namespaces (tests/support/host_pods.py, a stand-in), the hub in the hub
-   image's Python environment (tests/support/hub_image_env.py). Only :func:`_run_pods`
-   knows that; with the container kubelet stand-in it becomes "wait for the Deployments'
-   pods to be Ready and use the proxy pod's address".
+   image's Python environment (tests/support/hub_image_env.py), Service names resolved by
+   the cluster DNS stand-in (tests/support/cluster_dns.py) in the test's event loop. Only
+   :func:`_run_pods` knows that; with the container kubelet stand-in it becomes "wait for
+   the Deployments' pods to be Ready and use the proxy pod's address".
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from tests.support.chart import (
     render_chart,
     validate_objects,
 )
+from tests.support.cluster_dns import ClusterDNS
 from tests.support.controlplane import ControlPlane, apply_object
 from tests.support.host_pods import HostPod, pod_addresses, prepare_host_pod
 from tests.support.hub_image_env import HubImageEnv
@@ -61,6 +63,7 @@ class ChartHub:
     rendered: RenderedChart
     applied: ChartApplied
     pods: dict[str, HostPod] = field(default_factory=dict)
+    dns: ClusterDNS | None = None
     #: seconds from the start of rendering to each step
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
@@ -83,6 +86,8 @@ class ChartHub:
         for name in ("hub", "proxy"):
             if name in self.pods:
                 self.pods[name].stop()
+        if self.dns is not None:
+            self.dns.close()
 
 
 def site_overlay(provider: OIDCProvider, client: OIDCClient, url: str) -> dict[str, Any]:
@@ -149,6 +154,11 @@ async def _run_pods(
     """STAND-IN: the hub and proxy Deployments' containers as host processes."""
     backing = {"hub": addresses["hub"], "proxy-api": addresses["proxy"]}
     backing["proxy-public"] = addresses["proxy"]
+    namespace = hub.rendered.get("Deployment", "hub")["metadata"]["namespace"]
+    dns_address = addresses["hub"].rsplit(".", 1)[0] + ".53"
+    hub.dns = ClusterDNS(dns_address, api=admin_api)
+    hub.dns.add({(name, namespace): address for name, address in backing.items()})
+    await hub.dns.start()
     executables = {
         "jupyterhub": [str(hub_env.python.parent / "jupyterhub")],
         "configurable-http-proxy": chp_command(node_modules),
@@ -164,6 +174,7 @@ async def _run_pods(
             ca_file=control_plane.ca_file,
             base_env=base_env,
             root=work / f"pod-{name}",
+            nameserver=dns_address,
         )
         hub.pods[name] = pod.start()
 

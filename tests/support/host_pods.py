@@ -17,9 +17,10 @@ process on this machine, set up from the objects in the API server the way a kub
   kubernetes_asyncio's in-cluster configuration, nothing else (no kubeconfig, HOME empty);
 * the Kubernetes service environment variables of the namespace's Services
   (``PROXY_API_SERVICE_HOST``/``_PORT``/``_PORT_<NAME>``, ``PROXY_API_PORT=tcp://…``);
-* Service names resolve to the backing pod's address through an ``/etc/hosts`` in the mount
-  namespace, for the forms a pod of that namespace can use (``hub``, ``hub.jupyterhub``,
-  ``hub.jupyterhub.svc``, ``hub.jupyterhub.svc.cluster.local``).
+* name resolution as in a pod: the kubelet's ``/etc/resolv.conf`` (search path
+  ``<ns>.svc.cluster.local svc.cluster.local cluster.local``) pointing at the cluster DNS
+  stand-in (tests/support/cluster_dns.py), bind-mounted in the mount namespace; without a
+  nameserver, an ``/etc/hosts`` with the Service names a pod of that namespace can use.
 
 Different, on purpose (say so in tests that depend on it):
 
@@ -33,9 +34,8 @@ Different, on purpose (say so in tests that depend on it):
   hub-image environment, ``configurable-http-proxy`` from the test node modules); the hub's
   PVC (``/srv/jupyterhub``, the working directory) is a directory; processes run as the
   test's user; no probes, no restarts, no resource limits;
-* the DNS stand-in is a hosts file, not a resolver: a short name of another namespace does
-  not fail here as it would on a cluster (notebooks, run by the process kubelet, see the
-  host's resolver).
+* notebooks are run by the process kubelet stand-in, which gives them the host's resolver:
+  they cannot resolve Service names at all.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ from urllib.parse import urlsplit
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
+
+from tests.support.cluster_dns import resolv_conf
 
 JSON = dict[str, Any]
 
@@ -213,11 +215,14 @@ async def prepare_host_pod(
     ca_file: Path,
     base_env: Mapping[str, str] | None = None,
     root: Path | None = None,
+    nameserver: str | None = None,
 ) -> HostPod:
     """Set up the first container of ``workload`` (a rendered Deployment) to run here.
 
     ``api`` reads the pod's Secrets/ConfigMaps and requests its ServiceAccount token (as a
     kubelet does with its node credentials). ``backing``: Service name → pod address.
+    ``nameserver``: the cluster DNS stand-in (tests/support/cluster_dns.py) — the pod gets
+    the kubelet's resolv.conf for it; without one, Service names go into /etc/hosts.
     """
     meta = workload["metadata"]
     namespace = meta["namespace"]
@@ -291,13 +296,17 @@ async def prepare_host_pod(
     (sa_dir / "namespace").write_text(namespace)
     mount_roots.append(SA_DIR)
     hosts = root / "hosts"
-    hosts.write_text(hosts_file(namespace, backing))
+    hosts.write_text(hosts_file(namespace, {} if nameserver else backing))
 
     binds: list[tuple[Path, str]] = []
     for top in sorted(set(mount_roots)):
         if not any(top != other and top.startswith(other + "/") for other in mount_roots):
             binds.append((root / "fs" / top.lstrip("/"), top))
     binds.append((hosts, "/etc/hosts"))
+    if nameserver:
+        resolv = root / "resolv.conf"
+        resolv.write_text(resolv_conf(namespace, nameserver))
+        binds.append((resolv, "/etc/resolv.conf"))
 
     words = (container.get("command") or []) + (container.get("args") or [])
     argv = [expand(a, env) for a in words]
