@@ -10,6 +10,10 @@ Starts, all on 127.0.0.1:
   hub's own least-privilege identity (helm-values/hub-rbac.yaml).
 
 It prints the URL and the demo logins and stops everything on Ctrl-C.
+
+``./dev demo --chart`` deploys the hub as a platform engineer does instead: the z2jh chart
+rendered by real Helm with helm-values/values.yaml, applied, its hub (on the hub image's
+Python packages) and proxy run from the applied objects (tests/support/chart_hub.py).
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import socket
 import tempfile
 from pathlib import Path
 
+from tests.support.chart_hub import deploy_chart_hub
 from tests.support.controlplane import start_control_plane
+from tests.support.hub_image_env import hub_image_env
 from tests.support.oidc_fixtures import (
     DEMO_ACCOUNTS,
     OIDCProvider,
@@ -59,7 +65,7 @@ def _port(preferred: int) -> int:
         return s.getsockname()[1]
 
 
-async def run(port: int) -> None:
+async def run(port: int, chart: bool = False) -> None:
     work = Path(tempfile.mkdtemp(prefix="dna-hub-demo-"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -68,7 +74,7 @@ async def run(port: int) -> None:
 
     print("starting the control plane…", flush=True)
     control_plane = await start_control_plane()
-    standins = provider = hub = None
+    standins = provider = hub = admin = None
     try:
         os.environ["KUBECONFIG"] = str(control_plane.hub_kubeconfig)
         print("starting the stand-ins (profile controller, webhook, kubelet)…", flush=True)
@@ -79,10 +85,20 @@ async def run(port: int) -> None:
         node_modules = await asyncio.to_thread(install_node_modules)
         provider = OIDCProvider(node_modules, work / "provider", keys=[_rsa_jwk("demo-key")])
         await asyncio.to_thread(provider.start)
-        print("starting JupyterHub…", flush=True)
-        hub = await start_hub(
-            provider, node_modules, work / "hub", extra_config=DNA_SPAWNER_CONFIG, port=port
-        )
+        if chart:
+            print("deploying the z2jh chart (helm render, apply, hub and proxy)…", flush=True)
+            admin = control_plane.admin_client()
+            hub_env = await asyncio.to_thread(hub_image_env)
+            hub = await deploy_chart_hub(
+                control_plane, admin, provider, node_modules, hub_env, work / "chart"
+            )
+            print(hub.rendered.summary())
+            print(hub.applied.report())
+        else:
+            print("starting JupyterHub…", flush=True)
+            hub = await start_hub(
+                provider, node_modules, work / "hub", extra_config=DNA_SPAWNER_CONFIG, port=port
+            )
         users = ", ".join(
             f"{name} ({account['claims']['email']})" for name, account in DEMO_ACCOUNTS.items()
         )
@@ -102,6 +118,8 @@ async def run(port: int) -> None:
         print("\nstopping…", flush=True)
         if hub is not None:
             hub.stop()
+        if admin is not None:
+            await admin.close()
         if provider is not None:
             provider.stop()
         if standins is not None:
@@ -114,8 +132,13 @@ async def run(port: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="./dev demo", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8000, help="hub port (default 8000)")
+    parser.add_argument(
+        "--chart",
+        action="store_true",
+        help="deploy with the z2jh chart (real Helm, hub image versions) instead",
+    )
     args = parser.parse_args()
-    asyncio.run(run(_port(args.port)))
+    asyncio.run(run(_port(args.port), chart=args.chart))
 
 
 if __name__ == "__main__":
