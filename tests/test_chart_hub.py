@@ -20,6 +20,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from tests.support.chart_hub import deploy_chart_hub
 from tests.support.controlplane import ControlPlane
+from tests.support.host_pods import HostPod
 from tests.support.hub_image_env import hub_image_env
 from tests.support.oidc_fixtures import OIDCProvider
 from tests.support.standins_fixtures import StandIns
@@ -36,6 +37,13 @@ async def created(read, timeout: float = 120):
         except ApiException as e:
             if e.status != 404 or asyncio.get_running_loop().time() > deadline:
                 raise
+        await asyncio.sleep(0.5)
+
+
+async def logged(pod: HostPod, text: str, timeout: float = 60) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while text not in pod.log():
+        assert asyncio.get_running_loop().time() < deadline, f"{text!r} not in:\n{pod.log()}"
         await asyncio.sleep(0.5)
 
 
@@ -76,6 +84,9 @@ async def test_login_through_the_charts_proxy_provisions_alice_as_the_chart_hub(
             assert spawn.status_code in (200, 302), spawn.text
 
         pod = await created(lambda: core.read_namespaced_pod(pod_name, namespace))
+        # the chart's idle culler (a hub-managed service, python3 -m jupyterhub_idle_culler
+        # --url=http://localhost:8081/hub/api) runs and reaches the hub
+        await logged(hub.pods["hub"], "(jupyterhub-idle-culler@")
         labels = pod.metadata.labels
         assert labels["access-ml-pipeline"] == "true", labels
         env = {e.name: e.value for e in pod.spec.containers[0].env}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -163,7 +164,10 @@ async def _run_pods(
         "jupyterhub": [str(hub_env.python.parent / "jupyterhub")],
         "configurable-http-proxy": chp_command(node_modules),
     }
-    for name, base_env in (("proxy", {}), ("hub", {"PYTHONPATH": str(hub_env.dna_hub_dir)})):
+    # the hub image's PATH finds its python3 first (the chart's idle culler runs `python3 -m`)
+    hub_image = hub_env.environ({"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    hub_base = {k: hub_image[k] for k in ("PATH", "PYTHONPATH")}
+    for name, base_env in (("proxy", {}), ("hub", hub_base)):
         pod = await prepare_host_pod(
             admin_api,
             hub.rendered.get("Deployment", name),

@@ -25,9 +25,10 @@ process on this machine, set up from the objects in the API server the way a kub
 Different, on purpose (say so in tests that depend on it):
 
 * no Pod object: the Deployment's own pods are left to whatever kubelet stand-in runs;
-* no network namespace: each "pod" gets its own loopback address (127.77.x.y), and the
-  container's listen addresses are rewritten to it (``--ip=``/``--api-ip=`` of
-  configurable-http-proxy, ``JupyterHub.hub_bind_url`` on the command line);
+* no network namespace: each "pod" gets its own loopback address (127.77.x.y), which its
+  /etc/hosts calls ``localhost``, and the container's listen addresses are rewritten to it
+  (``--ip=``/``--api-ip=`` of configurable-http-proxy, ``JupyterHub.hub_bind_url`` on the
+  command line);
   a Service's port is assumed to equal its target port (true for ``hub`` and ``proxy-api``;
   not for ``proxy-public`` 80 → 8000, which the browser bypasses: it uses the proxy pod);
 * no image: the command's first word is mapped to a local executable (``jupyterhub`` from the
@@ -114,8 +115,10 @@ def service_environment(services: Sequence[JSON], backing: Mapping[str, str]) ->
     return env
 
 
-def hosts_file(namespace: str, backing: Mapping[str, str]) -> str:
-    lines = ["127.0.0.1 localhost", "::1 localhost"]
+def hosts_file(namespace: str, backing: Mapping[str, str], address: str) -> str:
+    """The pod's /etc/hosts: ``localhost`` is the pod's own address (its loopback, as in a
+    pod's network namespace: the chart's idle culler calls the hub at localhost:8081)."""
+    lines = [f"{address} localhost"]
     for name, address in sorted(backing.items()):
         forms = [name, f"{name}.{namespace}", f"{name}.{namespace}.svc"]
         forms.append(f"{name}.{namespace}.svc.cluster.local")
@@ -296,7 +299,7 @@ async def prepare_host_pod(
     (sa_dir / "namespace").write_text(namespace)
     mount_roots.append(SA_DIR)
     hosts = root / "hosts"
-    hosts.write_text(hosts_file(namespace, {} if nameserver else backing))
+    hosts.write_text(hosts_file(namespace, {} if nameserver else backing, address))
 
     binds: list[tuple[Path, str]] = []
     for top in sorted(set(mount_roots)):
