@@ -1,5 +1,6 @@
 """End to end on the chart: its hub (hub image versions) behind its proxy, a real OIDC login,
-alice's profile and notebook pod made with the chart hub ServiceAccount's own token.
+a replaced hub pod that keeps alice logged in, and alice's profile and notebook pod made with
+the chart hub ServiceAccount's own token.
 
 The hub and proxy run as host processes (tests/support/host_pods.py, a stand-in for the
 container kubelet); the notebook pod is run by the process kubelet stand-in, which gives it
@@ -80,6 +81,15 @@ async def test_login_through_the_charts_proxy_provisions_alice_as_the_chart_hub(
             page = await hub.login(browser, "alice")
             assert page.status_code == 200 and "/hub/home" in str(page.url), hub.logs()
             hub.mark("logged in")
+
+            # the hub pod is replaced: the new one finds its database on the PVC and the
+            # chart's Secret, so alice is still logged in
+            await hub.replace_pod("hub")
+            previous = hub.pods["hub"].log_file.with_suffix(".previous.log").read_text()
+            assert "Leaving single-user servers running" in previous
+            home = await browser.get(f"{hub.url}/hub/home", follow_redirects=False)
+            assert home.status_code == 200, (home.status_code, home.headers.get("location"))
+
             spawn = await browser.get(f"{hub.url}/hub/spawn", follow_redirects=False)
             assert spawn.status_code in (200, 302), spawn.text
 

@@ -65,6 +65,7 @@ class ChartHub:
     applied: ChartApplied
     pods: dict[str, HostPod] = field(default_factory=dict)
     dns: ClusterDNS | None = None
+    _start_pod: Any = None  # (name) -> HostPod, set by _run_pods
     #: seconds from the start of rendering to each step
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
@@ -82,6 +83,13 @@ class ChartHub:
     async def login(self, http: httpx.AsyncClient, username: str) -> httpx.Response:
         start = f"{self.url}/hub/oauth_login?next=%2Fhub%2Fhome"
         return await self.provider.browse(http, start, username=username)
+
+    async def replace_pod(self, name: str, ready_timeout: float = 120) -> None:
+        """Delete the pod and let "the Deployment" start its replacement (same PVC)."""
+        self.pods[name].stop()
+        self.pods[name].log_file.rename(self.pods[name].log_file.with_suffix(".previous.log"))
+        await self._start_pod(name)
+        await _wait_ready(self, ready_timeout)
 
     def stop(self) -> None:
         for name in ("hub", "proxy"):
@@ -167,7 +175,8 @@ async def _run_pods(
     # the hub image's PATH finds its python3 first (the chart's idle culler runs `python3 -m`)
     hub_image = hub_env.environ({"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
     hub_base = {k: hub_image[k] for k in ("PATH", "PYTHONPATH")}
-    for name, base_env in (("proxy", {}), ("hub", hub_base)):
+
+    async def start(name: str) -> HostPod:
         pod = await prepare_host_pod(
             admin_api,
             hub.rendered.get("Deployment", name),
@@ -176,11 +185,17 @@ async def _run_pods(
             executables=executables,
             api_server=control_plane.server,
             ca_file=control_plane.ca_file,
-            base_env=base_env,
+            base_env=hub_base if name == "hub" else {},
+            # the same directory again: the hub's PVC (its database) survives a restart
             root=work / f"pod-{name}",
             nameserver=dns_address,
         )
         hub.pods[name] = pod.start()
+        return pod
+
+    hub._start_pod = start
+    for name in ("proxy", "hub"):
+        await start(name)
 
 
 async def _wait_ready(hub: ChartHub, timeout: float) -> None:
