@@ -45,6 +45,7 @@ def _grant(
 HUB_PERMISSIONS: tuple[Permission, ...] = tuple(
     _grant("", "pods", "get list watch create delete", "KubeSpawner runs notebook pods")
     + _grant("", "events", "list watch", "KubeSpawner shows pod events as spawn progress")
+    + _grant("", "persistentvolumeclaims", "get create", "KubeSpawner: the chart's home PVC")
     + _grant("kubeflow.org", "profiles", "get create patch", "DnaSpawner applies Profiles")
     + _grant("", "namespaces", "get list", "DnaSpawner waits for profile namespaces")
     + _grant(

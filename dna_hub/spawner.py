@@ -22,6 +22,7 @@ from . import spawner_teams
 from .api_token import api_token_secret_name, create_api_token_secret, env_without_api_token
 from .auth.claims import kubeflow_identity_problem
 from .errors import ConfigurationError, ProvisioningError
+from .hub_url import HUB_URL_VARIABLES, qualify_service_url
 from .k8s.api import KNOWN_KINDS, KubeApi
 from .k8s.retry import asks_to_retry, describe
 from .metrics import PROVISIONING_FAILURES
@@ -68,6 +69,12 @@ _RESTRICTED_CONTAINER_SECURITY_CONTEXT = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+
+
+#: Labels every notebook pod carries, whatever extra_labels says (z2jh sets extra_labels from
+#: singleuser.extraLabels, replacing any default): the access-ml-pipeline PodDefault selects
+#: pods by it and mounts the KFP token into them.
+REQUIRED_POD_LABELS = {"access-ml-pipeline": "true"}
 
 
 def _hub_namespace_default() -> str:
@@ -463,8 +470,12 @@ class DnaSpawner(KubeSpawner):
 
     @default("extra_labels")
     def _extra_labels_default(self) -> dict[str, str]:
-        # Selected by the access-ml-pipeline PodDefault, which mounts the KFP token.
-        return {"access-ml-pipeline": "true"}
+        # Shown for clarity; _build_pod_labels adds REQUIRED_POD_LABELS in any case.
+        return dict(REQUIRED_POD_LABELS)
+
+    @default("delete_pvc")
+    def _delete_pvc_default(self) -> bool:
+        return False
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -717,13 +728,23 @@ class DnaSpawner(KubeSpawner):
 
     async def delete_forever(self) -> None:
         """JupyterHub deletes this server for good: for the default server, the user is
-        being deleted, and profile_retention decides the profile's fate. KubeSpawner would
-        delete the user's volume here; with 'keep' nothing but the mark may change, and with
-        'delete' the namespace goes with everything in it."""
+        being deleted, and profile_retention decides the profile's fate ('keep': nothing but
+        the mark changes; 'delete': the namespace goes with everything in it).
+
+        KubeSpawner would delete the server's volume here (delete_pvc); DnaSpawner never
+        does: the home PVC belongs to the Kubeflow profile and outlives the hub user, and
+        the hub's RBAC has no delete on persistentvolumeclaims.
+        """
+        if self.delete_pvc:
+            self.log.warning(
+                "Not deleting %s/%s of %s: DnaSpawner ignores delete_pvc (profile storage "
+                "outlives the hub user; delete it in Kubeflow if intended)",
+                self.namespace,
+                self.pvc_name,
+                self.user.name,
+            )
         if self.name:
-            # a named server is deleted, not the user: KubeSpawner's own behaviour
-            await super().delete_forever()
-            return
+            return  # a named server is deleted, not the user: the profile stays as it is
         await self.offboard_profile()
 
     async def offboard_profile(self) -> Offboarded:
@@ -745,8 +766,18 @@ class DnaSpawner(KubeSpawner):
             kfp_namespace=self.namespace,
         )
 
+    def _build_pod_labels(self, extra_labels: dict[str, str]) -> dict[str, str]:
+        labels = super()._build_pod_labels(extra_labels)
+        labels.update(REQUIRED_POD_LABELS)
+        return labels
+
     def get_env(self) -> dict[str, Any]:
         env = super().get_env()
+        # The notebook runs in its profile namespace: a short hub Service name (z2jh's
+        # hub_connect_url http://hub:8081) does not resolve there.
+        for name in HUB_URL_VARIABLES:
+            if name in env:
+                env[name] = qualify_service_url(env[name], self.hub_namespace)
         env.update(notebook_environment(self.notebook_env_settings()))
         # The API token lives in a Secret the pod owns, never in the pod spec (api_token.py).
         return env_without_api_token(env, self.api_token_secret)

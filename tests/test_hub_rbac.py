@@ -107,6 +107,16 @@ def pod_manifest(name: str) -> dict[str, Any]:
     }
 
 
+def pvc_manifest(name: str) -> dict[str, Any]:
+    """The claim KubeSpawner makes with the chart's default dynamic storage."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "labels": {"component": "singleuser-storage"}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}},
+    }
+
+
 async def drain(response: Any) -> None:
     """Read a watch to its end; kubernetes_asyncio leaves the status of unread ones to us."""
     async with response:
@@ -228,6 +238,13 @@ async def exercise(
         await core.list_event_for_all_namespaces(
             watch=True, timeout_seconds=1, _preload_content=False
         )
+    )
+    # the chart's singleuser.storage.type "dynamic": KubeSpawner creates claim-<user> (a
+    # 409 is fine) and reads it back when a quota refuses the create or for a legacy name
+    claim = pvc_manifest(f"claim-{username}")
+    await core.create_namespaced_persistent_volume_claim(namespace, claim, _request_timeout=10)
+    await core.read_namespaced_persistent_volume_claim(
+        claim["metadata"]["name"], namespace, _request_timeout=10
     )
     name = "jupyter-rbac-check"
     pod = await core.create_namespaced_pod(namespace, pod_manifest(name), _request_timeout=10)

@@ -335,3 +335,54 @@ async def test_a_username_beyond_the_basic_plane_spawns(
     assert profile["metadata"]["annotations"]["dna-hub.io/hub-username"] == username
     pod = await standins_kube.get(f"/api/v1/namespaces/{namespace}/pods/{spawner.pod_name}")
     assert pod["status"]["phase"] == "Running"
+
+
+async def test_spawn_with_the_charts_own_singleuser_settings(
+    make_spawner: Callable[..., DnaSpawner],
+    standins: StandIns,
+    standins_kube: Kube,
+    unique_name: Callable[..., str],
+) -> None:
+    """What z2jh's jupyterhub_config.py sets whatever our values say, with the hub's RBAC.
+
+    singleuser.storage.type "dynamic" (the chart default): a home PVC claim-<user> in the
+    profile namespace; singleuser.extraLabels (chart default) replaces extra_labels.
+    """
+    username = unique_name("chart")
+    spawner = make_spawner(
+        username,
+        f"{username}@example.com",
+        extra_labels={"hub.jupyter.org/network-access-hub": "true"},
+        storage_pvc_ensure=True,
+        storage_capacity="10Gi",
+        storage_access_modes=["ReadWriteOnce"],
+        pvc_name_template="claim-{user_server}",
+        storage_extra_labels={},
+        volumes={
+            "volume-{user_server}": {
+                "name": "volume-{user_server}",
+                "persistentVolumeClaim": {"claimName": "{pvc_name}"},
+            }
+        },
+        volume_mounts={
+            "volume-{user_server}": {"mountPath": "/home/jovyan", "name": "volume-{user_server}"}
+        },
+    )
+    namespace = namespace_for(username)
+    await start_with_progress(spawner)
+
+    claim = await standins_kube.get(
+        f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/claim-{username}"
+    )
+    assert claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    pod = await standins_kube.get(f"/api/v1/namespaces/{namespace}/pods/{spawner.pod_name}")
+    assert pod["status"]["phase"] == "Running", standins.pod_log(namespace, spawner.pod_name)
+    labels = pod["metadata"]["labels"]
+    assert labels["access-ml-pipeline"] == "true"
+    assert labels["hub.jupyter.org/network-access-hub"] == "true"
+    # so the PodDefault selected the pod and mounted the KFP token
+    assert "volume-kf-pipeline-token" in {v["name"] for v in pod["spec"]["volumes"]}
+    assert {
+        "name": f"volume-{username}",
+        "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]},
+    } in pod["spec"]["volumes"]

@@ -263,6 +263,14 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
     def _login_service_default(self) -> str:
         return "OpenID Connect"
 
+    @default("manage_groups")
+    def _manage_groups_default(self) -> bool:
+        # allowed_groups/admin_groups only work on JupyterHub groups, and OAuthenticator
+        # refuses them (hub does not start) unless groups are managed. Groups come from the
+        # provider's claims, so manage them by default; an explicit False with either set
+        # still fails at startup with OAuthenticator's message naming both traits.
+        return True
+
     @default("auth_state_groups_key")
     def _auth_state_groups_key_default(self) -> str:
         return AUTH_STATE_GROUPS

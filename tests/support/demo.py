@@ -14,6 +14,10 @@ are JupyterLab from this checkout's .venv, run as local processes by the kubelet
 not the single-user image, so Kale's panel is not in the demo. The reference data (CRDs,
 Kubeflow's ClusterRoles) comes from ../shared, or is downloaded once and verified
 (tests/support/reference.py); offline without it, the demo says what is missing and stops.
+
+``./dev demo --chart`` deploys the hub as a platform engineer does instead: the z2jh chart
+rendered by real Helm with helm-values/values.yaml, applied, its hub (on the hub image's
+Python packages) and proxy run from the applied objects (tests/support/chart_hub.py).
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.support import reference
+from tests.support.chart_hub import deploy_chart_hub
 from tests.support.controlplane import start_control_plane
+from tests.support.hub_image_env import hub_image_env
 from tests.support.oidc_fixtures import (
     ADMIN_GROUPS,
     ALLOWED_GROUPS,
@@ -97,7 +103,7 @@ def _port(preferred: int) -> int:
         return s.getsockname()[1]
 
 
-async def run(port: int) -> int:
+async def run(port: int, chart: bool = False) -> int:
     try:
         # Before anything starts: a fresh clone has no ../shared (download, or one message).
         reference_dir = await asyncio.to_thread(reference.ensure)
@@ -112,7 +118,7 @@ async def run(port: int) -> int:
     print(f"starting the control plane (reference data: {reference_dir})…", flush=True)
     control_plane = await start_control_plane()
     work = Path(tempfile.mkdtemp(prefix="dna-hub-demo-"))
-    standins = provider = hub = None
+    standins = provider = hub = admin = None
     try:
         os.environ["KUBECONFIG"] = str(control_plane.hub_kubeconfig)
         print("starting the stand-ins (profile controller, webhook, kubelet)…", flush=True)
@@ -123,10 +129,20 @@ async def run(port: int) -> int:
         node_modules = await asyncio.to_thread(install_node_modules)
         provider = OIDCProvider(node_modules, work / "provider", keys=[_rsa_jwk("demo-key")])
         await asyncio.to_thread(provider.start)
-        print("starting JupyterHub…", flush=True)
-        hub = await start_hub(
-            provider, node_modules, work / "hub", extra_config=DNA_SPAWNER_CONFIG, port=port
-        )
+        if chart:
+            print("deploying the z2jh chart (helm render, apply, hub and proxy)…", flush=True)
+            admin = control_plane.admin_client()
+            hub_env = await asyncio.to_thread(hub_image_env)
+            hub = await deploy_chart_hub(
+                control_plane, admin, provider, node_modules, hub_env, work / "chart"
+            )
+            print(hub.rendered.summary())
+            print(hub.applied.report())
+        else:
+            print("starting JupyterHub…", flush=True)
+            hub = await start_hub(
+                provider, node_modules, work / "hub", extra_config=DNA_SPAWNER_CONFIG, port=port
+            )
         logins = "\n".join(f"    {line}" for line in demo_logins())
         print(
             "\n"
@@ -144,6 +160,8 @@ async def run(port: int) -> int:
         print("\nstopping…", flush=True)
         if hub is not None:
             hub.stop()
+        if admin is not None:
+            await admin.close()
         if provider is not None:
             provider.stop()
         if standins is not None:
@@ -157,8 +175,13 @@ async def run(port: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="./dev demo", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8000, help="hub port (default 8000)")
+    parser.add_argument(
+        "--chart",
+        action="store_true",
+        help="deploy with the z2jh chart (real Helm, hub image versions) instead",
+    )
     args = parser.parse_args()
-    sys.exit(asyncio.run(run(_port(args.port))))
+    sys.exit(asyncio.run(run(_port(args.port), chart=args.chart)))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,213 @@
+"""The chart deployed and serving: what tests and ``./dev demo`` log in to.
+
+:func:`deploy_chart_hub` is ``helm install`` + ``kubectl apply -f helm-values/hub-rbac.yaml``
++ the cluster running the chart's hub and proxy:
+
+1. render (real Helm) with ``helm-values/values.yaml`` and a site overlay for this machine,
+   validate, apply (tests/support/chart.py); create the OIDC client Secret as docs/deploy.md
+   says;
+2. run the ``proxy`` and ``hub`` Deployments' containers. TODAY: as host processes in
+   private mount namespaces (tests/support/host_pods.py, a stand-in), the hub in the hub
+   image's Python environment (tests/support/hub_image_env.py), Service names resolved by
+   the cluster DNS stand-in (tests/support/cluster_dns.py) in the test's event loop. Only
+   :func:`_run_pods` knows that; with the container kubelet stand-in it becomes "wait for
+   the Deployments' pods to be Ready and use the proxy pod's address".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from kubernetes_asyncio.client import ApiClient
+
+from tests.support.chart import (
+    ChartApplied,
+    RenderedChart,
+    apply_chart,
+    local_overlay,
+    render_chart,
+    validate_objects,
+)
+from tests.support.cluster_dns import ClusterDNS
+from tests.support.controlplane import ControlPlane, apply_object
+from tests.support.host_pods import HostPod, pod_addresses, prepare_host_pod
+from tests.support.hub_image_env import HubImageEnv
+from tests.support.oidc_fixtures import (
+    ADMIN_GROUPS,
+    ALLOWED_GROUPS,
+    HUB_SCOPES,
+    OIDCClient,
+    OIDCProvider,
+    chp_command,
+)
+
+PROXY_PORT = 8000  # the chart's proxy container port ("http")
+
+
+class ChartHubNotReady(RuntimeError):
+    pass
+
+
+@dataclass
+class ChartHub:
+    url: str  # the proxy, as a browser reaches it
+    provider: OIDCProvider
+    client: OIDCClient
+    rendered: RenderedChart
+    applied: ChartApplied
+    pods: dict[str, HostPod] = field(default_factory=dict)
+    dns: ClusterDNS | None = None
+    _start_pod: Any = None  # (name) -> HostPod, set by _run_pods
+    #: seconds from the start of rendering to each step
+    timings: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def mark(self, step: str) -> None:
+        self.timings[step] = time.monotonic() - self.started
+
+    @property
+    def callback_url(self) -> str:
+        return f"{self.url}/hub/oauth_callback"
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {name} ---\n{pod.log()[-6000:]}" for name, pod in self.pods.items())
+
+    async def login(self, http: httpx.AsyncClient, username: str) -> httpx.Response:
+        start = f"{self.url}/hub/oauth_login?next=%2Fhub%2Fhome"
+        return await self.provider.browse(http, start, username=username)
+
+    async def replace_pod(self, name: str, ready_timeout: float = 120) -> None:
+        """Delete the pod and let "the Deployment" start its replacement (same PVC)."""
+        self.pods[name].stop()
+        self.pods[name].log_file.rename(self.pods[name].log_file.with_suffix(".previous.log"))
+        await self._start_pod(name)
+        await _wait_ready(self, ready_timeout)
+
+    def stop(self) -> None:
+        for name in ("hub", "proxy"):
+            if name in self.pods:
+                self.pods[name].stop()
+        if self.dns is not None:
+            self.dns.close()
+
+
+def site_overlay(provider: OIDCProvider, client: OIDCClient, url: str) -> dict[str, Any]:
+    """The second ``-f`` of this machine: the provider, the demo accounts' groups."""
+    overlay = local_overlay(
+        issuer=provider.issuer, callback_url=f"{url}/hub/oauth_callback", client_id=client.client_id
+    )
+    auth = overlay["hub"]["config"]["DnaOIDCAuthenticator"]
+    auth.update(allowed_groups=ALLOWED_GROUPS, admin_groups=ADMIN_GROUPS, scope=HUB_SCOPES)
+    return overlay
+
+
+async def deploy_chart_hub(
+    control_plane: ControlPlane,
+    admin_api: ApiClient,
+    provider: OIDCProvider,
+    node_modules: Path,
+    hub_env: HubImageEnv,
+    work: Path,
+    *,
+    extra_overlays: Sequence[dict[str, Any]] = (),
+    ready_timeout: float = 120,
+) -> ChartHub:
+    started = time.monotonic()
+    addresses = pod_addresses(["hub", "proxy"])
+    url = f"http://{addresses['proxy']}:{PROXY_PORT}"
+    client = await provider.register_client([f"{url}/hub/oauth_callback"], [f"{url}/hub/login"])
+    rendered = render_chart(site_overlay(provider, client, url), *extra_overlays)
+    validate_objects(rendered)
+    applied = await apply_chart(admin_api, rendered)
+    await apply_object(
+        admin_api,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": "dna-hub-oidc",
+                "namespace": rendered.get("Secret", "hub")["metadata"]["namespace"],
+            },
+            "stringData": {"client-secret": client.client_secret},
+        },
+    )
+    hub = ChartHub(url, provider, client, rendered, applied, started=started)
+    hub.mark("rendered, validated, applied")
+    try:
+        await _run_pods(hub, control_plane, admin_api, node_modules, hub_env, work, addresses)
+        await _wait_ready(hub, ready_timeout)
+    except BaseException:
+        hub.stop()
+        raise
+    hub.mark("hub ready")
+    return hub
+
+
+async def _run_pods(
+    hub: ChartHub,
+    control_plane: ControlPlane,
+    admin_api: ApiClient,
+    node_modules: Path,
+    hub_env: HubImageEnv,
+    work: Path,
+    addresses: dict[str, str],
+) -> None:
+    """STAND-IN: the hub and proxy Deployments' containers as host processes."""
+    backing = {"hub": addresses["hub"], "proxy-api": addresses["proxy"]}
+    backing["proxy-public"] = addresses["proxy"]
+    namespace = hub.rendered.get("Deployment", "hub")["metadata"]["namespace"]
+    dns_address = addresses["hub"].rsplit(".", 1)[0] + ".53"
+    hub.dns = ClusterDNS(dns_address, api=admin_api)
+    hub.dns.add({(name, namespace): address for name, address in backing.items()})
+    await hub.dns.start()
+    executables = {
+        "jupyterhub": [str(hub_env.python.parent / "jupyterhub")],
+        "configurable-http-proxy": chp_command(node_modules),
+    }
+    # the hub image's PATH finds its python3 first (the chart's idle culler runs `python3 -m`)
+    hub_image = hub_env.environ({"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    hub_base = {k: hub_image[k] for k in ("PATH", "PYTHONPATH")}
+
+    async def start(name: str) -> HostPod:
+        pod = await prepare_host_pod(
+            admin_api,
+            hub.rendered.get("Deployment", name),
+            address=addresses[name],
+            backing=backing,
+            executables=executables,
+            api_server=control_plane.server,
+            ca_file=control_plane.ca_file,
+            base_env=hub_base if name == "hub" else {},
+            # the same directory again: the hub's PVC (its database) survives a restart
+            root=work / f"pod-{name}",
+            nameserver=dns_address,
+        )
+        hub.pods[name] = pod.start()
+        return pod
+
+    hub._start_pod = start
+    for name in ("proxy", "hub"):
+        await start(name)
+
+
+async def _wait_ready(hub: ChartHub, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=5) as http:
+        while time.monotonic() < deadline:
+            for name, pod in hub.pods.items():
+                if pod.process is not None and pod.process.poll() is not None:
+                    raise ChartHubNotReady(f"the {name} exited:\n{hub.logs()}")
+            with contextlib.suppress(httpx.HTTPError):
+                response = await http.get(f"{hub.url}/hub/health")
+                if response.status_code == 200:
+                    return
+            await asyncio.sleep(0.3)
+    raise ChartHubNotReady(f"the chart's hub did not answer through its proxy:\n{hub.logs()}")
