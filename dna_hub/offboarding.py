@@ -9,7 +9,7 @@ of their default server — also what z2jh's user culling does):
   manager, so if the user comes back, their next spawn removes exactly them.
 * ``delete``: the Profile is deleted, and with it (Kubeflow's profile controller owns it)
   the namespace and **everything in it, volumes included**. Needs
-  ``helm-values/hub-rbac-offboarding.yaml``.
+  the hub's own ``delete profiles`` rule (``helm-values/hub-rbac.yaml``).
 
 ``dna-hub gc`` lists orphaned profiles older than a given age and deletes them only when
 told to. Whatever the path, a Profile dna_hub does not manage (:mod:`dna_hub.managed`), or

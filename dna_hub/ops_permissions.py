@@ -4,9 +4,10 @@
   (``helm-values/dna-hub-sync.yaml`` grants exactly these; tests/test_sync_rbac.py proves
   each one is needed on the API server). It may re-apply and prune the objects of
   *existing* profiles; it can neither create nor delete a Profile, nor touch namespaces.
-* :data:`OFFBOARDING_PERMISSIONS` — what the hub additionally needs with
-  ``DnaSpawner.profile_retention = "delete"`` (``helm-values/hub-rbac-offboarding.yaml``);
-  with the default ``keep`` the hub's own ``patch profiles`` suffices.
+
+Offboarding needs nothing beyond the hub's own rules (``helm-values/hub-rbac.yaml``): ``keep``
+patches the Profile, ``delete`` deletes it (``delete profiles``, which the hub also needs to
+remove a Profile it left pending after losing a race to someone else's namespace).
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ _TEMPLATE_RESOURCES = (
 SYNC_PERMISSIONS: tuple[Permission, ...] = tuple(
     _grant("kubeflow.org", "profiles", "list", "sync finds the profiles dna_hub manages")
     + _grant("kubeflow.org", "profiles", "get patch", "sync re-applies each Profile (no create)")
-    + _grant("", "namespaces", "list", "sync checks the profile namespace exists")
+    + _grant(
+        "",
+        "namespaces",
+        "get list",
+        "sync checks the profile namespace exists and who owns it",
+    )
     + _grant("", "serviceaccounts", "list", "sync checks default-editor exists")
     + [
         permission
@@ -50,14 +56,5 @@ SYNC_PERMISSIONS: tuple[Permission, ...] = tuple(
         "workflowtaskresults",
         "create patch",
         "held to grant them in the Kale Role (RBAC escalation prevention)",
-    )
-)
-
-OFFBOARDING_PERMISSIONS: tuple[Permission, ...] = tuple(
-    _grant(
-        "kubeflow.org",
-        "profiles",
-        "delete",
-        "profile_retention=delete: the hub deletes a deleted user's Profile",
     )
 )

@@ -307,12 +307,16 @@ def _check_object(name: str, obj: Any, context: ProfileContext) -> dict[str, Any
     labels[MANAGED_BY_LABEL] = MANAGED_BY
     labels[PROFILE_LABEL] = context.namespace
     if obj["kind"] == "Profile":
-        # Who the profile was rendered for: `dna-hub sync` renders it again from these.
+        # Who the profile was rendered for: `dna-hub sync` renders it again from these (a
+        # team's Profile is named by its group instead: 00-profile.yaml.j2, team-group).
         annotations = metadata.setdefault("annotations", {})
         if not isinstance(annotations, dict):
             raise TemplateError(f"{what}: metadata.annotations must be a mapping")
-        annotations["dna-hub.io/hub-username"] = context.username
-        annotations["dna-hub.io/hub-groups"] = json.dumps(sorted(context.groups))
+        if context.team is None:
+            annotations["dna-hub.io/hub-username"] = context.username
+            annotations["dna-hub.io/hub-groups"] = json.dumps(sorted(context.groups))
+        else:
+            annotations["dna-hub.io/team-group"] = context.team
     return obj
 
 

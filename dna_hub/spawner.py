@@ -120,13 +120,19 @@ class DnaSpawner(KubeSpawner):
         # namespace: ..." at once), saved state, a profile_list override — gets the policy's,
         # so neither the pod nor the log can name another one. An unmappable username keeps
         # the proposal here; _apply_namespace_policy reports it and a spawn refuses it.
-        user = self.user
-        if user is None:
+        if self.user is None:
             return proposal["value"]
         try:
-            return namespace_for(user.name, self.namespace_template)
+            return self._policy_namespace()
         except NamespacePolicyError:
             return proposal["value"]
+
+    def _policy_namespace(self) -> str:
+        """The team's namespace for a team server, else the user's own, by policy."""
+        team = self.__dict__.get("team")  # not yet set while KubeSpawner's __init__ runs
+        if team is not None:
+            return team.namespace
+        return namespace_for(self.user.name, self.namespace_template)
 
     hub_namespace = Unicode(
         config=True,
@@ -360,8 +366,9 @@ class DnaSpawner(KubeSpawner):
 
         'delete': the Profile is DELETED, and with it the user's namespace and EVERYTHING IN
         IT — notebooks' volumes and their data, pipelines, runs, secrets. This cannot be
-        undone. Also apply helm-values/hub-rbac-offboarding.yaml (the hub may then delete
-        Profiles). A Profile dna_hub does not manage is never touched.""",
+        undone. (helm-values/hub-rbac.yaml lets the hub delete Profiles; on Kubernetes >= 1.30
+        helm-values/hub-object-guard.yaml admits only pending ones: see docs/operations.md.)
+        A Profile dna_hub does not manage is never touched.""",
     )
 
     # --- the notebook's access to Kubeflow Pipelines ----------------------------------------
@@ -494,11 +501,7 @@ class DnaSpawner(KubeSpawner):
     def _apply_namespace_policy(self, *, strict: bool) -> None:
         """Put the notebook in the namespace the policy gives, whatever state or options say."""
         try:
-            namespace = (
-                team.namespace
-                if (team := getattr(self, "team", None))
-                else namespace_for(self.user.name, self.namespace_template)
-            )
+            namespace = self._policy_namespace()
         except NamespacePolicyError as e:
             if strict:
                 raise ConfigurationError(

@@ -149,12 +149,13 @@ async def test_group_membership_grants_and_revokes_access(
     )
     carols = await admin_kube.get(ROLE_BINDING, contributor_binding_name(carol, "view"), namespace)
 
-    # a second login changes nothing and costs three reads: the team Profile (digest up to
-    # date) and one label-selected list per contributor kind
+    # a second login changes nothing and costs four reads: the team Profile (digest up to
+    # date) and its namespace (the owner check every path makes), and one label-selected
+    # list per contributor kind
     before = hub_kube.requests
     again = await make_sync(hub_kube).sync(alice, plan, render_team)
     assert not again.created and not again.deleted and not again.failed
-    assert hub_kube.requests - before == 3
+    assert hub_kube.requests - before == 4
 
     # alice is removed from the group at the provider and logs in again
     gone = await make_sync(hub_kube).sync(

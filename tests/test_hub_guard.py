@@ -42,6 +42,7 @@ RESOURCES = {
     "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
     "PersistentVolumeClaim": ("", "persistentvolumeclaims"),
     "EnvoyFilter": ("networking.istio.io", "envoyfilters"),
+    "LimitRange": ("", "limitranges"),
 }
 
 

@@ -16,37 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from dna_hub import DnaSpawner
 from dna_hub.k8s.api import NAMESPACE, PROFILE, KubeApi
 from dna_hub.managed import ORPHANED_AT_ANNOTATION, ORPHANED_LABEL, is_orphaned, orphaned_at
 from dna_hub.naming import namespace_for
 from dna_hub.offboarding import mark_orphaned, offboard
-from dna_hub.ops_permissions import OFFBOARDING_PERMISSIONS
 from tests.support.controlplane import ControlPlane
-from tests.support.paths import REPO_ROOT
-from tests.test_hub_rbac import granted
 from tests.test_kubespawner_standins import fake_hub_api  # noqa: F401 - a fixture
 from tests.test_spawner import make_spawner  # noqa: F401 - a fixture
 from tests.test_standins import eventually
 from tests.test_sync import unmanaged_profile
 
 pytestmark = [pytest.mark.controlplane]
-
-OFFBOARDING_RBAC = REPO_ROOT / "helm-values" / "hub-rbac-offboarding.yaml"
-
-
-def test_offboarding_rbac_grants_exactly_profile_delete() -> None:
-    role, binding = [o for o in yaml.safe_load_all(OFFBOARDING_RBAC.read_text()) if o]
-    assert granted(role) == {(p.group, p.resource, p.verb) for p in OFFBOARDING_PERMISSIONS}
-    assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "hub", "namespace": "jupyterhub"}
-    ]
 
 
 def test_retention_help_says_what_delete_deletes() -> None:
@@ -113,23 +96,6 @@ async def test_keep_marks_the_profile_orphaned_and_changes_nothing_else(
     assert ORPHANED_AT_ANNOTATION not in back["metadata"].get("annotations", {})
 
 
-async def grant_offboarding(admin_api: ApiClient) -> None:
-    rbac = client.RbacAuthorizationV1Api(admin_api)
-    role, binding = [o for o in yaml.safe_load_all(OFFBOARDING_RBAC.read_text()) if o]
-    await rbac.create_cluster_role(role)
-    await rbac.create_cluster_role_binding(binding)
-
-
-async def revoke_offboarding(admin_api: ApiClient) -> None:
-    rbac = client.RbacAuthorizationV1Api(admin_api)
-    for call in (rbac.delete_cluster_role_binding, rbac.delete_cluster_role):
-        try:
-            await call("dna-hub-offboarding")
-        except ApiException as e:
-            if e.status != 404:
-                raise
-
-
 @pytest.mark.slow
 async def test_delete_removes_the_profile_and_its_namespace(
     make_spawner: Callable[..., DnaSpawner],  # noqa: F811
@@ -142,28 +108,9 @@ async def test_delete_removes_the_profile_and_its_namespace(
     spawner = make_spawner(username, f"{username}@example.com", profile_retention="delete")
     await spawner.provision_profile()
 
-    # without helm-values/hub-rbac-offboarding.yaml the hub may not: a real 403, nothing lost
-    with pytest.raises(ApiException) as info:
-        await spawner.delete_forever()
-    assert info.value.status == 403
-    assert not is_orphaned(await admin.get(PROFILE, namespace))
-
-    await revoke_offboarding(admin_api)
-    await grant_offboarding(admin_api)
-    try:
-
-        async def deleted() -> bool:
-            try:
-                await spawner.delete_forever()
-            except ApiException as e:
-                if e.status == 403:  # the new binding is not in the authorizer's cache yet
-                    return False
-                raise
-            return True
-
-        await eventually(deleted, timeout=30)
-    finally:
-        await revoke_offboarding(admin_api)
+    # hub-rbac.yaml lets the hub delete Profiles (also to clean up a Profile it left
+    # pending after losing a race; the object guard narrows this on Kubernetes >= 1.30)
+    await spawner.delete_forever()
 
     async def profile_and_namespace_gone() -> bool:
         ns = await admin.get(NAMESPACE, namespace)

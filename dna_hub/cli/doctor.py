@@ -213,7 +213,7 @@ async def run_checks(args: argparse.Namespace) -> list[Check]:
             await asyncio.gather(*(check_permission(api, p, args.timeout) for p in HUB_PERMISSIONS))
         )
         checks.extend(
-            Check(v.name, v.ok, v.detail, v.fix, v.warning)
+            Check(v.name, v.ok, v.detail, v.fix, warning=v.warning)
             for v in await check_guards(api, _hub_namespace(config), args.timeout)
         )
     for label in ("kfp_endpoint", "kfp_ui_endpoint"):
