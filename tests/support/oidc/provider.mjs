@@ -24,7 +24,8 @@
 //
 // Test-only admin endpoint: POST /__test/accounts/<login> with a JSON body
 // {"claims": {...}} replaces that account's claims (e.g. removes it from its groups);
-// {"claims": null} deletes the account. Later grants (refresh, userinfo) see the change.
+// {"claims": null} deletes the account: as at a real provider, its later grants (refresh,
+// userinfo) fail — it is not treated as an unknown demo login.
 //
 // Once listening it prints one line `READY <issuer> <base-url>` on stdout.
 // Test-only conveniences: open dynamic client registration (RFC 7591) so every hub under
@@ -44,6 +45,8 @@ const { default: Provider } = await import(
 );
 
 const accounts = config.accounts || {};
+// Accounts deleted through the test endpoint: gone, not "any other login".
+const deleted = new Set();
 // A login that is not in `accounts`: authenticated, but in no group.
 const unknownAccount = (id) => ({
   claims: { preferred_username: id, email: `${id}@unknown.example`, email_verified: true, groups: [] },
@@ -71,6 +74,7 @@ const provider = new Provider(issuer, {
   jwks: { keys: config.keys },
   cookies: { keys: [randomBytes(32).toString('hex')] },
   async findAccount(ctx, id) {
+    if (deleted.has(id)) return undefined;
     const account = Object.hasOwn(accounts, id) ? accounts[id] : unknownAccount(id);
     return {
       accountId: id,
@@ -150,8 +154,13 @@ server.on('request', (req, res) => {
   req.on('end', () => {
     const login = decodeURIComponent(match[1]);
     const { claims } = JSON.parse(data || '{}');
-    if (claims === null) delete accounts[login];
-    else accounts[login] = { claims };
+    if (claims === null) {
+      delete accounts[login];
+      deleted.add(login);
+    } else {
+      accounts[login] = { claims };
+      deleted.delete(login);
+    }
     res.writeHead(204).end();
   });
 });
