@@ -75,11 +75,15 @@ def make_chart_spawner(api_url: str = "http://hub:8081/hub/api", **config: Any) 
 
 def test_the_values_group_settings_let_the_authenticator_start() -> None:
     settings = VALUES["hub"]["config"]["DnaOIDCAuthenticator"]
-    assert settings["allowed_groups"] and settings["admin_groups"]
+    assert settings["allowed_groups"]
+    # operators get hub.loadRoles' dna-hub-operator role by group, not JupyterHub admin
+    assert "admin_groups" not in settings
     authenticator = DnaOIDCAuthenticator(config=Config({"DnaOIDCAuthenticator": settings}))
     assert authenticator.manage_groups is True
     assert authenticator.allowed_groups == set(settings["allowed_groups"])
-    assert authenticator.admin_groups == set(settings["admin_groups"])
+    # admin_groups, where a site sets them, also start only with managed groups
+    with_admins = Config({"DnaOIDCAuthenticator": {**settings, "admin_groups": ["ops"]}})
+    assert DnaOIDCAuthenticator(config=with_admins).admin_groups == {"ops"}
 
 
 def test_groups_without_group_management_fail_naming_the_trait() -> None:
@@ -165,5 +169,14 @@ async def test_deleting_a_hub_user_never_deletes_profile_storage(
     # even when configured: the hub has no delete on PVCs, a 403 would fail the deletion
     spawner = chart_spawner(delete_pvc=True, storage_pvc_ensure=True)
     assert spawner.delete_pvc is True
-    spawner.api = None  # any Kubernetes call would fail loudly
+    # the profile's offboarding (profile_retention, tests/test_offboarding.py) is all that
+    # happens; KubeSpawner's PVC deletion never runs
+    offboarded = []
+
+    async def offboard_profile() -> None:
+        offboarded.append(spawner.namespace)
+
+    spawner.offboard_profile = offboard_profile  # type: ignore[method-assign]
+    spawner.api = None  # any other Kubernetes call would fail loudly
     await spawner.delete_forever()
+    assert offboarded == [spawner.namespace]

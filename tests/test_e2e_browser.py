@@ -115,6 +115,12 @@ async def test_login_to_jupyterlab_in_own_profile(
     # the hub's /metrics shows the provisioning
     async with dna_hub.api() as api:
         metrics = (await api.get(f"{dna_hub.url}/hub/metrics")).text
-    assert 'dna_hub_provisioning_duration_seconds_count{outcome="success",path="full"} 1.0' in (
-        metrics
+    ours = "\n".join(line for line in metrics.splitlines() if line.startswith("dna_hub_"))
+    # one successful provisioning in this hub: "full", or "fast" where an earlier test of
+    # the session already provisioned kubeflow-alice with the same templates
+    succeeded = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in ours.splitlines()
+        if line.startswith('dna_hub_provisioning_duration_seconds_count{outcome="success"')
     )
+    assert succeeded == 1.0, ours
