@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient, CoreV1Api
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -38,6 +37,7 @@ from dna_hub.teams import parse_teams, plan_for
 from tests.support.controlplane import ControlPlane
 from tests.support.hooked_kube import HookedKubeApi
 from tests.support.paths import REPO_ROOT
+from tests.support.rbac_identity import granted, rules_without, service_account_token
 from tests.support.standins.profile_controller import PAUSED_ANNOTATION
 from tests.test_contributors import render_team
 from tests.test_provisioning import profile_template_with, rendered_for
@@ -47,16 +47,6 @@ RBAC_FILE = REPO_ROOT / "helm-values" / "hub-rbac.yaml"
 
 def rbac_objects() -> list[dict[str, Any]]:
     return [o for o in yaml.safe_load_all(RBAC_FILE.read_text()) if o]
-
-
-def granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
-    return {
-        (group, resource, verb)
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
 
 
 def test_rbac_file_grants_exactly_the_documented_permissions() -> None:
@@ -339,35 +329,7 @@ async def identity_without(
 async def token_without(admin: ApiClient, missing: Permission | None, tag: str) -> str:
     """A token of a ServiceAccount bound to hub-rbac.yaml's rules less ``missing``."""
     (role,) = [o for o in rbac_objects() if o["kind"] == "ClusterRole"]
-    rules = [
-        {"apiGroups": [g], "resources": [r], "verbs": [v]}
-        for g, r, v in sorted(granted(role))
-        if missing is None or (g, r, v) != (missing.group, missing.resource, missing.verb)
-    ]
-    name = f"dna-hub-rbac-{tag}"
-    rbac = client.RbacAuthorizationV1Api(admin)
-    core = CoreV1Api(admin)
-    await core.create_namespaced_service_account(
-        "jupyterhub", {"metadata": {"name": name}}, _request_timeout=10
-    )
-    await rbac.create_cluster_role({"metadata": {"name": name}, "rules": rules})
-    await rbac.create_cluster_role_binding(
-        {
-            "metadata": {"name": name},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": name,
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "jupyterhub"}],
-        }
-    )
-    token = await core.create_namespaced_service_account_token(
-        name,
-        "jupyterhub",
-        client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[])),
-    )
-    return token.status.token
+    return await service_account_token(admin, f"dna-hub-rbac-{tag}", rules_without(role, missing))
 
 
 def service_account_user(tag: str) -> str:

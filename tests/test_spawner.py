@@ -10,6 +10,7 @@ through a real JupyterHub is in tests/test_e2e_browser.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -266,6 +267,23 @@ async def test_saved_state_and_options_never_move_the_namespace(
     assert spawner.namespace == policy
 
 
+@contextlib.asynccontextmanager
+async def api_through_proxy(
+    spawner: DnaSpawner, control_plane: ControlPlane, tmp_path: Path
+) -> AsyncIterator[FaultProxy]:
+    """The spawner's KubeSpawner client (pods, secrets) through a fault proxy, for a test."""
+    with FaultProxy.for_kubeconfig(control_plane.hub_kubeconfig, control_plane.ca_file) as proxy:
+        kubeconfig = proxy.write_kubeconfig(control_plane.hub_kubeconfig, tmp_path / "kubeconfig")
+        configuration = Configuration()
+        await load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+        async with ApiClient(configuration) as api_client:
+            shared, spawner.api = spawner.api, CoreV1Api(api_client)
+            try:
+                yield proxy
+            finally:
+                spawner.api = shared  # the fixture stops the server after the proxy is gone
+
+
 async def test_pod_refused_until_the_token_secret_exists_is_retried(
     make_spawner: Callable[..., DnaSpawner],
     control_plane: ControlPlane,
@@ -278,25 +296,19 @@ async def test_pod_refused_until_the_token_secret_exists_is_retried(
     the test does not depend on how fast the token controller is); the spawn retries."""
     username = unique_name("token")
     spawner = make_spawner(username, f"{username}@example.com")
-    with FaultProxy.for_kubeconfig(control_plane.hub_kubeconfig, control_plane.ca_file) as proxy:
-        kubeconfig = proxy.write_kubeconfig(control_plane.hub_kubeconfig, tmp_path / "kubeconfig")
-        configuration = Configuration()
-        await load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-        async with ApiClient(configuration) as api_client:
-            shared, spawner.api = spawner.api, CoreV1Api(api_client)
-            rule = proxy.add_rule(
-                "POST",
-                r"/api/v1/namespaces/[^/]+/pods$",
-                status=500,
-                reason="ServerTimeout",
-                message='No API token found for service account "default-editor", retry after '
-                "the token is automatically created and added to the service account",
-                times=1,
-            )
-            await start_with_progress(spawner)
-            assert rule.hits == 1
-            assert proxy.count("POST", r"/pods$") == 2
-            spawner.api = shared  # the fixture stops the server after the proxy is gone
+    async with api_through_proxy(spawner, control_plane, tmp_path) as proxy:
+        rule = proxy.add_rule(
+            "POST",
+            r"/api/v1/namespaces/[^/]+/pods$",
+            status=500,
+            reason="ServerTimeout",
+            message='No API token found for service account "default-editor", retry after '
+            "the token is automatically created and added to the service account",
+            times=1,
+        )
+        await start_with_progress(spawner)
+        assert rule.hits == 1
+        assert proxy.count("POST", r"/pods$") == 2
     pods = await standins_kube.get(f"/api/v1/namespaces/{namespace_for(username)}/pods")
     assert [p["metadata"]["name"] for p in pods["items"]] == [spawner.pod_name]
 
@@ -309,17 +321,12 @@ async def test_other_pod_refusals_are_not_retried(
 ) -> None:
     username = unique_name("refused")
     spawner = make_spawner(username, f"{username}@example.com")
-    with FaultProxy.for_kubeconfig(control_plane.hub_kubeconfig, control_plane.ca_file) as proxy:
-        kubeconfig = proxy.write_kubeconfig(control_plane.hub_kubeconfig, tmp_path / "kubeconfig")
-        configuration = Configuration()
-        await load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-        async with ApiClient(configuration) as api_client:
-            spawner.api = CoreV1Api(api_client)
-            proxy.add_rule("POST", r"/api/v1/namespaces/[^/]+/pods$", status=403, times=None)
-            with pytest.raises(ApiException) as refused:
-                await start_with_progress(spawner)
-            assert refused.value.status == 403
-            assert proxy.count("POST", r"/pods$") == 1
+    async with api_through_proxy(spawner, control_plane, tmp_path) as proxy:
+        proxy.add_rule("POST", r"/api/v1/namespaces/[^/]+/pods$", status=403, times=None)
+        with pytest.raises(ApiException) as refused:
+            await start_with_progress(spawner)
+        assert refused.value.status == 403
+        assert proxy.count("POST", r"/pods$") == 1
 
 
 async def test_a_username_beyond_the_basic_plane_spawns(

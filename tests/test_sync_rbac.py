@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client import ApiClient, CoreV1Api
+from kubernetes_asyncio.client import ApiClient
 from traitlets.config import Config
 
 from dna_hub.cli.sync import renderer
@@ -29,7 +28,8 @@ from dna_hub.provisioning import ProfileProvisioner
 from dna_hub.sync import ProfileSync
 from tests.support.controlplane import ControlPlane
 from tests.support.paths import REPO_ROOT
-from tests.test_hub_rbac import granted, kfp_namespace  # noqa: F401 - fixture
+from tests.support.rbac_identity import granted, rules_without, service_account_token
+from tests.test_hub_rbac import kfp_namespace  # noqa: F401 - fixture
 
 SYNC_FILE = REPO_ROOT / "helm-values" / "dna-hub-sync.yaml"
 #: Every namespaced default template: an empty file of the same name removes it.
@@ -96,35 +96,9 @@ def test_sync_manifests_are_valid() -> None:
 
 async def sync_token(admin: ApiClient, missing: Permission | None, tag: str) -> str:
     """A token of a ServiceAccount bound to dna-hub-sync.yaml's rules less ``missing``."""
-    rules = [
-        {"apiGroups": [g], "resources": [r], "verbs": [v]}
-        for g, r, v in sorted(granted(sync_role()))
-        if missing is None or (g, r, v) != (missing.group, missing.resource, missing.verb)
-    ]
-    name = f"dna-hub-sync-{tag}"
-    rbac = client.RbacAuthorizationV1Api(admin)
-    core = CoreV1Api(admin)
-    await core.create_namespaced_service_account(
-        "jupyterhub", {"metadata": {"name": name}}, _request_timeout=10
+    return await service_account_token(
+        admin, f"dna-hub-sync-{tag}", rules_without(sync_role(), missing)
     )
-    await rbac.create_cluster_role({"metadata": {"name": name}, "rules": rules})
-    await rbac.create_cluster_role_binding(
-        {
-            "metadata": {"name": name},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": name,
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "jupyterhub"}],
-        }
-    )
-    token = await core.create_namespaced_service_account_token(
-        name,
-        "jupyterhub",
-        client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[])),
-    )
-    return token.status.token
 
 
 def client_for(control_plane: ControlPlane, token: str) -> ApiClient:
