@@ -100,6 +100,26 @@ class DemoProcess:
         return code
 
 
+def _processes_in(work: Path) -> list[str]:
+    """Processes whose command line or working directory is under ``work`` (the demo's TMPDIR)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(proc / "cwd")
+            if str(work) in cmdline or cwd.startswith(str(work)):
+                found.append(f"{proc.name}: {cmdline}")
+    return found
+
+
+def _demo_networks(pid: int) -> list[str]:
+    """The podman networks the demo process ``pid`` made (named dna-hub-PID-...)."""
+    names = _podman_lines("network", "ls", "--format", "{{.Name}}")
+    return [name for name in names if name.startswith(f"dna-hub-{pid}-")]
+
+
 def _podman_lines(*args: str) -> list[str]:
     return images.podman(*args, check=False).stdout.split()
 
@@ -202,9 +222,40 @@ async def test_demo_shows_kale_from_the_singleuser_image_and_stops_clean(
         assert _podman_lines("pod", "ps", "--filter", label, "--quiet") == []
         for pod_id in pods:
             assert _podman_lines("ps", "-a", "--filter", f"pod={pod_id}", "--quiet") == []
+        assert _processes_in(work) == []  # stand-ins, provider, hub, proxy: all ended
     finally:
         if demo.process.poll() is None:
             with contextlib.suppress(AssertionError):
                 demo.interrupt(STOP_TIMEOUT)
         if network:
             remove_pod_network(network)  # only if the demo failed to
+
+
+async def test_demo_interrupted_while_starting_leaves_nothing(tmp_path: Path) -> None:
+    """Ctrl-C while the notebook containers' side starts: the same clean stop, nothing left."""
+    if missing := images.engine_missing():
+        paths.unavailable(f"the container engine is not installed ({', '.join(missing)})")
+    work = tmp_path / "demo-tmp"
+    work.mkdir()
+    demo = DemoProcess(work)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        # Once its podman network exists, the demo is creating it, or starting the container
+        # kubelet in it: either way the network (and whatever runs in it) must go.
+        while not _demo_networks(demo.process.pid):
+            assert demo.process.poll() is None, demo.text
+            assert time.monotonic() < deadline, demo.text
+            time.sleep(0.1)
+        code = demo.interrupt(STOP_TIMEOUT)
+        assert code == 0, demo.text
+        assert demo.output[-1] == "stopped.", demo.text
+        assert "Traceback" not in demo.text, demo.text
+        assert _demo_networks(demo.process.pid) == []
+        assert _processes_in(work) == []
+        print(demo.text)
+    finally:
+        if demo.process.poll() is None:
+            with contextlib.suppress(AssertionError):
+                demo.interrupt(STOP_TIMEOUT)
+        for network in _demo_networks(demo.process.pid):
+            remove_pod_network(network)
