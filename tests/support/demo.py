@@ -165,8 +165,9 @@ async def start(demo: Demo, port: int, chart: bool, reference_dir: Path) -> None
     )
     if not chart:
         print(
-            "starting the notebook containers' side: the single-user image (built once, "
-            "cached), a podman network, the container kubelet, the KFP API stand-in…",
+            "starting the notebook containers' side: the single-user image (the first run "
+            f"builds it, a few minutes, log in {images.IMAGES_DIR}; then cached), a podman "
+            "network, the container kubelet, the KFP API stand-in…",
             flush=True,
         )
         demo.containers = await NotebookContainers.start(control_plane, work)

@@ -111,17 +111,22 @@ def container_spawner_config(
     )
 
 
-async def in_thread(record: Callable[[T], object], func: Callable[..., T], *args: Any) -> T:
+async def in_thread(
+    record: Callable[[T], object], func: Callable[..., T], *args: Any, waiting: str = ""
+) -> T:
     """``record(func(*args))`` with ``func`` in a thread, recorded even if the caller is cancelled.
 
     A cancelled ``asyncio.to_thread`` leaves its thread running: what it starts (a process, a
     network) would be left behind. Here cancellation waits for the thread, records its
-    result, so that the caller's clean-up sees and removes it, then propagates.
+    result, so that the caller's clean-up sees and removes it, then propagates. ``waiting``
+    is printed if the thread is still running when the caller is cancelled.
     """
     task = asyncio.ensure_future(asyncio.to_thread(func, *args))
     try:
         value = await asyncio.shield(task)
     except asyncio.CancelledError:
+        if waiting and not task.done():
+            print(waiting, flush=True)
         with contextlib.suppress(Exception):
             record(await task)
         raise
@@ -150,7 +155,13 @@ class NotebookContainers:
         ``RuntimeError`` if the container kubelet does not start.
         """
         if image is None:
-            image = (await asyncio.to_thread(images.ensure_image, "singleuser")).tag
+            built = await in_thread(
+                lambda _: None,
+                images.ensure_image,
+                "singleuser",
+                waiting="stopping once the image build in progress has finished (it is kept)…",
+            )
+            image = built.tag
         running = cls(control_plane, image)
         try:
             await running._step("network", create_pod_network, "dna-hub.test/demo=1")
