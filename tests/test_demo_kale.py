@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -168,6 +169,7 @@ async def test_demo_shows_kale_from_the_singleuser_image_and_stops_clean(
             browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             try:
                 page = await browser.new_page(viewport={"width": 1400, "height": 900})
+                logged_in = time.monotonic()
                 await _log_in_with_chromium(page, url, "alice")
                 await page.wait_for_url("**/user/alice/lab**", timeout=300_000)
                 await page.wait_for_selector("#jp-main-dock-panel", timeout=120_000)
@@ -180,6 +182,7 @@ async def test_demo_shows_kale_from_the_singleuser_image_and_stops_clean(
                     await page.locator(".kale-panel", has_text="KFP is reachable").wait_for(
                         timeout=60_000
                     )
+                seconds = time.monotonic() - logged_in
                 await page.screenshot(path=str(shot))
                 panel_text = await panel.inner_text()
                 title = await page.title()
@@ -187,6 +190,7 @@ async def test_demo_shows_kale_from_the_singleuser_image_and_stops_clean(
                 await browser.close()
         if target := os.environ.get("DNA_HUB_SCREENSHOT_DIR"):
             shutil.copy(shot, Path(target) / shot.name)
+        print(f"demo: Kale's panel {seconds:.1f}s after the login began")
         print(f"screenshot: {shot}\nKale panel text: {panel_text!r}")
         assert "JupyterLab" in title
         assert panel_text.startswith("Kale"), panel_text
@@ -259,3 +263,28 @@ async def test_demo_interrupted_while_starting_leaves_nothing(tmp_path: Path) ->
                 demo.interrupt(STOP_TIMEOUT)
         for network in _demo_networks(demo.process.pid):
             remove_pod_network(network)
+
+
+async def test_demo_whose_image_does_not_build_says_so_and_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failed image build: one message naming the build logs, exit 1, nothing left running."""
+    from tests.support import demo
+
+    if missing := images.engine_missing():
+        paths.unavailable(f"the container engine is not installed ({', '.join(missing)})")
+
+    def broken_build(name: str) -> images.BuiltImage:
+        raise images.ImageBuildError(f"buildah bud of {name} exited 1 (test)")
+
+    monkeypatch.setattr(images, "ensure_image", broken_build)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the demo's work directory
+    monkeypatch.setenv("KUBECONFIG", os.environ.get("KUBECONFIG", ""))  # the demo sets it
+    assert await demo.run(0) == 1
+    out, err = capsys.readouterr()
+    assert "the single-user image did not build" in err, out + err
+    assert "buildah bud of singleuser exited 1 (test)" in err
+    assert str(images.IMAGES_DIR) in err
+    assert "Traceback" not in out + err
+    assert out.rstrip().endswith("stopped."), out
+    assert _processes_in(tmp_path) == []  # the stand-ins it had started were stopped

@@ -38,6 +38,7 @@ import signal
 import socket
 import sys
 import tempfile
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -265,13 +266,38 @@ async def run(port: int, chart: bool = False) -> int:
             print(banner(demo), flush=True)
             await stop.wait()
         finally:
+            state["starting"] = False
             print("\nstopping…", flush=True)
-            await asyncio.shield(asyncio.ensure_future(demo.stop()))
+            await _uninterrupted(demo.stop())
             print("stopped.", flush=True)
     except asyncio.CancelledError:
         if not state["signalled"]:
             raise
+    except images.ImageBuildError as e:
+        print(
+            f"./dev demo cannot start: the single-user image did not build.\n{e}\n"
+            f"(build logs: {images.IMAGES_DIR})",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
     return 0
+
+
+async def _uninterrupted(clean_up: Coroutine[Any, Any, None]) -> None:
+    """Run ``clean_up`` to its end even if this task is cancelled meanwhile (then re-raise)."""
+    task = asyncio.ensure_future(clean_up)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    task.result()
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def main() -> None:
