@@ -7,9 +7,10 @@ Pipelines token volume → the kubelet stand-in runs the pod as a podman contain
 in alice's kernel as she would: through the proxy, Jupyter Server's kernel API, alice's
 hub token. KFP is the authorizing stand-in (TokenReview + SubjectAccessReview).
 
-Test-only helper: there is no storage provisioner here and the hub may not create PVCs
-(least privilege), so a ``modify_pod_hook`` creates the user's home claim as the cluster
-admin would have, just before the pod is created.
+The DnaSpawner configuration is the demo's (tests/support/notebook_containers.py): there is
+no storage provisioner here and the hub may not create PVCs (least privilege), so its
+``modify_pod_hook`` creates the user's home claim as the cluster admin would have, just
+before the pod is created.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tests.support.controlplane import ControlPlane
 from tests.support.demo import DNA_SPAWNER_CONFIG
 from tests.support.jupyter_kernel import Kernel
 from tests.support.kfp_standin import KfpStandIn, KubeAuth
+from tests.support.notebook_containers import container_spawner_config
 from tests.support.oidc_fixtures import HubProcess, OIDCProvider, start_hub
 from tests.support.podman_fixtures import POD_ON_CONTAINERS, PodNetwork
 from tests.support.standins import Kube
@@ -40,58 +42,9 @@ pytestmark = [pytest.mark.controlplane, pytest.mark.slow]
 SAMPLE = Path(__file__).parent / "data" / "kale" / "pipeline.ipynb"
 NS = "kubeflow-alice"
 
-CONFIG = """
-# --- the notebook as a container (tests/test_e2e_containers.py) ---
-import json as _json
-c.DnaSpawner.image = {image!r}
-c.DnaSpawner.node_selector = _json.loads({node_selector!r})
-c.DnaSpawner.tolerations = _json.loads({tolerations!r})
-c.DnaSpawner.kfp_endpoint = {kfp!r}
-c.DnaSpawner.container_security_context = {{
-    "runAsNonRoot": True, "allowPrivilegeEscalation": False,
-    "capabilities": {{"drop": ["ALL"]}}, "seccompProfile": {{"type": "RuntimeDefault"}},
-    "readOnlyRootFilesystem": True,
-}}
-c.DnaSpawner.volumes = [
-    {{"name": "home", "persistentVolumeClaim": {{"claimName": "home-{{username}}"}}}},
-    {{"name": "tmp", "emptyDir": {{}}}},
-]
-c.DnaSpawner.volume_mounts = [
-    {{"name": "home", "mountPath": "/home/jovyan"}},
-    {{"name": "tmp", "mountPath": "/tmp"}},
-]
-c.JupyterHub.hub_connect_ip = {gateway!r}
-# the test's admin service issues alice a token (as she could on /hub/token)
+#: Test-only: the test's admin service issues alice a token (as she could on /hub/token).
+TEST_CONFIG = """
 c.JupyterHub.load_roles[0]["scopes"].append("tokens")
-
-
-async def _home_claim(spawner, pod):
-    # Test-only: the storage admin's part (no provisioner, the hub may not create PVCs).
-    from kubernetes_asyncio import client, config
-    from kubernetes_asyncio.client.exceptions import ApiException
-
-    api = await config.new_client_from_config(config_file={admin_kubeconfig!r})
-    try:
-        claim = client.V1PersistentVolumeClaim(
-            metadata=client.V1ObjectMeta(name="home-" + spawner.user.name),
-            spec=client.V1PersistentVolumeClaimSpec(
-                access_modes=["ReadWriteOnce"],
-                resources=client.V1ResourceRequirements(requests={{"storage": "1Gi"}}),
-            ),
-        )
-        try:
-            await client.CoreV1Api(api).create_namespaced_persistent_volume_claim(
-                spawner.namespace, claim, _request_timeout=30
-            )
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-    finally:
-        await api.close()
-    return pod
-
-
-c.DnaSpawner.modify_pod_hook = _home_claim
 """
 
 KERNEL_PROBE = """
@@ -234,13 +187,15 @@ async def container_hub(
     control_plane: ControlPlane,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[HubProcess]:
-    extra = DNA_SPAWNER_CONFIG + CONFIG.format(
-        image=singleuser_image,
-        node_selector=json.dumps(POD_ON_CONTAINERS["nodeSelector"]),
-        tolerations=json.dumps(POD_ON_CONTAINERS["tolerations"]),
-        kfp=kfp_on_pod_network.url,
-        gateway=pod_network.gateway,
-        admin_kubeconfig=str(control_plane.admin_kubeconfig),
+    extra = (
+        DNA_SPAWNER_CONFIG
+        + container_spawner_config(
+            singleuser_image,
+            pod_network,
+            kfp_on_pod_network.url,
+            control_plane.admin_kubeconfig,
+        )
+        + TEST_CONFIG
     )
     hub = await start_hub(
         oidc_provider,

@@ -75,8 +75,8 @@ async def _apply(kube: Kube, path: str, obj: dict) -> None:
         await kube.replace(f"{path}/{obj['metadata']['name']}", obj)
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def kfp_cluster_roles(control_plane: ControlPlane) -> None:
+async def apply_pipelines_roles(control_plane: ControlPlane) -> None:
+    """Apply Kubeflow Pipelines' aggregated ClusterRoles (:data:`PIPELINES_ROLES`)."""
     kube = Kube(control_plane.admin_client())
     try:
         for role in PIPELINES_ROLES:
@@ -85,8 +85,8 @@ async def kfp_cluster_roles(control_plane: ControlPlane) -> None:
         await kube.close()
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def kfp_auth(control_plane: ControlPlane, kfp_cluster_roles: None) -> AsyncIterator[KubeAuth]:
+async def kfp_reviewer_auth(control_plane: ControlPlane) -> KubeAuth:
+    """The KFP API server's identity: a client certificate that may only create reviews."""
     assert control_plane.ca is not None
     pki = control_plane.workdir / "kfp-standin-pki"
     pki.mkdir(exist_ok=True)
@@ -113,6 +113,16 @@ async def kfp_auth(control_plane: ControlPlane, kfp_cluster_roles: None) -> Asyn
         })  # fmt: skip
     finally:
         await kube.close()
-    yield KubeAuth(
+    return KubeAuth(
         server=control_plane.server, ca_file=control_plane.ca_file, cert_file=cert, key_file=key
     )
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def kfp_cluster_roles(control_plane: ControlPlane) -> None:
+    await apply_pipelines_roles(control_plane)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def kfp_auth(control_plane: ControlPlane, kfp_cluster_roles: None) -> AsyncIterator[KubeAuth]:
+    yield await kfp_reviewer_auth(control_plane)

@@ -19,6 +19,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -54,13 +55,10 @@ def _podman_json(*args: str) -> object:
     return json.loads(images.podman(*args).stdout)
 
 
-@pytest.fixture(scope="session")
-def pod_network() -> Iterator[PodNetwork]:
-    missing = images.engine_missing()
-    if missing:
-        paths.unavailable(f"the container engine is not installed ({', '.join(missing)})")
+def create_pod_network(label: str = "dna-hub.test/session=1") -> PodNetwork:
+    """A new podman bridge network (unique name, labelled ``label``), its bridge up."""
     name = f"dna-hub-{os.getpid()}-{secrets.token_hex(3)}"
-    images.podman("network", "create", "--label", "dna-hub.test/session=1", name)
+    images.podman("network", "create", "--label", label, name)
     try:
         # The bridge (and the gateway address on the host) appears with the first
         # container: bring it up now so that host services can bind the gateway.
@@ -69,10 +67,62 @@ def pod_network() -> Iterator[PodNetwork]:
         info = _podman_json("network", "inspect", name)
         assert isinstance(info, list)
         subnet = info[0]["subnets"][0]
-        yield PodNetwork(name, subnet["subnet"], subnet["gateway"])
+        return PodNetwork(name, subnet["subnet"], subnet["gateway"])
+    except BaseException:
+        remove_pod_network(name)
+        raise
+
+
+def remove_pod_network(name: str) -> None:
+    """Remove the network ``name`` with every container (and podman pod) left in it."""
+    with contextlib.suppress(Exception):
+        remove_network_pods(name)
+    with contextlib.suppress(Exception):
+        images.podman("network", "rm", "--force", name, timeout=120, check=False)
+
+
+def remove_network_pods(network: str) -> None:
+    """Remove the podman pods the container kubelet made in ``network`` (a crash's leftovers)."""
+    ids = images.podman(
+        "pod", "ps", "--quiet", "--filter", f"label=dna-hub.test/network={network}",
+        check=False,
+    ).stdout.split()  # fmt: skip
+    if ids:
+        images.podman("pod", "rm", "--force", "--time", "0", *ids, timeout=120, check=False)
+
+
+def start_container_kubelet(
+    admin_kubeconfig: Path, state_dir: Path, network: PodNetwork
+) -> StandIns:
+    """The podman kubelet (node ``standin-podman``, tainted) in ``network``; raises RuntimeError."""
+    from tests.support.standins_fixtures import start_standins  # a plugin of its own
+
+    return start_standins(
+        admin_kubeconfig,
+        state_dir,
+        "--no-profile-controller",
+        "--no-webhook",
+        "--runtime", "podman",
+        "--node-name", CONTAINER_NODE,
+        "--network", network.name,
+        "--gateway", network.gateway,
+        "--taint", f"{RUNTIME_LABEL}=podman:NoSchedule",
+        # Rotation must be seen in a test: at most every TOKEN_REFRESH_SECONDS.
+        "--token-refresh-seconds", str(TOKEN_REFRESH_SECONDS),
+        timeout=600,  # the first run builds the pod sandbox image
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def pod_network() -> Iterator[PodNetwork]:
+    missing = images.engine_missing()
+    if missing:
+        paths.unavailable(f"the container engine is not installed ({', '.join(missing)})")
+    network = create_pod_network()
+    try:
+        yield network
     finally:
-        with contextlib.suppress(Exception):
-            images.podman("network", "rm", "--force", name, timeout=120, check=False)
+        remove_pod_network(network.name)
 
 
 @pytest.fixture(scope="session")
@@ -83,34 +133,13 @@ def container_standins(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[StandIns]:
     """The podman kubelet (node ``standin-podman``); ``standins`` runs everything else."""
-    from tests.support.standins_fixtures import start_standins  # a plugin of its own
-
     state_dir = tmp_path_factory.mktemp("container-standins")
     try:
-        running = start_standins(
-            control_plane.admin_kubeconfig,
-            state_dir,
-            "--no-profile-controller",
-            "--no-webhook",
-            "--runtime", "podman",
-            "--node-name", CONTAINER_NODE,
-            "--network", pod_network.name,
-            "--gateway", pod_network.gateway,
-            "--taint", f"{RUNTIME_LABEL}=podman:NoSchedule",
-            # Rotation must be seen in a test: at most every TOKEN_REFRESH_SECONDS.
-            "--token-refresh-seconds", str(TOKEN_REFRESH_SECONDS),
-            timeout=600,  # the first run builds the pod sandbox image
-        )  # fmt: skip
+        running = start_container_kubelet(control_plane.admin_kubeconfig, state_dir, pod_network)
     except RuntimeError as exc:
         pytest.fail(str(exc), pytrace=False)
     try:
         yield running
     finally:
         running.stop(timeout=120)
-        # Whatever a crashed stand-in left behind.
-        ids = images.podman(
-            "pod", "ps", "--quiet", "--filter", f"label=dna-hub.test/network={pod_network.name}",
-            check=False,
-        ).stdout.split()  # fmt: skip
-        if ids:
-            images.podman("pod", "rm", "--force", "--time", "0", *ids, timeout=120, check=False)
+        remove_network_pods(pod_network.name)  # whatever a crashed stand-in left behind
