@@ -24,9 +24,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from tests.support.chart import (
     ChartApplied,
@@ -48,6 +51,7 @@ from tests.support.oidc_fixtures import (
     OIDCProvider,
     chp_command,
 )
+from tests.support.service_lb import ServiceLoadBalancer, start_tcp_forwarder
 
 PROXY_PORT = 8000  # the chart's proxy container port ("http")
 
@@ -211,3 +215,225 @@ async def _wait_ready(hub: ChartHub, timeout: float) -> None:
                     return
             await asyncio.sleep(0.3)
     raise ChartHubNotReady(f"the chart's hub did not answer through its proxy:\n{hub.logs()}")
+
+
+# --- the chart's Deployments as pods of the container kubelet ------------------------------
+
+#: The hub pod's loopback sidecar (test-only, see :func:`pods_overlay`): forwards
+#: 127.0.0.1:PORT in the pod to GATEWAY:PORT, where this machine's OIDC provider is reached.
+LOOPBACK_SIDECAR = """
+import asyncio, sys
+port, host = int(sys.argv[1]), sys.argv[2]
+
+async def pipe(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+async def handle(reader, writer):
+    try:
+        up = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
+    except (OSError, asyncio.TimeoutError):
+        writer.close()
+        return
+    await asyncio.gather(pipe(reader, up[1]), pipe(up[0], writer))
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+def _image(tag: str) -> dict[str, str]:
+    name, version = tag.rsplit(":", 1)
+    return {"name": name, "tag": version}
+
+
+def pods_overlay(
+    *,
+    hub_image: str,
+    proxy_image: str,
+    notebook_image: str,
+    node: dict[str, Any],
+    issuer_port: int,
+    gateway: str,
+) -> dict[str, Any]:
+    """The rest of this machine's second ``-f`` when the container kubelet runs the chart.
+
+    Images the kubelet stand-in has (built from images/hub/Dockerfile, the single-user
+    Dockerfile, and the proxy stand-in image), and its node's selector + toleration for the
+    hub, the proxy and the notebooks. Test-only: the issuer is http on loopback (the test
+    provider), which the hub accepts only there (allow_insecure_loopback); so the hub pod
+    gets a sidecar forwarding its 127.0.0.1:<issuer port> to the provider through the
+    gateway — a real site uses its https issuer and needs none.
+    """
+    selector, tolerations = node["nodeSelector"], node["tolerations"]
+    sidecar = {
+        "name": "issuer-loopback",
+        "image": hub_image,
+        "command": ["python3", "-c", LOOPBACK_SIDECAR, str(issuer_port), gateway],
+        "securityContext": {
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    return {
+        "hub": {
+            "image": _image(hub_image),
+            "nodeSelector": selector,
+            "tolerations": tolerations,
+            "extraContainers": [sidecar],
+        },
+        "proxy": {
+            "chp": {
+                "image": _image(proxy_image),
+                "nodeSelector": selector,
+                "tolerations": tolerations,
+            }
+        },
+        "singleuser": {
+            "image": _image(notebook_image),
+            "nodeSelector": selector,
+            "extraTolerations": tolerations,
+        },
+    }
+
+
+@dataclass
+class ChartPods:
+    """The chart served by its own Deployments' pods (the container kubelet runs them)."""
+
+    url: str  # the proxy-public load balancer stand-in, as a browser reaches it
+    provider: OIDCProvider
+    client: OIDCClient
+    rendered: RenderedChart
+    applied: ChartApplied
+    api: ApiClient
+    namespace: str
+    balancer: ServiceLoadBalancer
+    forwarder: asyncio.Server
+    timings: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def mark(self, step: str) -> None:
+        self.timings[step] = time.monotonic() - self.started
+
+    @property
+    def callback_url(self) -> str:
+        return f"{self.url}/hub/oauth_callback"
+
+    async def pods(self, component: str) -> list[Any]:
+        listed = await k8s.CoreV1Api(self.api).list_namespaced_pod(
+            self.namespace, label_selector=f"component={component}", _request_timeout=30
+        )
+        return [p for p in listed.items if p.metadata.deletion_timestamp is None]
+
+    async def ready_pod(self, component: str, timeout: float, exclude: str = "") -> Any:
+        """The Deployment's pod (not ``exclude``) once it is Running and Ready."""
+        deadline = time.monotonic() + timeout
+        seen: list[Any] = []
+        while time.monotonic() < deadline:
+            seen = [p for p in await self.pods(component) if p.metadata.name != exclude]
+            for pod in seen:
+                conditions = {c.type: c.status for c in pod.status.conditions or []}
+                if pod.status.phase == "Running" and conditions.get("Ready") == "True":
+                    return pod
+                if pod.status.phase in ("Failed", "Succeeded"):
+                    name = pod.metadata.name
+                    raise ChartHubNotReady(f"{component} pod {name} ended: {pod.status}")
+            await asyncio.sleep(0.5)
+        raise ChartHubNotReady(f"no ready {component} pod after {timeout}s: {seen}")
+
+    async def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=5) as http:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"{self.url}/hub/health")).status_code == 200:
+                        return
+                await asyncio.sleep(0.5)
+        raise ChartHubNotReady(f"the chart's hub did not answer at {self.url}/hub/health")
+
+    async def stop(self) -> None:
+        """Scale nothing down: delete the Deployments (their pods go with them)."""
+        self.balancer.close()
+        self.forwarder.close()
+        apps = k8s.AppsV1Api(self.api)
+        for name in ("hub", "proxy"):
+            with contextlib.suppress(ApiException):
+                await apps.delete_namespaced_deployment(
+                    name, self.namespace, propagation_policy="Foreground", _request_timeout=30
+                )
+
+
+async def deploy_chart_pods(
+    admin_api: ApiClient,
+    provider: OIDCProvider,
+    node_modules: Path,
+    gateway: str,
+    node: dict[str, Any],
+    *,
+    ready_timeout: float = 300,
+) -> ChartPods:
+    """``helm install`` with this machine's overlay; the Deployments' pods serve it."""
+    from tests.support import images
+
+    hub_image = (await asyncio.to_thread(images.ensure_image, "hub")).tag
+    notebook_image = (await asyncio.to_thread(images.ensure_image, "singleuser")).tag
+    proxy_image = await asyncio.to_thread(images.ensure_proxy_image, node_modules)
+    namespace = "jupyterhub"
+    balancer = await ServiceLoadBalancer(admin_api, namespace, "proxy-public", "http").start()
+    issuer = urlsplit(provider.issuer)
+    issuer_port = issuer.port or 80
+    forwarder = await start_tcp_forwarder((gateway, issuer_port), (issuer.hostname, issuer_port))
+    try:
+        url = balancer.url
+        client = await provider.register_client([f"{url}/hub/oauth_callback"], [f"{url}/hub/login"])
+        started = time.monotonic()  # timings from the render on (images are cached builds)
+        overlay = pods_overlay(
+            hub_image=hub_image,
+            proxy_image=proxy_image,
+            notebook_image=notebook_image,
+            node=node,
+            issuer_port=issuer_port,
+            gateway=gateway,
+        )
+        rendered = render_chart(site_overlay(provider, client, url), overlay)
+        validate_objects(rendered)
+        applied = await apply_chart(admin_api, rendered)
+        await apply_object(
+            admin_api,
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "dna-hub-oidc", "namespace": namespace},
+                "stringData": {"client-secret": client.client_secret},
+            },
+        )
+    except BaseException:
+        balancer.close()
+        forwarder.close()
+        raise
+    chart = ChartPods(
+        url, provider, client, rendered, applied, admin_api, namespace, balancer, forwarder,
+        started=started,
+    )  # fmt: skip
+    chart.mark("rendered, validated, applied")
+    try:
+        await chart.ready_pod("proxy", ready_timeout)
+        await chart.ready_pod("hub", ready_timeout)
+        await chart.wait_healthy(ready_timeout)
+    except BaseException:
+        await chart.stop()
+        raise
+    chart.mark("hub and proxy pods ready")
+    return chart

@@ -99,6 +99,8 @@ def container_standins(
             "--taint", f"{RUNTIME_LABEL}=podman:NoSchedule",
             # Rotation must be seen in a test: at most every TOKEN_REFRESH_SECONDS.
             "--token-refresh-seconds", str(TOKEN_REFRESH_SECONDS),
+            # pods resolve Service names and reach the API server as on a cluster
+            "--cluster-networking",
             timeout=600,  # the first run builds the pod sandbox image
         )  # fmt: skip
     except RuntimeError as exc:
