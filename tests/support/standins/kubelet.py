@@ -58,6 +58,11 @@ runtime "podman" (:class:`ContainerPodWorker`):
   part); ``kubernetes.default.svc`` resolves to it in the pod's ``/etc/hosts``, so TLS
   verifies against the API server's certificate by that name (not by the bare IP, which
   the test certificate does not carry);
+* with ``cluster_networking`` (``--cluster-networking``; :class:`ClusterNetworking`):
+  the cluster DNS stand-in on the gateway and each pod's ClusterFirst resolv.conf, the
+  service variables of the pod's namespace, and ``KUBERNETES_SERVICE_HOST`` the
+  ``kubernetes`` Service's clusterIP, routed to the forwarder by a DNAT rule in the pod's
+  network namespace (no ``/etc/hosts`` entry then);
 * logs per container in the CRI format (``<log_dir>/<ns>_<pod>_<uid>.log`` for the first
   container, ``<log_dir>/containers/…_<container>.log`` for others).
 
@@ -77,7 +82,8 @@ notebook is the development environment's ``jupyterhub-singleuser``, not an imag
 
 Not done by either: image pulls, restarts (restartPolicy is ignored), probes as
 declared, lifecycle hooks, resource limits/cgroups, DNS for Services (only
-``kubernetes.default.svc``), Services/kube-proxy beyond the ``kubernetes`` Service,
+``kubernetes.default.svc``, unless cluster networking), Services/kube-proxy beyond the
+``kubernetes`` Service (no clusterIP but its routes),
 ``hostPath``/``csi``/other volume types (``CreateContainerConfigError``), ``exec``/
 ``attach``/``port-forward``/``kubectl logs`` through the API, node status from real
 usage, eviction; a pod ends when its first container exits.
@@ -924,7 +930,8 @@ class ContainerPodWorker(PodWorker):
             "--infra-image", self.kubelet.infra_image,
             "--infra-command", "/pause",
         ]  # fmt: skip
-        if config.gateway:
+        if config.gateway and self.kubelet.networking is None:
+            # (with cluster networking the DNS stand-in answers with the clusterIP instead)
             args += ["--add-host", f"kubernetes.default.svc:{config.gateway}"]
             args += ["--add-host", f"kubernetes.default:{config.gateway}"]
         networking = self.kubelet.networking
