@@ -18,6 +18,11 @@ Kubeflow's ClusterRoles) comes from ../shared, or is downloaded once and verifie
 ``./dev demo --chart`` deploys the hub as a platform engineer does instead: the z2jh chart
 rendered by real Helm with helm-values/values.yaml, applied, its hub (on the hub image's
 Python packages) and proxy run from the applied objects (tests/support/chart_hub.py).
+
+``./dev demo --chart-pods``: the same chart, its hub and proxy run as pods of its Deployments
+by the container kubelet stand-in (the hub image from images/hub/Dockerfile, notebooks from
+the single-user image), reached through the ``proxy-public`` load-balancer stand-in
+(tests/support/chart_hub.py ``deploy_chart_pods``). Needs podman (root).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support import reference
-from tests.support.chart_hub import deploy_chart_hub
+from tests.support.chart_hub import deploy_chart_hub, deploy_chart_pods
 from tests.support.controlplane import start_control_plane
 from tests.support.hub_image_env import hub_image_env
 from tests.support.oidc_fixtures import (
@@ -103,7 +108,7 @@ def _port(preferred: int) -> int:
         return s.getsockname()[1]
 
 
-async def run(port: int, chart: bool = False) -> int:
+async def run(port: int, chart: bool = False, chart_pods: bool = False) -> int:
     try:
         # Before anything starts: a fresh clone has no ../shared (download, or one message).
         reference_dir = await asyncio.to_thread(reference.ensure)
@@ -119,6 +124,7 @@ async def run(port: int, chart: bool = False) -> int:
     control_plane = await start_control_plane()
     work = Path(tempfile.mkdtemp(prefix="dna-hub-demo-"))
     standins = provider = hub = admin = None
+    pods: Any = None  # (network, container stand-ins, chart) of --chart-pods
     try:
         os.environ["KUBECONFIG"] = str(control_plane.hub_kubeconfig)
         print("starting the stand-ins (profile controller, webhook, kubelet)…", flush=True)
@@ -129,7 +135,28 @@ async def run(port: int, chart: bool = False) -> int:
         node_modules = await asyncio.to_thread(install_node_modules)
         provider = OIDCProvider(node_modules, work / "provider", keys=[_rsa_jwk("demo-key")])
         await asyncio.to_thread(provider.start)
-        if chart:
+        notebooks = NOTEBOOK_RUNS
+        if chart_pods:
+            from tests.support import podman_fixtures as pf
+
+            print("starting the pod network and the container kubelet…", flush=True)
+            network = await asyncio.to_thread(pf.create_pod_network)
+            pods = [network, None, None]
+            pods[1] = await asyncio.to_thread(
+                pf.start_container_standins,
+                control_plane.admin_kubeconfig,
+                work / "container-standins",
+                network,
+            )
+            print("deploying the z2jh chart as pods (helm render, apply, Deployments)…", flush=True)
+            admin = control_plane.admin_client()
+            hub = pods[2] = await deploy_chart_pods(
+                admin, provider, node_modules, network.gateway, pf.POD_ON_CONTAINERS
+            )
+            print(hub.rendered.summary())
+            print(hub.applied.report())
+            notebooks = "the single-user image as a container (podman), like the hub and proxy"
+        elif chart:
             print("deploying the z2jh chart (helm render, apply, hub and proxy)…", flush=True)
             admin = control_plane.admin_client()
             hub_env = await asyncio.to_thread(hub_image_env)
@@ -149,7 +176,7 @@ async def run(port: int, chart: bool = False) -> int:
             f"  dna_hub demo is up:   {hub.url}/\n"
             "  log in as (any password):\n"
             f"{logins}\n"
-            f"  notebooks run:        {NOTEBOOK_RUNS}\n"
+            f"  notebooks run:        {notebooks}\n"
             f"  kubectl as admin:     export KUBECONFIG={control_plane.admin_kubeconfig}\n"
             f"  logs:                 {work}\n"
             "  stop:                 Ctrl-C\n",
@@ -158,7 +185,18 @@ async def run(port: int, chart: bool = False) -> int:
         await stop.wait()
     finally:
         print("\nstopping…", flush=True)
-        if hub is not None:
+        if pods is not None:
+            from tests.support import podman_fixtures as pf
+
+            network, container_standins, chart_pods_hub = pods
+            if chart_pods_hub is not None:
+                with contextlib.suppress(Exception):
+                    await chart_pods_hub.stop()
+            if container_standins is not None:
+                container_standins.stop(timeout=120)
+            await asyncio.to_thread(pf.remove_network_pods, network)
+            await asyncio.to_thread(pf.remove_pod_network, network.name)
+        elif hub is not None:
             hub.stop()
         if admin is not None:
             await admin.close()
@@ -180,8 +218,13 @@ def main() -> None:
         action="store_true",
         help="deploy with the z2jh chart (real Helm, hub image versions) instead",
     )
+    parser.add_argument(
+        "--chart-pods",
+        action="store_true",
+        help="the chart with its hub and proxy as pods of the container kubelet (podman)",
+    )
     args = parser.parse_args()
-    sys.exit(asyncio.run(run(_port(args.port), chart=args.chart)))
+    sys.exit(asyncio.run(run(_port(args.port), chart=args.chart, chart_pods=args.chart_pods)))
 
 
 if __name__ == "__main__":

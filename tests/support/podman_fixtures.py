@@ -9,6 +9,8 @@
   ``dna-hub.test/runtime=podman:NoSchedule`` so that only pods that ask for it land there:
   ``POD_ON_CONTAINERS`` is the nodeSelector + toleration to add to a pod spec (the
   session's ``standins`` kubelet keeps running everything else as host processes).
+  Its pods get cluster networking (the cluster DNS stand-in, service variables, the
+  ``kubernetes`` Service's clusterIP; tests/support/standins/kubelet.py ``ClusterNetworking``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -54,8 +57,8 @@ def _podman_json(*args: str) -> object:
     return json.loads(images.podman(*args).stdout)
 
 
-@pytest.fixture(scope="session")
-def pod_network() -> Iterator[PodNetwork]:
+def create_pod_network() -> PodNetwork:
+    """A fresh podman bridge network (unique name, labelled), its bridge up."""
     missing = images.engine_missing()
     if missing:
         paths.unavailable(f"the container engine is not installed ({', '.join(missing)})")
@@ -69,10 +72,56 @@ def pod_network() -> Iterator[PodNetwork]:
         info = _podman_json("network", "inspect", name)
         assert isinstance(info, list)
         subnet = info[0]["subnets"][0]
-        yield PodNetwork(name, subnet["subnet"], subnet["gateway"])
+        return PodNetwork(name, subnet["subnet"], subnet["gateway"])
+    except BaseException:
+        remove_pod_network(name)
+        raise
+
+
+def remove_pod_network(name: str) -> None:
+    with contextlib.suppress(Exception):
+        images.podman("network", "rm", "--force", name, timeout=120, check=False)
+
+
+@pytest.fixture(scope="session")
+def pod_network() -> Iterator[PodNetwork]:
+    network = create_pod_network()
+    try:
+        yield network
     finally:
-        with contextlib.suppress(Exception):
-            images.podman("network", "rm", "--force", name, timeout=120, check=False)
+        remove_pod_network(network.name)
+
+
+def start_container_standins(kubeconfig: Path, state_dir: Path, network: PodNetwork) -> StandIns:
+    """The podman kubelet (node ``standin-podman``, tainted), with cluster networking."""
+    from tests.support.standins_fixtures import start_standins  # a plugin of its own
+
+    return start_standins(
+        kubeconfig,
+        state_dir,
+        "--no-profile-controller",
+        "--no-webhook",
+        "--runtime", "podman",
+        "--node-name", CONTAINER_NODE,
+        "--network", network.name,
+        "--gateway", network.gateway,
+        "--taint", f"{RUNTIME_LABEL}=podman:NoSchedule",
+        # Rotation must be seen in a test: at most every TOKEN_REFRESH_SECONDS.
+        "--token-refresh-seconds", str(TOKEN_REFRESH_SECONDS),
+        # pods resolve Service names and reach the API server as on a cluster
+        "--cluster-networking",
+        timeout=600,  # the first run builds the pod sandbox image
+    )  # fmt: skip
+
+
+def remove_network_pods(network: PodNetwork) -> None:
+    """Whatever a crashed stand-in left behind in ``network``."""
+    ids = images.podman(
+        "pod", "ps", "--quiet", "--filter", f"label=dna-hub.test/network={network.name}",
+        check=False,
+    ).stdout.split()  # fmt: skip
+    if ids:
+        images.podman("pod", "rm", "--force", "--time", "0", *ids, timeout=120, check=False)
 
 
 @pytest.fixture(scope="session")
@@ -83,36 +132,13 @@ def container_standins(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[StandIns]:
     """The podman kubelet (node ``standin-podman``); ``standins`` runs everything else."""
-    from tests.support.standins_fixtures import start_standins  # a plugin of its own
-
     state_dir = tmp_path_factory.mktemp("container-standins")
     try:
-        running = start_standins(
-            control_plane.admin_kubeconfig,
-            state_dir,
-            "--no-profile-controller",
-            "--no-webhook",
-            "--runtime", "podman",
-            "--node-name", CONTAINER_NODE,
-            "--network", pod_network.name,
-            "--gateway", pod_network.gateway,
-            "--taint", f"{RUNTIME_LABEL}=podman:NoSchedule",
-            # Rotation must be seen in a test: at most every TOKEN_REFRESH_SECONDS.
-            "--token-refresh-seconds", str(TOKEN_REFRESH_SECONDS),
-            # pods resolve Service names and reach the API server as on a cluster
-            "--cluster-networking",
-            timeout=600,  # the first run builds the pod sandbox image
-        )  # fmt: skip
+        running = start_container_standins(control_plane.admin_kubeconfig, state_dir, pod_network)
     except RuntimeError as exc:
         pytest.fail(str(exc), pytrace=False)
     try:
         yield running
     finally:
         running.stop(timeout=120)
-        # Whatever a crashed stand-in left behind.
-        ids = images.podman(
-            "pod", "ps", "--quiet", "--filter", f"label=dna-hub.test/network={pod_network.name}",
-            check=False,
-        ).stdout.split()  # fmt: skip
-        if ids:
-            images.podman("pod", "rm", "--force", "--time", "0", *ids, timeout=120, check=False)
+        remove_network_pods(pod_network)
