@@ -26,7 +26,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from tests.support.chart_hub import ChartPods, deploy_chart_pods
+from tests.support.chart_hub import ChartHubNotReady, ChartPods, deploy_chart_pods
 from tests.support.oidc_fixtures import OIDCProvider
 from tests.support.podman_fixtures import CONTAINER_NODE, POD_ON_CONTAINERS, PodNetwork
 from tests.support.standins_fixtures import StandIns
@@ -64,7 +64,12 @@ async def test_chart_pods_serve_alice_through_a_hub_pod_replacement(
     core = client.CoreV1Api(admin_api)
     await _absent(lambda: core.delete_namespaced_pod("jupyter-alice", NS, grace_period_seconds=0))
     chart: ChartPods = await deploy_chart_pods(
-        admin_api, oidc_provider, oidc_node_modules, pod_network.gateway, POD_ON_CONTAINERS
+        admin_api,
+        oidc_provider,
+        oidc_node_modules,
+        pod_network.gateway,
+        POD_ON_CONTAINERS,
+        pod_log=container_standins.pod_log,
     )
     try:
         hub = await chart.ready_pod("hub", 30)
@@ -77,6 +82,18 @@ async def test_chart_pods_serve_alice_through_a_hub_pod_replacement(
             assert pod.status.container_statuses[0].container_id.startswith("podman://")
         assert hub.spec.containers[0].image == hub_image["containers"][0]["image"]
         assert hub.spec.service_account_name == "hub"
+        # its only credential is its ServiceAccount's token (in-cluster configuration)
+        assert not [e for e in hub.spec.containers[0].env or [] if "KUBECONFIG" in e.name]
+        sources = sorted(
+            f"configMap {v.config_map.name}" if v.config_map
+            else f"secret {v.secret.secret_name.split('-token-')[0]}-token" if v.secret
+            and "-token-" in v.secret.secret_name
+            else f"secret {v.secret.secret_name}" if v.secret
+            else f"pvc {v.persistent_volume_claim.claim_name}" if v.persistent_volume_claim
+            else f"other {v.name}"
+            for v in hub.spec.volumes
+        )  # fmt: skip
+        assert sources == ["configMap hub", "pvc hub-db-dir", "secret hub", "secret hub-token"]
         hub_log = _log(container_standins, "jupyterhub", hub.metadata.name)
         # the chart's own config (z2jh.py reads the chart's Secret from its mount), and the
         # hub found its proxy by the chart's short Service name, through cluster DNS
@@ -135,4 +152,26 @@ async def test_chart_pods_serve_alice_through_a_hub_pod_replacement(
         await chart.stop()
         await _absent(
             lambda: core.delete_namespaced_pod("jupyter-alice", NS, grace_period_seconds=0)
+        )
+
+
+async def test_a_values_change_that_stops_the_hub_pod_fails_naming_it(
+    admin_api: ApiClient,
+    container_standins: StandIns,
+    pod_network: PodNetwork,
+    oidc_provider: OIDCProvider,
+    oidc_node_modules: Path,
+) -> None:
+    """The hub pod's own error, from its container log, is the failure message."""
+    broken = {"hub": {"config": {"DnaOIDCAuthenticator": {"manage_groups": False}}}}
+    with pytest.raises(ChartHubNotReady, match=r"requires DnaOIDCAuthenticator\.manage_groups"):
+        await deploy_chart_pods(
+            admin_api,
+            oidc_provider,
+            oidc_node_modules,
+            pod_network.gateway,
+            POD_ON_CONTAINERS,
+            extra_overlays=[broken],
+            pod_log=container_standins.pod_log,
+            ready_timeout=240,
         )

@@ -6,12 +6,20 @@
 1. render (real Helm) with ``helm-values/values.yaml`` and a site overlay for this machine,
    validate, apply (tests/support/chart.py); create the OIDC client Secret as docs/deploy.md
    says;
-2. run the ``proxy`` and ``hub`` Deployments' containers. TODAY: as host processes in
-   private mount namespaces (tests/support/host_pods.py, a stand-in), the hub in the hub
-   image's Python environment (tests/support/hub_image_env.py), Service names resolved by
-   the cluster DNS stand-in (tests/support/cluster_dns.py) in the test's event loop. Only
-   :func:`_run_pods` knows that; with the container kubelet stand-in it becomes "wait for
-   the Deployments' pods to be Ready and use the proxy pod's address".
+2. run the ``proxy`` and ``hub`` Deployments' containers, in one of two ways:
+
+   * :func:`deploy_chart_pods` (``./dev demo --chart-pods``, tests/test_chart_pods.py): as
+     the Deployments' own pods — kube-controller-manager makes the ReplicaSets and pods, the
+     container kubelet stand-in runs them from the hub image (images/hub/Dockerfile), the
+     proxy stand-in image and the single-user image, with cluster networking (DNS, service
+     variables, the ``kubernetes`` Service; tests/support/standins/kubelet.py); a browser
+     reaches ``proxy-public`` through the load-balancer stand-in (tests/support/service_lb.py);
+   * :func:`deploy_chart_hub` (``./dev demo --chart``, tests/test_chart_hub.py): as host
+     processes in private mount namespaces (tests/support/host_pods.py, a stand-in), the hub
+     in the hub image's Python environment (tests/support/hub_image_env.py), Service names
+     resolved by the cluster DNS stand-in (tests/support/cluster_dns.py) in the test's event
+     loop; notebooks are host processes of the process kubelet. Kept: it needs no container
+     engine and starts in seconds, and test_chart_deploy's config checks use its pod setup.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -321,6 +329,8 @@ class ChartPods:
     namespace: str
     balancer: ServiceLoadBalancer
     forwarder: asyncio.Server
+    #: (namespace, pod) -> the kubelet's log of its first container (StandIns.pod_log)
+    pod_log: Callable[[str, str], str | None] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
@@ -348,10 +358,17 @@ class ChartPods:
                 if pod.status.phase == "Running" and conditions.get("Ready") == "True":
                     return pod
                 if pod.status.phase in ("Failed", "Succeeded"):
-                    name = pod.metadata.name
-                    raise ChartHubNotReady(f"{component} pod {name} ended: {pod.status}")
+                    raise ChartHubNotReady(
+                        f"{component} pod {pod.metadata.name} ended ({pod.status.phase}):\n"
+                        + self.log_of(pod.metadata.name)
+                    )
             await asyncio.sleep(0.5)
-        raise ChartHubNotReady(f"no ready {component} pod after {timeout}s: {seen}")
+        logs = "\n".join(self.log_of(p.metadata.name) for p in seen)
+        raise ChartHubNotReady(f"no ready {component} pod after {timeout}s:\n{logs}")
+
+    def log_of(self, pod: str) -> str:
+        log = self.pod_log(self.namespace, pod) if self.pod_log else None
+        return f"--- {pod} ---\n{(log or '(no log)')[-6000:]}"
 
     async def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -363,8 +380,10 @@ class ChartPods:
                 await asyncio.sleep(0.5)
         raise ChartHubNotReady(f"the chart's hub did not answer at {self.url}/hub/health")
 
-    async def stop(self) -> None:
-        """Scale nothing down: delete the Deployments (their pods go with them)."""
+    async def stop(self, timeout: float = 180) -> None:
+        """``helm uninstall``'s part for the pods: delete the Deployments (foreground: their
+        ReplicaSets and pods first) and wait until they are gone, so that the next install
+        is not applied to a Deployment that is being deleted."""
         self.balancer.close()
         self.forwarder.close()
         apps = k8s.AppsV1Api(self.api)
@@ -373,6 +392,18 @@ class ChartPods:
                 await apps.delete_namespaced_deployment(
                     name, self.namespace, propagation_policy="Foreground", _request_timeout=30
                 )
+        deadline = time.monotonic() + timeout
+        for name in ("hub", "proxy"):
+            while time.monotonic() < deadline:
+                try:
+                    await apps.read_namespaced_deployment(name, self.namespace, _request_timeout=30)
+                except ApiException as e:
+                    if e.status == 404:
+                        break
+                    raise
+                await asyncio.sleep(0.5)
+            else:
+                raise ChartHubNotReady(f"Deployment {self.namespace}/{name} still exists")
 
 
 async def deploy_chart_pods(
@@ -382,6 +413,8 @@ async def deploy_chart_pods(
     gateway: str,
     node: dict[str, Any],
     *,
+    extra_overlays: Sequence[dict[str, Any]] = (),
+    pod_log: Callable[[str, str], str | None] | None = None,
     ready_timeout: float = 300,
 ) -> ChartPods:
     """``helm install`` with this machine's overlay; the Deployments' pods serve it."""
@@ -407,7 +440,7 @@ async def deploy_chart_pods(
             issuer_port=issuer_port,
             gateway=gateway,
         )
-        rendered = render_chart(site_overlay(provider, client, url), overlay)
+        rendered = render_chart(site_overlay(provider, client, url), overlay, *extra_overlays)
         validate_objects(rendered)
         applied = await apply_chart(admin_api, rendered)
         await apply_object(
@@ -425,7 +458,7 @@ async def deploy_chart_pods(
         raise
     chart = ChartPods(
         url, provider, client, rendered, applied, admin_api, namespace, balancer, forwarder,
-        started=started,
+        pod_log=pod_log, started=started,
     )  # fmt: skip
     chart.mark("rendered, validated, applied")
     try:
