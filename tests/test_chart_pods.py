@@ -17,6 +17,8 @@ finds her server still running and reachable.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from pathlib import Path
 
@@ -122,11 +124,27 @@ async def test_chart_pods_serve_alice_through_a_hub_pod_replacement(
                 assert env["JUPYTERHUB_API_URL"] == "http://hub.jupyterhub.svc:8081/hub/api"
                 assert notebook.metadata.labels["access-ml-pipeline"] == "true"
 
-                # the hub pod is deleted; the Deployment starts its replacement
+                # the hub pod is deleted; the Deployment starts its replacement. Meanwhile
+                # alice keeps using her server (her browser's cookies): every answer is 200.
+                statuses: list[int] = []
+
+                async def keep_using() -> None:
+                    while True:
+                        answer = await page.request.get(f"{chart.url}/user/alice/api/contents")
+                        statuses.append(answer.status)
+                        await asyncio.sleep(0.5)
+
+                using = asyncio.create_task(keep_using())
                 await core.delete_namespaced_pod(hub.metadata.name, "jupyterhub")
                 replaced = time.monotonic()
-                new_hub = await chart.ready_pod("hub", 300, exclude=hub.metadata.name)
-                await chart.wait_healthy(120)
+                try:
+                    new_hub = await chart.ready_pod("hub", 300, exclude=hub.metadata.name)
+                    await chart.wait_healthy(120)
+                finally:
+                    using.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await using
+                assert statuses and set(statuses) == {200}, statuses
                 chart.timings["hub pod replaced (delete → healthy)"] = time.monotonic() - replaced
                 old_log = _log(container_standins, "jupyterhub", hub.metadata.name)
                 assert "Leaving single-user servers running" in old_log, old_log[-3000:]
