@@ -6,12 +6,20 @@
 1. render (real Helm) with ``helm-values/values.yaml`` and a site overlay for this machine,
    validate, apply (tests/support/chart.py); create the OIDC client Secret as docs/deploy.md
    says;
-2. run the ``proxy`` and ``hub`` Deployments' containers. TODAY: as host processes in
-   private mount namespaces (tests/support/host_pods.py, a stand-in), the hub in the hub
-   image's Python environment (tests/support/hub_image_env.py), Service names resolved by
-   the cluster DNS stand-in (tests/support/cluster_dns.py) in the test's event loop. Only
-   :func:`_run_pods` knows that; with the container kubelet stand-in it becomes "wait for
-   the Deployments' pods to be Ready and use the proxy pod's address".
+2. run the ``proxy`` and ``hub`` Deployments' containers, in one of two ways:
+
+   * :func:`deploy_chart_pods` (``./dev demo --chart-pods``, tests/test_chart_pods.py): as
+     the Deployments' own pods — kube-controller-manager makes the ReplicaSets and pods, the
+     container kubelet stand-in runs them from the hub image (images/hub/Dockerfile), the
+     proxy stand-in image and the single-user image, with cluster networking (DNS, service
+     variables, the ``kubernetes`` Service; tests/support/standins/kubelet.py); a browser
+     reaches ``proxy-public`` through the load-balancer stand-in (tests/support/service_lb.py);
+   * :func:`deploy_chart_hub` (``./dev demo --chart``, tests/test_chart_hub.py): as host
+     processes in private mount namespaces (tests/support/host_pods.py, a stand-in), the hub
+     in the hub image's Python environment (tests/support/hub_image_env.py), Service names
+     resolved by the cluster DNS stand-in (tests/support/cluster_dns.py) in the test's event
+     loop; notebooks are host processes of the process kubelet. Kept: it needs no container
+     engine and starts in seconds, and test_chart_deploy's config checks use its pod setup.
 """
 
 from __future__ import annotations
@@ -20,13 +28,16 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from tests.support.chart import (
     ChartApplied,
@@ -48,6 +59,7 @@ from tests.support.oidc_fixtures import (
     OIDCProvider,
     chp_command,
 )
+from tests.support.service_lb import ServiceLoadBalancer, start_tcp_forwarder
 
 PROXY_PORT = 8000  # the chart's proxy container port ("http")
 
@@ -211,3 +223,250 @@ async def _wait_ready(hub: ChartHub, timeout: float) -> None:
                     return
             await asyncio.sleep(0.3)
     raise ChartHubNotReady(f"the chart's hub did not answer through its proxy:\n{hub.logs()}")
+
+
+# --- the chart's Deployments as pods of the container kubelet ------------------------------
+
+#: The hub pod's loopback sidecar (test-only, see :func:`pods_overlay`): forwards
+#: 127.0.0.1:PORT in the pod to GATEWAY:PORT, where this machine's OIDC provider is reached.
+LOOPBACK_SIDECAR = """
+import asyncio, sys
+port, host = int(sys.argv[1]), sys.argv[2]
+
+async def pipe(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+async def handle(reader, writer):
+    try:
+        up = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
+    except (OSError, asyncio.TimeoutError):
+        writer.close()
+        return
+    await asyncio.gather(pipe(reader, up[1]), pipe(up[0], writer))
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+def _image(tag: str) -> dict[str, str]:
+    name, version = tag.rsplit(":", 1)
+    return {"name": name, "tag": version}
+
+
+def pods_overlay(
+    *,
+    hub_image: str,
+    proxy_image: str,
+    notebook_image: str,
+    node: dict[str, Any],
+    issuer_port: int,
+    gateway: str,
+) -> dict[str, Any]:
+    """The rest of this machine's second ``-f`` when the container kubelet runs the chart.
+
+    Images the kubelet stand-in has (built from images/hub/Dockerfile, the single-user
+    Dockerfile, and the proxy stand-in image), and its node's selector + toleration for the
+    hub, the proxy and the notebooks. Test-only: the issuer is http on loopback (the test
+    provider), which the hub accepts only there (allow_insecure_loopback); so the hub pod
+    gets a sidecar forwarding its 127.0.0.1:<issuer port> to the provider through the
+    gateway — a real site uses its https issuer and needs none.
+    """
+    selector, tolerations = node["nodeSelector"], node["tolerations"]
+    sidecar = {
+        "name": "issuer-loopback",
+        "image": hub_image,
+        "command": ["python3", "-c", LOOPBACK_SIDECAR, str(issuer_port), gateway],
+        "securityContext": {
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    return {
+        "hub": {
+            "image": _image(hub_image),
+            "nodeSelector": selector,
+            "tolerations": tolerations,
+            "extraContainers": [sidecar],
+        },
+        "proxy": {
+            "chp": {
+                "image": _image(proxy_image),
+                "nodeSelector": selector,
+                "tolerations": tolerations,
+            }
+        },
+        "singleuser": {
+            "image": _image(notebook_image),
+            "nodeSelector": selector,
+            "extraTolerations": tolerations,
+        },
+    }
+
+
+@dataclass
+class ChartPods:
+    """The chart served by its own Deployments' pods (the container kubelet runs them)."""
+
+    url: str  # the proxy-public load balancer stand-in, as a browser reaches it
+    provider: OIDCProvider
+    client: OIDCClient
+    rendered: RenderedChart
+    applied: ChartApplied
+    api: ApiClient
+    namespace: str
+    balancer: ServiceLoadBalancer
+    forwarder: asyncio.Server
+    #: (namespace, pod) -> the kubelet's log of its first container (StandIns.pod_log)
+    pod_log: Callable[[str, str], str | None] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def mark(self, step: str) -> None:
+        self.timings[step] = time.monotonic() - self.started
+
+    @property
+    def callback_url(self) -> str:
+        return f"{self.url}/hub/oauth_callback"
+
+    async def pods(self, component: str) -> list[Any]:
+        listed = await k8s.CoreV1Api(self.api).list_namespaced_pod(
+            self.namespace, label_selector=f"component={component}", _request_timeout=30
+        )
+        return [p for p in listed.items if p.metadata.deletion_timestamp is None]
+
+    async def ready_pod(self, component: str, timeout: float, exclude: str = "") -> Any:
+        """The Deployment's pod (not ``exclude``) once it is Running and Ready."""
+        deadline = time.monotonic() + timeout
+        seen: list[Any] = []
+        while time.monotonic() < deadline:
+            seen = [p for p in await self.pods(component) if p.metadata.name != exclude]
+            for pod in seen:
+                conditions = {c.type: c.status for c in pod.status.conditions or []}
+                if pod.status.phase == "Running" and conditions.get("Ready") == "True":
+                    return pod
+                if pod.status.phase in ("Failed", "Succeeded"):
+                    raise ChartHubNotReady(
+                        f"{component} pod {pod.metadata.name} ended ({pod.status.phase}):\n"
+                        + self.log_of(pod.metadata.name)
+                    )
+            await asyncio.sleep(0.5)
+        logs = "\n".join(self.log_of(p.metadata.name) for p in seen)
+        raise ChartHubNotReady(f"no ready {component} pod after {timeout}s:\n{logs}")
+
+    def log_of(self, pod: str) -> str:
+        log = self.pod_log(self.namespace, pod) if self.pod_log else None
+        return f"--- {pod} ---\n{(log or '(no log)')[-6000:]}"
+
+    async def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=5) as http:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"{self.url}/hub/health")).status_code == 200:
+                        return
+                await asyncio.sleep(0.5)
+        raise ChartHubNotReady(f"the chart's hub did not answer at {self.url}/hub/health")
+
+    async def stop(self, timeout: float = 180) -> None:
+        """``helm uninstall``'s part for the pods: delete the Deployments (foreground: their
+        ReplicaSets and pods first) and wait until they are gone, so that the next install
+        is not applied to a Deployment that is being deleted."""
+        self.balancer.close()
+        self.forwarder.close()
+        apps = k8s.AppsV1Api(self.api)
+        for name in ("hub", "proxy"):
+            with contextlib.suppress(ApiException):
+                await apps.delete_namespaced_deployment(
+                    name, self.namespace, propagation_policy="Foreground", _request_timeout=30
+                )
+        deadline = time.monotonic() + timeout
+        for name in ("hub", "proxy"):
+            while time.monotonic() < deadline:
+                try:
+                    await apps.read_namespaced_deployment(name, self.namespace, _request_timeout=30)
+                except ApiException as e:
+                    if e.status == 404:
+                        break
+                    raise
+                await asyncio.sleep(0.5)
+            else:
+                raise ChartHubNotReady(f"Deployment {self.namespace}/{name} still exists")
+
+
+async def deploy_chart_pods(
+    admin_api: ApiClient,
+    provider: OIDCProvider,
+    node_modules: Path,
+    gateway: str,
+    node: dict[str, Any],
+    *,
+    extra_overlays: Sequence[dict[str, Any]] = (),
+    pod_log: Callable[[str, str], str | None] | None = None,
+    ready_timeout: float = 300,
+) -> ChartPods:
+    """``helm install`` with this machine's overlay; the Deployments' pods serve it."""
+    from tests.support import images
+
+    hub_image = (await asyncio.to_thread(images.ensure_image, "hub")).tag
+    notebook_image = (await asyncio.to_thread(images.ensure_image, "singleuser")).tag
+    proxy_image = await asyncio.to_thread(images.ensure_proxy_image, node_modules)
+    namespace = "jupyterhub"
+    balancer = await ServiceLoadBalancer(admin_api, namespace, "proxy-public", "http").start()
+    issuer = urlsplit(provider.issuer)
+    issuer_port = issuer.port or 80
+    forwarder = await start_tcp_forwarder((gateway, issuer_port), (issuer.hostname, issuer_port))
+    try:
+        url = balancer.url
+        client = await provider.register_client([f"{url}/hub/oauth_callback"], [f"{url}/hub/login"])
+        started = time.monotonic()  # timings from the render on (images are cached builds)
+        overlay = pods_overlay(
+            hub_image=hub_image,
+            proxy_image=proxy_image,
+            notebook_image=notebook_image,
+            node=node,
+            issuer_port=issuer_port,
+            gateway=gateway,
+        )
+        rendered = render_chart(site_overlay(provider, client, url), overlay, *extra_overlays)
+        validate_objects(rendered)
+        applied = await apply_chart(admin_api, rendered)
+        await apply_object(
+            admin_api,
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "dna-hub-oidc", "namespace": namespace},
+                "stringData": {"client-secret": client.client_secret},
+            },
+        )
+    except BaseException:
+        balancer.close()
+        forwarder.close()
+        raise
+    chart = ChartPods(
+        url, provider, client, rendered, applied, admin_api, namespace, balancer, forwarder,
+        pod_log=pod_log, started=started,
+    )  # fmt: skip
+    chart.mark("rendered, validated, applied")
+    try:
+        await chart.ready_pod("proxy", ready_timeout)
+        await chart.ready_pod("hub", ready_timeout)
+        await chart.wait_healthy(ready_timeout)
+    except BaseException:
+        await chart.stop()
+        raise
+    chart.mark("hub and proxy pods ready")
+    return chart

@@ -24,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+import socket
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import dns.flags
@@ -67,10 +68,16 @@ class ClusterDNS:
     request_timeout: float = 5
     _transport: asyncio.DatagramTransport | None = None
     queries: list[tuple[str, str]] = field(default_factory=list)
+    #: (service, namespace) -> address, instead of ``api`` (the container kubelet's own client)
+    resolve: Callable[[str, str], Awaitable[str | None]] | None = None
+    #: bind before the address exists (a bridge's gateway appears with its first pod)
+    free_bind: bool = False
 
     async def lookup(self, service: str, namespace: str) -> str | None:
         if (service, namespace) in self.backing:
             return self.backing[(service, namespace)]
+        if self.resolve is not None:
+            return await self.resolve(service, namespace)
         if self.api is None:
             return None
         try:
@@ -128,9 +135,15 @@ class ClusterDNS:
                     return
                 self.transport.sendto(response.to_wire(), addr)  # type: ignore[attr-defined]
 
-        transport, _ = await loop.create_datagram_endpoint(
-            Protocol, local_addr=(self.address, self.port)
-        )
+        if self.free_bind:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_FREEBIND", 15), 1)
+            sock.bind((self.address, self.port))
+            transport, _ = await loop.create_datagram_endpoint(Protocol, sock=sock)
+        else:
+            transport, _ = await loop.create_datagram_endpoint(
+                Protocol, local_addr=(self.address, self.port)
+            )
         self._transport = transport  # type: ignore[assignment]
         return self
 

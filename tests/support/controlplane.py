@@ -721,7 +721,9 @@ async def _start_local(timeout: float) -> ControlPlane:
                 pki, "serving", common_name="kube-apiserver",
                 dns_names=["localhost", "kubernetes", "kubernetes.default",
                            "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"],
-                ip_addresses=["127.0.0.1"], server=True,
+                # and the kubernetes Service's clusterIP (the range's first address), as
+                # kube-apiserver puts in the certificate it makes: in-cluster clients use it
+                ip_addresses=["127.0.0.1", "10.96.0.1"], server=True,
             )  # fmt: skip
             admin = ca.issue(
                 pki, "admin", common_name="dna-hub-admin", organizations=["system:masters"],

@@ -26,6 +26,11 @@ Kubeflow's ClusterRoles) comes from ../shared, or is downloaded once and verifie
 rendered by real Helm with helm-values/values.yaml, applied, its hub (on the hub image's
 Python packages) and proxy run from the applied objects (tests/support/chart_hub.py). Its
 notebook servers are JupyterLab from this checkout's .venv as local processes (no Kale).
+
+``./dev demo --chart-pods``: the same chart, its hub and proxy run as pods of its Deployments
+by the container kubelet stand-in (the hub image from images/hub/Dockerfile, notebooks from
+the single-user image), reached through the ``proxy-public`` load-balancer stand-in
+(tests/support/chart_hub.py ``deploy_chart_pods``). Needs podman (root).
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support import images, reference
-from tests.support.chart_hub import deploy_chart_hub
+from tests.support.chart_hub import deploy_chart_hub, deploy_chart_pods
 from tests.support.controlplane import ControlPlane, start_control_plane
 from tests.support.hub_image_env import hub_image_env
 from tests.support.notebook_containers import NotebookContainers, in_thread
@@ -132,9 +137,18 @@ class Demo:
     hub: Any = None  # HubProcess, or the chart's hub
     admin: Any = None
     notebooks: str = ""
+    #: --chart-pods: the pod network, the container kubelet, the chart served by its pods
+    pod_network: Any = None
+    pod_standins: StandIns | None = None
+    chart_pods: Any = None
 
     async def stop(self) -> None:
-        if self.hub is not None:
+        from tests.support import podman_fixtures as pf
+
+        if self.chart_pods is not None:
+            with contextlib.suppress(Exception):
+                await self.chart_pods.stop()
+        elif self.hub is not None:
             await asyncio.to_thread(self.hub.stop)
         if self.admin is not None:
             with contextlib.suppress(Exception):
@@ -144,6 +158,10 @@ class Demo:
         if self.containers is not None:
             # The container kubelet removes its podman pods; then the network goes.
             await self.containers.aclose()
+        if self.pod_standins is not None:
+            await asyncio.to_thread(lambda: self.pod_standins.stop(timeout=120))
+        if self.pod_network is not None:
+            await asyncio.to_thread(pf.remove_pod_network, self.pod_network.name)
         if self.standins is not None:
             await asyncio.to_thread(self.standins.stop)
         if self.control_plane is not None:
@@ -151,7 +169,7 @@ class Demo:
                 await self.control_plane.aclose()
 
 
-async def start(demo: Demo, port: int, chart: bool, reference_dir: Path) -> None:
+async def start(demo: Demo, port: int, chart: bool, chart_pods: bool, reference_dir: Path) -> None:
     """Start everything ``./dev demo`` runs, recording each part in ``demo`` as it starts."""
     print(f"starting the control plane (reference data: {reference_dir})…", flush=True)
     demo.control_plane = control_plane = await start_control_plane()
@@ -164,7 +182,7 @@ async def start(demo: Demo, port: int, chart: bool, reference_dir: Path) -> None
         control_plane.admin_kubeconfig,
         work / "standins",
     )
-    if not chart:
+    if not chart and not chart_pods:
         print(
             "starting the notebook containers' side: the single-user image (the first run "
             f"builds it, a few minutes, log in {images.IMAGES_DIR}; then cached), a podman "
@@ -178,7 +196,27 @@ async def start(demo: Demo, port: int, chart: bool, reference_dir: Path) -> None
         node_modules, work / "provider", keys=[_rsa_jwk("demo-key")]
     )
     await in_thread(lambda _: None, provider.start)  # demo.stop() stops what it started
-    if chart:
+    if chart_pods:
+        from tests.support import podman_fixtures as pf
+
+        print("starting the pod network and the container kubelet…", flush=True)
+        demo.pod_network = network = await asyncio.to_thread(pf.create_pod_network)
+        await in_thread(
+            lambda running: setattr(demo, "pod_standins", running),
+            pf.start_container_kubelet,
+            control_plane.admin_kubeconfig,
+            work / "container-standins",
+            network,
+        )
+        print("deploying the z2jh chart as pods (helm render, apply, Deployments)…", flush=True)
+        demo.admin = admin = control_plane.admin_client()
+        demo.hub = demo.chart_pods = await deploy_chart_pods(
+            admin, provider, node_modules, network.gateway, pf.POD_ON_CONTAINERS
+        )
+        print(demo.hub.rendered.summary())
+        print(demo.hub.applied.report())
+        demo.notebooks = "the single-user image as a container (podman), like the hub and proxy"
+    elif chart:
         print("deploying the z2jh chart (helm render, apply, hub and proxy)…", flush=True)
         demo.admin = admin = control_plane.admin_client()
         hub_env = await asyncio.to_thread(hub_image_env)
@@ -224,7 +262,7 @@ def banner(demo: Demo) -> str:
     )
 
 
-async def run(port: int, chart: bool = False) -> int:
+async def run(port: int, chart: bool = False, chart_pods: bool = False) -> int:
     try:
         # Before anything starts: a fresh clone has no ../shared (download, or one message).
         reference_dir = await asyncio.to_thread(reference.ensure)
@@ -261,7 +299,7 @@ async def run(port: int, chart: bool = False) -> int:
     demo = Demo()
     try:
         try:
-            await start(demo, port, chart, reference_dir)
+            await start(demo, port, chart, chart_pods, reference_dir)
             state["starting"] = False
             print(banner(demo), flush=True)
             await stop.wait()
@@ -308,8 +346,13 @@ def main() -> None:
         action="store_true",
         help="deploy with the z2jh chart (real Helm, hub image versions) instead",
     )
+    parser.add_argument(
+        "--chart-pods",
+        action="store_true",
+        help="the chart with its hub and proxy as pods of the container kubelet (podman)",
+    )
     args = parser.parse_args()
-    sys.exit(asyncio.run(run(_port(args.port), chart=args.chart)))
+    sys.exit(asyncio.run(run(_port(args.port), chart=args.chart, chart_pods=args.chart_pods)))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """STAND-IN for the kubelet of the chart's hub and proxy pods: host processes, private mounts.
 
-Until the container kubelet stand-in runs the chart's Deployments as pods, this runs the
-container of a rendered workload (the chart's ``hub`` and ``proxy`` Deployments) as a
-process on this machine, set up from the objects in the API server the way a kubelet would:
+The container kubelet stand-in runs the chart's Deployments as real pods
+(tests/support/chart_hub.py ``deploy_chart_pods``); this lighter path, which needs no
+container engine, runs the container of a rendered workload (the chart's ``hub`` and
+``proxy`` Deployments) as a process on this machine, set up from the objects in the API
+server the way a kubelet would:
 
 * command/args of the pod template, ``$(VAR)`` references expanded; env from ``value``,
   ``fieldRef`` (metadata.namespace/name, spec.serviceAccountName) and ``secretKeyRef``

@@ -600,3 +600,40 @@ def _prune(repository: str, keep: int) -> None:
     # podman sorts "created" newest first
     for tag in tags[keep:]:
         podman("rmi", tag, check=False)
+
+
+# --------------------------------------------------------------------------- the chart's proxy
+
+PROXY_CONTAINERFILE = """\
+FROM {debian}
+COPY node /usr/local/bin/node
+COPY node_modules /srv/configurable-http-proxy/node_modules
+ENV PATH=/srv/configurable-http-proxy/node_modules/.bin:/usr/local/bin:/usr/bin:/bin
+WORKDIR /srv/configurable-http-proxy
+ENTRYPOINT ["configurable-http-proxy"]
+USER 65534:65534
+"""
+
+
+def ensure_proxy_image(node_modules: Path) -> str:
+    """STAND-IN for the chart's ``proxy.chp.image`` (quay.io/jupyterhub/configurable-http-proxy):
+    the Debian stand-in with this machine's ``node`` and the test node modules'
+    configurable-http-proxy (tests/support/oidc/package.json's version, not the chart's
+    4.6.3), ``configurable-http-proxy`` on PATH, user 65534 as the chart runs it.
+    """
+    debian, debian_inputs = ensure_debian_base()
+    node = Path(shutil.which("node") or "/usr/bin/node").resolve()
+    inputs = _hash(
+        [debian_inputs, PROXY_CONTAINERFILE, node.read_bytes(), str(node_modules.resolve())]
+    )
+    tag = f"{TEST_REPO}/configurable-http-proxy:{inputs[:16]}"
+    with _locked("configurable-http-proxy"):
+        if image_label(tag) == inputs:
+            return tag
+        with tempfile.TemporaryDirectory(prefix="chp-", dir=IMAGES_DIR) as tmp:
+            context = Path(tmp)
+            shutil.copy2(node, context / "node")
+            shutil.copytree(node_modules, context / "node_modules", symlinks=True)
+            (context / "Containerfile").write_text(PROXY_CONTAINERFILE.format(debian=debian))
+            _buildah_bud(context / "Containerfile", context, tag, inputs, IMAGES_DIR / "chp.log")
+    return tag

@@ -9,6 +9,8 @@
   ``dna-hub.test/runtime=podman:NoSchedule`` so that only pods that ask for it land there:
   ``POD_ON_CONTAINERS`` is the nodeSelector + toleration to add to a pod spec (the
   session's ``standins`` kubelet keeps running everything else as host processes).
+  Its pods get cluster networking (the cluster DNS stand-in, service variables, the
+  ``kubernetes`` Service's clusterIP; tests/support/standins/kubelet.py ``ClusterNetworking``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ def _podman_json(*args: str) -> object:
 
 def create_pod_network(label: str = "dna-hub.test/session=1") -> PodNetwork:
     """A new podman bridge network (unique name, labelled ``label``), its bridge up."""
+    missing = images.engine_missing()
+    if missing:
+        paths.unavailable(f"the container engine is not installed ({', '.join(missing)})")
     name = f"dna-hub-{os.getpid()}-{secrets.token_hex(3)}"
     images.podman("network", "create", "--label", label, name)
     try:
@@ -94,7 +99,8 @@ def remove_network_pods(network: str) -> None:
 def start_container_kubelet(
     admin_kubeconfig: Path, state_dir: Path, network: PodNetwork
 ) -> StandIns:
-    """The podman kubelet (node ``standin-podman``, tainted) in ``network``; raises RuntimeError."""
+    """The podman kubelet (node ``standin-podman``, tainted) in ``network``, with cluster
+    networking; raises RuntimeError."""
     from tests.support.standins_fixtures import start_standins  # a plugin of its own
 
     return start_standins(
@@ -109,15 +115,14 @@ def start_container_kubelet(
         "--taint", f"{RUNTIME_LABEL}=podman:NoSchedule",
         # Rotation must be seen in a test: at most every TOKEN_REFRESH_SECONDS.
         "--token-refresh-seconds", str(TOKEN_REFRESH_SECONDS),
+        # pods resolve Service names and reach the API server as on a cluster
+        "--cluster-networking",
         timeout=600,  # the first run builds the pod sandbox image
     )  # fmt: skip
 
 
 @pytest.fixture(scope="session")
 def pod_network() -> Iterator[PodNetwork]:
-    missing = images.engine_missing()
-    if missing:
-        paths.unavailable(f"the container engine is not installed ({', '.join(missing)})")
     network = create_pod_network()
     try:
         yield network

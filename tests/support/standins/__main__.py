@@ -87,6 +87,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         help="kubelet: node taint KEY=VALUE:EFFECT (repeatable)",
     )
+    parser.add_argument(
+        "--cluster-networking",
+        action="store_true",
+        help="kubelet (podman): cluster DNS, service variables, the kubernetes Service",
+    )
     parser.add_argument("--no-profile-controller", action="store_true")
     parser.add_argument("--no-webhook", action="store_true")
     parser.add_argument("--no-kubelet", action="store_true")
@@ -147,6 +152,7 @@ async def _run(args: argparse.Namespace) -> int:
                     service_port=args.service_port,
                     token_refresh_seconds=args.token_refresh_seconds,
                     taints=taints,
+                    cluster_networking=args.cluster_networking,
                 ),
                 podman,
             )

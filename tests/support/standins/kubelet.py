@@ -58,6 +58,11 @@ runtime "podman" (:class:`ContainerPodWorker`):
   part); ``kubernetes.default.svc`` resolves to it in the pod's ``/etc/hosts``, so TLS
   verifies against the API server's certificate by that name (not by the bare IP, which
   the test certificate does not carry);
+* with ``cluster_networking`` (``--cluster-networking``; :class:`ClusterNetworking`):
+  the cluster DNS stand-in on the gateway and each pod's ClusterFirst resolv.conf, the
+  service variables of the pod's namespace, and ``KUBERNETES_SERVICE_HOST`` the
+  ``kubernetes`` Service's clusterIP, routed to the forwarder by a DNAT rule in the pod's
+  network namespace (no ``/etc/hosts`` entry then);
 * logs per container in the CRI format (``<log_dir>/<ns>_<pod>_<uid>.log`` for the first
   container, ``<log_dir>/containers/…_<container>.log`` for others).
 
@@ -77,7 +82,8 @@ notebook is the development environment's ``jupyterhub-singleuser``, not an imag
 
 Not done by either: image pulls, restarts (restartPolicy is ignored), probes as
 declared, lifecycle hooks, resource limits/cgroups, DNS for Services (only
-``kubernetes.default.svc``), Services/kube-proxy beyond the ``kubernetes`` Service,
+``kubernetes.default.svc``, unless cluster networking), Services/kube-proxy beyond the
+``kubernetes`` Service (no clusterIP but its routes),
 ``hostPath``/``csi``/other volume types (``CreateContainerConfigError``), ``exec``/
 ``attach``/``port-forward``/``kubectl logs`` through the API, node status from real
 usage, eviction; a pod ends when its first container exits.
@@ -295,6 +301,10 @@ class KubeletConfig:
     #: Node labels beyond hostname/os/arch; taints (scheduling stays with matching pods).
     labels: dict[str, str] = field(default_factory=dict)
     taints: list[JSON] = field(default_factory=list)
+    #: podman: cluster networking stand-ins (see :class:`ClusterNetworking`): the cluster
+    #: DNS stand-in on the gateway, pods' ClusterFirst resolv.conf, the service variables
+    #: of the pod's namespace, and the ``kubernetes`` Service's clusterIP in each pod.
+    cluster_networking: bool = False
 
 
 class PodWorker:
@@ -832,6 +842,7 @@ class ContainerPodWorker(PodWorker):
         self.container_ids: dict[str, str] = {}
         self.refreshers: list[asyncio.Task[None]] = []
         self.first_container_id = ""
+        self.service_env: dict[str, str] = {}
 
     # ---- flow
 
@@ -919,9 +930,16 @@ class ContainerPodWorker(PodWorker):
             "--infra-image", self.kubelet.infra_image,
             "--infra-command", "/pause",
         ]  # fmt: skip
-        if config.gateway:
+        if config.gateway and self.kubelet.networking is None:
+            # (with cluster networking the DNS stand-in answers with the clusterIP instead)
             args += ["--add-host", f"kubernetes.default.svc:{config.gateway}"]
             args += ["--add-host", f"kubernetes.default:{config.gateway}"]
+        networking = self.kubelet.networking
+        if networking is not None and (self.pod["spec"].get("dnsPolicy") or "ClusterFirst") in (
+            "ClusterFirst",
+            "ClusterFirstWithHostNet",
+        ):
+            args += networking.dns_args(self.namespace)
         await self.podman(*args)
         await self.podman("pod", "start", self.pod_name, timeout=120)
         infra = (await self.podman("pod", "inspect", "--format", "{{.InfraContainerID}}",
@@ -932,6 +950,10 @@ class ContainerPodWorker(PodWorker):
         if not ips:
             raise ContainerConfigError("CreateContainerConfigError", "pod sandbox has no IP")
         self.ip = ips[0]
+        if networking is not None:
+            pid = int(json.loads(out)[0]["State"]["Pid"])
+            await networking.route_kubernetes_service(pid)
+            self.service_env = await networking.service_environment(self.namespace)
 
     async def _remove_pod(self, grace: float = 0) -> None:
         with contextlib.suppress(PodmanError, OSError, TimeoutError):
@@ -956,6 +978,8 @@ class ContainerPodWorker(PodWorker):
     def _base_env(self) -> dict[str, str]:
         # The image's ENV comes from the runtime; the kubelet adds the service variables.
         config = self.kubelet.config
+        if self.kubelet.networking is not None:
+            return dict(self.service_env)
         host, port = config.gateway or HOST_IP, str(config.service_port)
         return {
             "KUBERNETES_SERVICE_HOST": host,
@@ -1310,6 +1334,7 @@ class Kubelet:
         elif self.config.runtime != "process":
             raise ValueError(f"unknown runtime {self.config.runtime!r}")
         self._forwarder: asyncio.Server | None = None
+        self.networking: ClusterNetworking | None = None
 
     async def run(self, ready: asyncio.Event) -> None:
         if self.config.runtime == "podman":
@@ -1357,6 +1382,8 @@ class Kubelet:
                     await worker.task
         if self._forwarder is not None:
             self._forwarder.close()
+        if self.networking is not None:
+            self.networking.close()
         if self.podman is not None:
             await remove_node_pods(self.podman, self.config.network or "")
 
@@ -1372,6 +1399,10 @@ class Kubelet:
         self._forwarder = await start_forwarder(
             self.config.gateway, self.config.service_port, self._api_address()
         )
+        if self.config.cluster_networking:
+            self.networking = await ClusterNetworking(
+                self.kube, self.config.gateway, self.config.service_port
+            ).start()
 
     def _api_address(self) -> tuple[str, int]:
         parts = urlsplit(self.kube.api.configuration.host)
@@ -1646,3 +1677,102 @@ async def start_forwarder(host: str, port: int, target: tuple[str, int]) -> asyn
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
     return await asyncio.start_server(handle, sock=sock)
+
+
+class ClusterNetworking:
+    """STAND-IN for cluster DNS, the kubelet's service variables and kube-proxy's
+    ``kubernetes`` Service, for the podman runtime (``--cluster-networking``).
+
+    * cluster DNS: :class:`tests.support.cluster_dns.ClusterDNS` on the bridge's gateway,
+      port 53, answering ``<svc>.<ns>.svc.cluster.local`` with the first ready address of
+      the Service's Endpoints (filled by kube-controller-manager's endpoints controller from
+      the pods' Ready condition), ``kubernetes.default`` with its clusterIP, NXDOMAIN for
+      everything else (no upstream: pods resolve no outside names);
+    * each ClusterFirst pod gets the kubelet's resolv.conf (``nameserver <gateway>``,
+      ``search <ns>.svc.cluster.local svc.cluster.local cluster.local``, ``ndots:5``);
+    * the service variables of every Service of the pod's namespace
+      (``PROXY_API_SERVICE_HOST``/``_PORT``/``_PORT_<NAME>``, ``…_PORT_8001_TCP…``) with the
+      Service's clusterIP as on a cluster (tests/support/host_pods.py's
+      ``service_environment``), and the ``kubernetes`` Service's (``KUBERNETES_SERVICE_HOST``
+      = its clusterIP, port 443);
+    * kube-proxy for the ``kubernetes`` Service only: a DNAT rule in the pod's network
+      namespace (``iptables -t nat OUTPUT``, set by the kubelet, not the pod) sends its
+      clusterIP:443 to the API server forwarder on the gateway, so in-cluster configuration
+      (``https://$KUBERNETES_SERVICE_HOST``) verifies the API server's certificate, which
+      carries the clusterIP as a real one does.
+
+    Not done: no clusterIP of any other Service routes (no kube-proxy): names resolve to a
+    backing pod's address, so a client must use the Service's name and a Service whose
+    ``port`` differs from its ``targetPort`` cannot be reached in-cluster at ``port`` (the
+    chart's ``proxy-public`` 80 -> 8000: used from outside only, through
+    tests/support/service_lb.py); no load balancing (first ready address), no headless or
+    pod records, no SRV, no TCP DNS; service variables are those of Services existing when
+    the pod sandbox is made.
+    """
+
+    def __init__(self, kube: Kube, gateway: str, api_port: int) -> None:
+        self.kube = kube
+        self.gateway = gateway
+        self.api_port = api_port
+        self.kubernetes_ip = ""
+        self.dns: Any = None
+
+    async def start(self) -> ClusterNetworking:
+        from tests.support.cluster_dns import ClusterDNS
+
+        service = await self.kube.get("/api/v1/namespaces/default/services/kubernetes")
+        self.kubernetes_ip = service["spec"]["clusterIP"]
+        self.dns = await ClusterDNS(self.gateway, resolve=self.resolve, free_bind=True).start()
+        return self
+
+    def close(self) -> None:
+        if self.dns is not None:
+            self.dns.close()
+
+    async def resolve(self, service: str, namespace: str) -> str | None:
+        if (service, namespace) == ("kubernetes", "default"):
+            return self.kubernetes_ip
+        endpoints = await self.kube.get_or_none(
+            f"/api/v1/namespaces/{namespace}/endpoints/{service}"
+        )
+        for subset in (endpoints or {}).get("subsets") or []:
+            for address in subset.get("addresses") or []:
+                return address["ip"]
+        return None
+
+    def dns_args(self, namespace: str) -> list[str]:
+        from tests.support.cluster_dns import CLUSTER_DOMAIN
+
+        args = ["--dns", self.gateway, "--dns-option", "ndots:5"]
+        for domain in (f"{namespace}.svc", "svc", ""):
+            args += ["--dns-search", f"{domain}.{CLUSTER_DOMAIN}".lstrip(".")]
+        return args
+
+    async def service_environment(self, namespace: str) -> dict[str, str]:
+        from tests.support.host_pods import service_environment
+
+        listed = await self.kube.get(f"/api/v1/namespaces/{namespace}/services")
+        services = [s for s in listed.get("items") or [] if s["metadata"]["name"] != "kubernetes"]
+        env = service_environment(services, {})
+        kubernetes = {"metadata": {"name": "kubernetes"}, "spec": {
+            "clusterIP": self.kubernetes_ip,
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP"}],
+        }}  # fmt: skip
+        env.update(service_environment([kubernetes], {}))
+        return env
+
+    async def route_kubernetes_service(self, pid: int) -> None:
+        argv = [
+            "nsenter", "-t", str(pid), "-n", "iptables", "-t", "nat", "-A", "OUTPUT",
+            "-d", f"{self.kubernetes_ip}/32", "-p", "tcp", "--dport", "443",
+            "-j", "DNAT", "--to-destination", f"{self.gateway}:{self.api_port}",
+        ]  # fmt: skip
+        process = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        out, _ = await asyncio.wait_for(process.communicate(), 30)
+        if process.returncode != 0:
+            raise ContainerConfigError(
+                "CreatePodSandboxError",
+                f"cannot route the kubernetes Service in the pod: {out.decode(errors='replace')}",
+            )
