@@ -9,7 +9,9 @@ kube-controller-manager over Kubeflow's own ClusterRoles from ../shared).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -63,7 +65,12 @@ def admin_kube(admin_api: ApiClient) -> KubeApi:
 
 
 async def may(admin: ApiClient, user: str, verb: str, resource: str, namespace: str) -> bool:
-    """A SubjectAccessReview: may ``user`` do ``verb`` on ``resource`` in ``namespace``?"""
+    """A SubjectAccessReview: may ``user`` do ``verb`` on ``resource`` in ``namespace``?
+
+    Asked once the API server's authorizer has seen every RoleBinding change made so far
+    (rbac_barrier), so the answer never depends on how fast its cache catches up.
+    """
+    await rbac_barrier(admin, namespace)
     review = await client.AuthorizationV1Api(admin).create_subject_access_review(
         client.V1SubjectAccessReview(
             spec=client.V1SubjectAccessReviewSpec(
@@ -76,6 +83,50 @@ async def may(admin: ApiClient, user: str, verb: str, resource: str, namespace: 
         _request_timeout=10,
     )
     return bool(review.status.allowed)
+
+
+async def rbac_barrier(admin: ApiClient, namespace: str, timeout: float = 30) -> None:
+    """Until the authorizer has seen every RoleBinding write so far in ``namespace``.
+
+    Its RBAC cache follows a watch of RoleBindings, in order: once a RoleBinding created
+    now (a sentinel, for a user nobody is) takes effect, every earlier create and delete has
+    too. The sentinel is then deleted.
+    """
+    rbac = client.RbacAuthorizationV1Api(admin)
+    sentinel = f"dna-hub-test-barrier-{uuid.uuid4().hex[:12]}"
+    user = f"dna-hub-test:{sentinel}"
+    await rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": sentinel},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "kubeflow-view",
+            },
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        },
+        _request_timeout=10,
+    )
+    review = client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(
+            user=user,
+            resource_attributes=client.V1ResourceAttributes(
+                namespace=namespace, verb="list", resource="pods"
+            ),
+        )
+    )
+    authorization = client.AuthorizationV1Api(admin)
+    deadline = asyncio.get_running_loop().time() + timeout
+    try:
+        while not (
+            await authorization.create_subject_access_review(review, _request_timeout=10)
+        ).status.allowed:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"RBAC changes in {namespace} not in effect after {timeout}s")
+            await asyncio.sleep(0.05)
+    finally:
+        await rbac.delete_namespaced_role_binding(sentinel, namespace, _request_timeout=10)
 
 
 async def kfam_list(admin: KubeApi, namespace: str) -> list[tuple[str, str]]:
