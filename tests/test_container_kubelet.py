@@ -310,8 +310,10 @@ async def test_pod_runs_as_container_with_security_context_and_volumes(
         assert seen["env_pod_ip"] == ip
         assert (seen["cm"], seen["secret"], seen["labels"]) == ("hello", "s3cret", "probe")
         assert seen["sa_namespace"] == ns
-        # The API server answered from inside the pod (kubernetes Service, its CA, the token).
-        assert seen["service"] == [pod_network.gateway, "443"]
+        # The API server answered from inside the pod (kubernetes Service, its CA, the token),
+        # at the kubernetes Service's clusterIP as a kubelet with cluster networking sets it.
+        kubernetes = await kube.get("/api/v1/namespaces/default/services/kubernetes")
+        assert seen["service"] == [kubernetes["spec"]["clusterIP"], "443"]
         assert seen["apiserver"].startswith("v1.")
         # The projected token: issued by TokenRequest for this pod's SA and audience only.
         kfp = await _token_review(kube, seen["kfp_token"], KFP_AUDIENCE)
