@@ -342,10 +342,38 @@ class ChartPods:
         return f"{self.url}/hub/oauth_callback"
 
     async def pods(self, component: str) -> list[Any]:
+        """The pods of the Deployment's current revision (not an earlier install's, which the
+        old ReplicaSet may still hold while it is scaled down), not being deleted."""
         listed = await k8s.CoreV1Api(self.api).list_namespaced_pod(
             self.namespace, label_selector=f"component={component}", _request_timeout=30
         )
-        return [p for p in listed.items if p.metadata.deletion_timestamp is None]
+        current = await self._current_template_hash(component)
+        return [
+            p
+            for p in listed.items
+            if p.metadata.deletion_timestamp is None
+            and (current is None or (p.metadata.labels or {}).get("pod-template-hash") == current)
+        ]
+
+    async def _current_template_hash(self, component: str) -> str | None:
+        """pod-template-hash of the ReplicaSet of the Deployment's current revision."""
+        apps = k8s.AppsV1Api(self.api)
+        try:
+            deployment = await apps.read_namespaced_deployment(
+                component, self.namespace, _request_timeout=30
+            )
+        except ApiException:
+            return None
+        revision = (deployment.metadata.annotations or {}).get("deployment.kubernetes.io/revision")
+        replica_sets = await apps.list_namespaced_replica_set(
+            self.namespace, label_selector=f"component={component}", _request_timeout=30
+        )
+        for rs in replica_sets.items:
+            owners = {o.uid for o in rs.metadata.owner_references or []}
+            rs_revision = (rs.metadata.annotations or {}).get("deployment.kubernetes.io/revision")
+            if deployment.metadata.uid in owners and revision and rs_revision == revision:
+                return (rs.metadata.labels or {}).get("pod-template-hash")
+        return None
 
     async def ready_pod(self, component: str, timeout: float, exclude: str = "") -> Any:
         """The Deployment's pod (not ``exclude``) once it is Running and Ready."""
@@ -358,8 +386,13 @@ class ChartPods:
                 if pod.status.phase == "Running" and conditions.get("Ready") == "True":
                     return pod
                 if pod.status.phase in ("Failed", "Succeeded"):
+                    states = [
+                        (c.name, c.state.terminated or c.state.waiting)
+                        for c in pod.status.container_statuses or []
+                    ]
                     raise ChartHubNotReady(
-                        f"{component} pod {pod.metadata.name} ended ({pod.status.phase}):\n"
+                        f"{component} pod {pod.metadata.name} ended ({pod.status.phase}) on "
+                        f"node {pod.spec.node_name}: {pod.status.message or ''} {states}\n"
                         + self.log_of(pod.metadata.name)
                     )
             await asyncio.sleep(0.5)
@@ -386,24 +419,30 @@ class ChartPods:
         is not applied to a Deployment that is being deleted."""
         self.balancer.close()
         self.forwarder.close()
-        apps = k8s.AppsV1Api(self.api)
-        for name in ("hub", "proxy"):
-            with contextlib.suppress(ApiException):
-                await apps.delete_namespaced_deployment(
-                    name, self.namespace, propagation_policy="Foreground", _request_timeout=30
-                )
-        deadline = time.monotonic() + timeout
-        for name in ("hub", "proxy"):
-            while time.monotonic() < deadline:
-                try:
-                    await apps.read_namespaced_deployment(name, self.namespace, _request_timeout=30)
-                except ApiException as e:
-                    if e.status == 404:
-                        break
-                    raise
-                await asyncio.sleep(0.5)
-            else:
-                raise ChartHubNotReady(f"Deployment {self.namespace}/{name} still exists")
+        await delete_deployments(self.api, self.namespace, timeout)
+
+
+async def delete_deployments(api: ApiClient, namespace: str, timeout: float = 180) -> None:
+    """Delete the chart's hub and proxy Deployments (foreground: their ReplicaSets and pods
+    first) and wait until they are gone — ``helm uninstall``'s part for the pods."""
+    apps = k8s.AppsV1Api(api)
+    for name in ("hub", "proxy"):
+        with contextlib.suppress(ApiException):
+            await apps.delete_namespaced_deployment(
+                name, namespace, propagation_policy="Foreground", _request_timeout=30
+            )
+    deadline = time.monotonic() + timeout
+    for name in ("hub", "proxy"):
+        while time.monotonic() < deadline:
+            try:
+                await apps.read_namespaced_deployment(name, namespace, _request_timeout=30)
+            except ApiException as e:
+                if e.status == 404:
+                    break
+                raise
+            await asyncio.sleep(0.5)
+        else:
+            raise ChartHubNotReady(f"Deployment {namespace}/{name} still exists")
 
 
 async def deploy_chart_pods(
@@ -424,6 +463,9 @@ async def deploy_chart_pods(
     notebook_image = (await asyncio.to_thread(images.ensure_image, "singleuser")).tag
     proxy_image = await asyncio.to_thread(images.ensure_proxy_image, node_modules)
     namespace = "jupyterhub"
+    # An earlier install in this namespace (the engine-free path's, whose Deployments the
+    # process kubelet cannot run) is uninstalled first, as `helm uninstall` would.
+    await delete_deployments(admin_api, namespace)
     balancer = await ServiceLoadBalancer(admin_api, namespace, "proxy-public", "http").start()
     issuer = urlsplit(provider.issuer)
     issuer_port = issuer.port or 80
