@@ -24,18 +24,9 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from tests.support.tcp_pipe import pipe
+
 REQUEST_TIMEOUT = 10
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except OSError:
-        pass
-    finally:
-        writer.close()
 
 
 @dataclass
@@ -78,7 +69,7 @@ class ServiceLoadBalancer:
         except (OSError, TimeoutError, ApiException):
             writer.close()
             return
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
     async def start(self) -> ServiceLoadBalancer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -108,6 +99,6 @@ async def start_tcp_forwarder(listen: tuple[str, int], target: tuple[str, int]) 
         except (OSError, TimeoutError):
             writer.close()
             return
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
     return await asyncio.start_server(handle, sock=sock)

@@ -132,6 +132,7 @@ from tests.support.standins.containers import (
     verify_run_as_non_root,
     write_file,
 )
+from tests.support.tcp_pipe import pipe
 
 __all__ = ["ContainerConfigError", "Kubelet", "KubeletConfig"]
 
@@ -1657,16 +1658,6 @@ async def start_forwarder(host: str, port: int, target: tuple[str, int]) -> asyn
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_FREEBIND", 15), 1)
     sock.bind((host, port))
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except OSError:
-            pass
-        finally:
-            writer.close()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
