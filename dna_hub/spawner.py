@@ -18,7 +18,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default, validate
 
-from . import spawner_teams
+from . import spawner_teams, startup_heap
 from .api_token import api_token_secret_name, create_api_token_secret, env_without_api_token
 from .auth.claims import kubeflow_identity_problem
 from .errors import ConfigurationError, ProvisioningError
@@ -286,6 +286,17 @@ class DnaSpawner(KubeSpawner):
         holds a connection of the Kubernetes client pool KubeSpawner shares (100 by
         default); spawns beyond this wait by polling instead, so a login storm cannot starve
         the hub's other requests. Keep it well below the pool size. Read at the first spawn.""",
+    )
+
+    freeze_startup_heap = Bool(
+        True,
+        config=True,
+        help="""Freeze the hub's start-up heap (gc.freeze()) at the first spawn, so that
+        CPython's full garbage collections no longer walk the ~280,000 objects JupyterHub,
+        KubeSpawner and the Kubernetes client keep for the life of the process. Each such
+        pass otherwise stalls the event loop that serves every user for 0.1 to 0.35 s, again
+        and again during a login storm (BENCHMARKS.md). Costs only the garbage alive at
+        that moment, which is then never freed. See dna_hub/startup_heap.py.""",
     )
 
     @validate("max_concurrent_watches", "max_concurrent_provisioning")
@@ -559,6 +570,8 @@ class DnaSpawner(KubeSpawner):
         return super().start()
 
     async def _start(self) -> Any:
+        if self.freeze_startup_heap:
+            startup_heap.freeze_startup_heap()
         self._api_token_secret = api_token_secret_name(self.pod_name)
         try:
             try:

@@ -1,0 +1,72 @@
+"""The event-loop stall of a login storm, pinned at its cause (issue #17): full garbage
+collections walking the hub's start-up heap. Counts objects, never times anything."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from types import SimpleNamespace
+from unittest import mock
+
+import pytest
+
+from dna_hub import DnaSpawner, startup_heap
+
+#: Imports what a hub process holds (JupyterHub, KubeSpawner, kubernetes_asyncio, dna_hub),
+#: freezes, and reports what a full collection still walks afterwards.
+_PROBE = """
+import gc, json
+import dna_hub.spawner, dna_hub.auth.oidc, jupyterhub.app  # what a hub has imported
+from dna_hub import startup_heap
+walked_before = len(gc.get_objects())
+first, again = startup_heap.freeze_startup_heap(), startup_heap.freeze_startup_heap()
+print(json.dumps({
+    "walked_before": walked_before,
+    "frozen": gc.get_freeze_count(),
+    "walked_after": len(gc.get_objects()),
+    "first": first,
+    "again": again,
+}))
+"""
+
+
+def test_freezing_takes_the_start_up_heap_out_of_full_collections() -> None:
+    # A fresh interpreter: the freeze is process-wide and must not depend on this one.
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120, check=True
+    )
+    probe = json.loads(out.stdout)
+    assert probe["first"] is True and probe["again"] is False, probe
+    # What made each full pass long: the start-up heap, now frozen and no longer walked.
+    assert probe["walked_before"] > 100_000, probe
+    assert probe["frozen"] >= probe["walked_before"] * 0.95, probe
+    assert probe["walked_after"] < probe["walked_before"] * 0.02, probe
+
+
+def _spawner(**config: object) -> DnaSpawner:
+    user = SimpleNamespace(name="alice", id=1, url="/user/alice/", settings={}, groups=[])
+    hub = SimpleNamespace(api_url="http://hub:8081/hub/api", public_host="", url="/hub/",
+                          base_url="/hub/")  # fmt: skip
+    with mock.patch("kubespawner.spawner.load_config"):  # no cluster credentials needed
+        return DnaSpawner(
+            user=user, hub=hub, _mock=True, log=logging.getLogger("test-heap"), **config
+        )
+
+
+class _Stop(Exception):
+    """Ends _start right after its first step."""
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_a_spawn_freezes_the_start_up_heap_unless_told_not_to(enabled: bool) -> None:
+    spawner = _spawner(freeze_startup_heap=enabled)
+    freeze = mock.Mock(return_value=True)
+    with (
+        mock.patch.object(startup_heap, "freeze_startup_heap", freeze),
+        mock.patch.object(DnaSpawner, "provision_profile", side_effect=_Stop),
+        pytest.raises(_Stop),
+    ):
+        await spawner._start()
+    assert freeze.call_count == (1 if enabled else 0)
