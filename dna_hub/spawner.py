@@ -299,6 +299,24 @@ class DnaSpawner(KubeSpawner):
         that moment, which is then never freed. See dna_hub/startup_heap.py.""",
     )
 
+    reflector_relist_seconds = Integer(
+        300,
+        config=True,
+        help="""How often KubeSpawner's shared pod and event reflectors list every object again
+        (their watch timeout and maximum watch age). KubeSpawner's own 10 and 30 s make the
+        hub fetch and decode every singleuser pod of the cluster (per-user namespaces: one
+        cluster-wide list) several times a minute, on the event loop; with 500 pods each list
+        is ~100,000 new objects, and the full garbage collections they set off stalled the hub
+        for 0.1 to 0.3 s at a time (BENCHMARKS.md; jupyterhub/kubespawner#753). Between
+        lists the watch keeps the reflector current; a dropped watch reconnects at once.""",
+    )
+
+    @validate("reflector_relist_seconds")
+    def _validate_relist(self, proposal: dict[str, Any]) -> int:
+        if proposal["value"] < 10:
+            raise ValueError("reflector_relist_seconds must be at least 10")
+        return proposal["value"]
+
     @validate("max_concurrent_watches", "max_concurrent_provisioning")
     def _validate_at_least_one(self, proposal: dict[str, Any]) -> int:
         if proposal["value"] < 1:
@@ -596,6 +614,14 @@ class DnaSpawner(KubeSpawner):
             raise
         self._force_provision = False
         return started
+
+    async def _start_reflector(
+        self, kind: str, reflector_class: Any, replace: bool = False, **kwargs: Any
+    ) -> Any:
+        # KubeSpawner relays these to the shared reflector it creates (once per hub).
+        kwargs.setdefault("timeout_seconds", self.reflector_relist_seconds)
+        kwargs.setdefault("restart_seconds", self.reflector_relist_seconds)
+        return await super()._start_reflector(kind, reflector_class, replace, **kwargs)
 
     async def _create_pod(self, pod: Any, request_timeout: float) -> bool:
         """Create the pod; False asks KubeSpawner's bounded backoff to try again.
