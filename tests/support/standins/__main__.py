@@ -5,6 +5,7 @@
     python -m tests.support.standins --kubeconfig ADMIN_KUBECONFIG \\
         [--state-dir DIR] [--profile-delay 0.5] [--profile-step-delay 0] \\
         [--no-profile-controller] [--no-webhook] [--no-kubelet] [--node-name standin-node]
+        [--kubelet-runtime process|podman|none] [--pod-cidr 10.244.0.0/16]
 
 Runs until SIGTERM/SIGINT, then shuts down cleanly (webhook configuration removed, pod
 processes killed). Once every watch has listed once and the webhook configuration is
@@ -68,9 +69,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--node-name", default=DEFAULT_NODE_NAME)
     parser.add_argument(
         "--runtime",
-        choices=["process", "podman"],
+        "--kubelet-runtime",
+        dest="runtime",
+        choices=["process", "podman", "none"],
         default="process",
-        help="kubelet: pods as host processes or as podman containers",
+        help="kubelet: pods as host processes, as podman containers, or running nothing "
+        "(none: Running at once with an IP from --pod-cidr, for benchmarks)",
+    )
+    parser.add_argument(
+        "--pod-cidr",
+        default="10.244.0.0/16",
+        help="kubelet (none): the CIDR pod IPs are taken from",
     )
     parser.add_argument("--network", help="kubelet (podman): the bridge network of the pods")
     parser.add_argument("--gateway", help="kubelet (podman): that network's gateway address")
@@ -153,6 +162,7 @@ async def _run(args: argparse.Namespace) -> int:
                     token_refresh_seconds=args.token_refresh_seconds,
                     taints=taints,
                     cluster_networking=args.cluster_networking,
+                    pod_cidr=args.pod_cidr,
                 ),
                 podman,
             )

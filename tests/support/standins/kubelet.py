@@ -1,5 +1,6 @@
 """STAND-IN for kube-scheduler + kubelet on a single node: pods as podman containers
-(``runtime="podman"``) or as local processes (``runtime="process"``, the default).
+(``runtime="podman"``) or as local processes (``runtime="process"``, the default), or
+pods that run nothing (``runtime="none"``, for benchmarks: see :mod:`.simulated_pods`).
 
 It exists so that KubeSpawner and dna_hub see pods go through the real lifecycle on a
 real API server, and — with podman — so that our real images run under the pod's real
@@ -143,6 +144,8 @@ HOST_IP = "127.0.0.1"
 ANY_ADDRESSES = {"0.0.0.0", "::", "[::]", "*"}
 LISTEN_OPTIONS = re.compile(r"^--(ip|bind|host|address|[A-Za-z]+App\.ip)$")
 SHORT_BIND = {"-b"}
+#: Bindings in flight at once (kube-scheduler binds asynchronously too).
+BIND_CONCURRENCY = 16
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -290,8 +293,11 @@ class KubeletConfig:
     config_retry_seconds: float = 0.5
     #: Directories put in front of the inherited PATH (the test venv's bin by default).
     path_prefix: list[str] = field(default_factory=lambda: [str(Path(sys.executable).parent)])
-    #: "process" (pods as host processes) or "podman" (pods as containers).
+    #: "process" (pods as host processes), "podman" (pods as containers) or "none" (pods
+    #: that run nothing, see :mod:`tests.support.standins.simulated_pods`).
     runtime: str = "process"
+    #: none: the CIDR the pod IPs come from.
+    pod_cidr: str = "10.244.0.0/16"
     #: podman: the bridge network pods join; its gateway is the node's address.
     network: str | None = None
     gateway: str | None = None
@@ -1324,14 +1330,23 @@ class Kubelet:
     ) -> None:
         self.kube = kube
         self.config = config or KubeletConfig()
-        self.ips = IpPool(shuffle=True)
+        self.ips: Any = IpPool(shuffle=True)
         self.workers: dict[str, PodWorker] = {}
+        self._worker_class: type[PodWorker] = PodWorker
         self._binding: set[str] = set()
+        self._bind_tasks: set[asyncio.Task[None]] = set()
+        self._bind_slots = asyncio.Semaphore(BIND_CONCURRENCY)
         self.podman = podman
         self.infra_image = ""
         if self.config.runtime == "podman":
             if podman is None or not self.config.network or not self.config.gateway:
                 raise ValueError("the podman runtime needs a Podman, a network and its gateway")
+            self._worker_class = ContainerPodWorker
+        elif self.config.runtime == "none":
+            from tests.support.standins.simulated_pods import PodCidrPool, SimulatedPodWorker
+
+            self.ips = PodCidrPool(self.config.pod_cidr)
+            self._worker_class = SimulatedPodWorker
         elif self.config.runtime != "process":
             raise ValueError(f"unknown runtime {self.config.runtime!r}")
         self._forwarder: asyncio.Server | None = None
@@ -1373,6 +1388,8 @@ class Kubelet:
 
     async def shutdown(self) -> None:
         """Kill every pod process (grace period 0): the node is going away."""
+        for task in list(self._bind_tasks):
+            task.cancel()
         workers = list(self.workers.values())
         for worker in workers:
             if worker.task:
@@ -1546,8 +1563,19 @@ class Kubelet:
         if uid in self._binding:
             return
         self._binding.add(uid)
+        # Like kube-scheduler's binding cycle, the bind (and its event) runs apart from the
+        # watch, a few at a time: a storm of pods is not bound one round trip after another.
+        task = asyncio.create_task(self._bind_in_slot(pod, uid), name=f"bind {uid}")
+        self._bind_tasks.add(task)
+        task.add_done_callback(self._bind_tasks.discard)
+
+    async def _bind_in_slot(self, pod: JSON, uid: str) -> None:
         try:
-            await self._bind(pod)
+            async with self._bind_slots:
+                await self._bind(pod)
+        except (KubeError, OSError, TimeoutError) as exc:
+            meta = pod["metadata"]
+            log.warning("binding %s/%s failed: %r", meta["namespace"], meta["name"], exc)
         finally:
             self._binding.discard(uid)
 
@@ -1586,8 +1614,7 @@ class Kubelet:
         if worker is not None:
             worker.update(pod)
             return
-        worker_class = ContainerPodWorker if self.config.runtime == "podman" else PodWorker
-        worker = worker_class(self, pod)
+        worker = self._worker_class(self, pod)
         self.workers[uid] = worker
         worker.task = asyncio.create_task(worker.run(), name=f"pod {uid}")
 
