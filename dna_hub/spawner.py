@@ -43,6 +43,7 @@ from .pod_defaults import (
 )
 from .provisioning import ProfileProvisioner, ProvisionResult
 from .quotas import check_group_quotas, resource_quota_for
+from .reflectors import LEAN_REFLECTORS
 from .rendering import (
     BLOCKED_EGRESS_CIDRS,
     ProfileContext,
@@ -621,6 +622,7 @@ class DnaSpawner(KubeSpawner):
         # KubeSpawner relays these to the shared reflector it creates (once per hub).
         kwargs.setdefault("timeout_seconds", self.reflector_relist_seconds)
         kwargs.setdefault("restart_seconds", self.reflector_relist_seconds)
+        reflector_class = LEAN_REFLECTORS.get(reflector_class, reflector_class)
         return await super()._start_reflector(kind, reflector_class, replace, **kwargs)
 
     async def _create_pod(self, pod: Any, request_timeout: float) -> bool:
