@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.benchmarks import oldmethod, report, scenarios
-from tests.benchmarks.harness import cluster, machine, memory_kib
+from tests.benchmarks import oldmethod, report, scenarios, spawn_storms
+from tests.benchmarks.harness import cluster, machine
 from tests.support import paths
 from tests.support.controlplane import KUBE_VERSION, apply_object
 
@@ -36,11 +36,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=None, help="first-spawn samples (20)")
     parser.add_argument("--profile-workers", type=int, default=16)
     parser.add_argument(
-        "--old-time-cap", type=float, default=None, help="seconds per old-method storm (300)"
+        "--ready-timeout", type=float, default=900.0, help="seconds per spawn in a storm"
     )
-    parser.add_argument("--ready-timeout", type=float, default=600.0)
     parser.add_argument(
-        "--skip", default="", help="comma list of: first,faults,storms,old,tracemalloc"
+        "--skip", default="", help="comma list of: first,render,faults,storms,old,stock"
     )
     parser.add_argument("--output", type=Path, default=None, help="results directory")
     parser.add_argument("--publish", action="store_true", help="update BENCHMARKS.md")
@@ -50,8 +49,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     if args.samples is None:
         args.samples = 5 if args.quick else 20
-    if args.old_time_cap is None:
-        args.old_time_cap = 60.0 if args.quick else 300.0
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     return args
 
@@ -72,15 +69,13 @@ async def run(args: argparse.Namespace, workdir: Path, command: str) -> dict[str
             "samples": args.samples,
         },
     }
-    memory_points: list[tuple[str, dict[str, int]]] = [("start", memory_kib())]
     log(f"starting control plane + stand-ins ({args.profile_workers} profile workers)")
     async with cluster(workdir, args.profile_workers) as c:
-        for obj in oldmethod.OLD_METHOD_RBAC:
+        for obj in [*oldmethod.OLD_METHOD_RBAC, *spawn_storms.STOCK_KUBESPAWNER_RBAC]:
             await apply_object(c.admin_client, obj)
         old = scenarios.OldMethod(c, workdir / "old-method")
         # One client for every DnaSpawner phase, like KubeSpawner's shared client.
         hub_client = c.hub_client()
-        memory_points.append(("cluster up", memory_kib()))
 
         if "first" not in args.skip:
             log(f"first spawn + repeat spawn, {args.samples} users per method")
@@ -91,43 +86,34 @@ async def run(args: argparse.Namespace, workdir: Path, command: str) -> dict[str
         kubectl_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss or 160 * 1024
         results["kubectl_peak_rss_kib"] = kubectl_peak
 
+        if "render" not in args.skip:
+            log("render cost")
+            results["render"] = await asyncio.to_thread(scenarios.render_cost)
+            log(f"  {results['render']['ms_per_profile']:.3f} ms per profile")
+
         if "faults" not in args.skip:
             log("fault matrix")
             results["faults"] = await scenarios.fault_matrix(c, workdir)
             log(f"  {report.fault_summary(results['faults'])}")
 
         limit = scenarios.old_method_concurrency_limit(kubectl_peak)
-        results["old_storm_concurrency_limit"] = limit
-        results["storms"] = []
-        results["old_storms"] = []
-        for n in args.sizes:
-            if "storms" not in args.skip:
-                for in_loop, key in ((True, "storms"), (False, "storms_prerendered")):
-                    log(f"storm: {n} users, DnaSpawner, render in loop: {in_loop}")
-                    storm = await scenarios.storm_dna(
-                        c, hub_client, n, args.ready_timeout, render_in_loop=in_loop
+        results["old_hook_concurrency_limit"] = limit
+        results["spawn_storms"] = []
+        if "storms" not in args.skip:
+            for n in args.sizes:
+                results["spawn_storms"].append(
+                    await spawn_storms.storms_of_size(
+                        c,
+                        n,
+                        workdir,
+                        timeout=args.ready_timeout,
+                        old_root=old.root,
+                        old_concurrency=limit,
+                        methods=tuple(m for m in spawn_storms.METHODS if m not in args.skip),
+                        log_dir=args.output,
+                        log=log,
                     )
-                    results.setdefault(key, []).append(storm)
-                    memory_points.append((f"after {n}-user storm ({key})", memory_kib()))
-                    log(
-                        f"  {storm['succeeded']}/{n} in {storm['wall_seconds']:.1f}s, stall "
-                        f"{storm['loop_lag_max_ms']:.1f} ms "
-                        f"({storm['loop_stall_on_cpu_max_ms']:.1f} ms on CPU)"
-                    )
-            if "old" not in args.skip:
-                log(f"storm: {n} users, old method (≤{limit} at once, cap {args.old_time_cap}s)")
-                storm = await scenarios.storm_old(old, n, args.old_time_cap, limit)
-                results["old_storms"].append(storm)
-                log(f"  {storm['finished']}/{n} finished in {storm['wall_seconds']:.1f}s")
-
-        if "tracemalloc" not in args.skip and args.sizes:
-            n = min(args.sizes)
-            log(f"tracemalloc storm: {n} users")
-            results.setdefault("memory", {})["tracemalloc"] = await scenarios.tracemalloc_storm(
-                c, hub_client, n
-            )
-        memory_points.append(("end", memory_kib()))
-    results.setdefault("memory", {})["points"] = memory_points
+                )
     return results
 
 
@@ -144,7 +130,7 @@ def publish(markdown: str, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = shlex.join([".venv/bin/python", "-m", "tests.benchmarks", *(argv or sys.argv[1:])])
-    output = args.output or Path(tempfile.mkdtemp(prefix="dna-hub-benchmarks-"))
+    output = args.output = args.output or Path(tempfile.mkdtemp(prefix="dna-hub-benchmarks-"))
     output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="dna-hub-bench-work-") as work:
         results = asyncio.run(run(args, Path(work), command))

@@ -62,7 +62,8 @@ class Cluster:
 
 @asynccontextmanager
 async def cluster(workdir: Path, profile_workers: int) -> AsyncIterator[Cluster]:
-    """Control plane + a stand-ins process (profile controller only) as admin."""
+    """Control plane + a stand-ins process as admin: the profile controller and a kubelet
+    whose pods run nothing (no PodDefault webhook: it is Kubeflow's, not the hub's, work)."""
     cp = await start_control_plane()
     standins = None
     admin_client = None
@@ -72,7 +73,9 @@ async def cluster(workdir: Path, profile_workers: int) -> AsyncIterator[Cluster]
         standins = start_standins(
             cp.admin_kubeconfig,
             workdir / "standins",
-            "--no-kubelet",
+            # pods Running at once, nothing run (kwok-like): see standins/simulated_pods.py
+            "--kubelet-runtime",
+            "none",
             "--no-webhook",
             "--profile-workers",
             str(profile_workers),
@@ -167,18 +170,25 @@ class LoopLagProbe:
         self.busy: list[float] = []
         #: Seconds since the probe started at which the worst on-CPU stall ended.
         self.worst_busy_at = 0.0
+        #: ``time.perf_counter()`` spans of the worst on-CPU stall and the worst wall stall.
+        self.worst_busy_window = (0.0, 0.0)
+        self.worst_lag_window = (0.0, 0.0)
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         start = loop.time()
         while True:
-            before, cpu_before = loop.time(), time.thread_time()
+            before, cpu_before, wall_before = loop.time(), time.thread_time(), time.perf_counter()
             await asyncio.sleep(self.interval)
             lag = loop.time() - before - self.interval
             busy = min(lag, time.thread_time() - cpu_before)
+            window = (wall_before + self.interval, time.perf_counter())
             if busy > max(self.busy, default=0.0):
                 self.worst_busy_at = loop.time() - start
+                self.worst_busy_window = window
+            if lag > max(self.lags, default=0.0):
+                self.worst_lag_window = window
             self.lags.append(lag)
             self.busy.append(busy)
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import resource
+import statistics
 import time
-import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +21,7 @@ from tests.benchmarks import oldmethod
 from tests.benchmarks.harness import (
     HUB_REQUEST_TIMEOUT,
     Cluster,
-    LoopLagProbe,
-    cpu_seconds,
     exists,
-    memory_kib,
     rendered_for,
     summary,
     unique,
@@ -34,13 +29,14 @@ from tests.benchmarks.harness import (
 )
 from tests.support.faultproxy import FaultProxy
 
-#: Progress messages DnaSpawner shows, in order: each starts a phase.
+#: Progress messages DnaSpawner shows, in order, and the phase each one ends.
 PHASES = (
     ("Provisioning your Kubeflow profile", "read"),
     ("Waiting for namespace", "write_profile"),
-    ("Waiting for service account", "wait_namespace"),
-    ("Applying your profile", "wait_service_account"),
+    ("Applying your profile's access policies", "wait_namespace"),
 )
+#: The phase from the last message to the end.
+LAST_PHASE = "apply_objects_wait_service_account_record_digest"
 
 
 class OldMethod:
@@ -65,28 +61,74 @@ class OldMethod:
         )
 
 
+class TimedProvisioner(ProfileProvisioner):
+    """ProfileProvisioner that records when it waited for the profile controller and when
+    it applied the namespaced objects, to tell dna_hub's own time from the controller's."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.waits: list[tuple[float, float]] = []
+        self.applies: list[tuple[float, float]] = []
+
+    async def _wait_for(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await super()._wait_for(*args, **kwargs)
+        finally:
+            self.waits.append((started, time.perf_counter()))
+
+    async def _apply_namespaced(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await super()._apply_namespaced(*args, **kwargs)
+        finally:
+            self.applies.append((started, time.perf_counter()))
+
+    def waiting_only(self) -> float:
+        """Seconds in which dna_hub had nothing in flight but a wait for the controller."""
+        busy = sorted(self.applies)
+        total = 0.0
+        for start, end in self.waits:
+            # the part of this wait not overlapped by applying objects
+            uncovered = end - start
+            for a_start, a_end in busy:
+                overlap = min(end, a_end) - max(start, a_start)
+                if overlap > 0:
+                    uncovered -= overlap
+            total += max(0.0, uncovered)
+        return total
+
+
 async def dna_spawn(
     api_client: ApiClient, rendered: RenderedProfile, *, ready_timeout: float = 120
 ) -> tuple[Any, dict[str, float]]:
-    """DnaSpawner.provision_profile's provisioning: a fresh KubeApi on the shared client."""
+    """DnaSpawner.provision_profile's provisioning: a fresh KubeApi on the shared client.
+
+    The phases include ``own``: the whole time minus the time dna_hub only waited for the
+    profile controller (namespace, ``default-editor``) with nothing of its own in flight.
+    """
     marks: list[tuple[str, float]] = []
 
     def progress(message: str) -> None:
-        marks.append((message, time.perf_counter()))
+        if message.startswith(tuple(m for m, _ in PHASES)):  # not the queueing notice
+            marks.append((message, time.perf_counter()))
 
     started = time.perf_counter()
-    provisioner = ProfileProvisioner(
+    provisioner = TimedProvisioner(
         KubeApi(api_client, request_timeout=HUB_REQUEST_TIMEOUT), ready_timeout=ready_timeout
     )
     result = await provisioner.ensure(rendered, progress=progress)
     ended = time.perf_counter()
     phases: dict[str, float] = {}
     previous = started
-    names = [name for _, name in PHASES] + ["apply_objects"]
+    names = [name for _, name in PHASES] + [LAST_PHASE]
     for (message, at), name in zip([*marks, ("end", ended)], names, strict=False):
-        del message
+        if name != LAST_PHASE and not message.startswith(dict((n, m) for m, n in PHASES)[name]):
+            raise RuntimeError(f"progress message {message!r} is not the {name!r} phase's")
         phases[name] = at - previous
         previous = at
+    phases["controller_wait"] = provisioner.waiting_only()
+    phases["own"] = (ended - started) - phases["controller_wait"]
     return result, phases
 
 
@@ -170,6 +212,13 @@ async def first_and_repeat(c: Cluster, api_client: ApiClient, old: OldMethod, sa
             ),
             "missing_after": old_missing,
         },
+        "objects": len(dna_users[0].objects) if dna_users else 0,
+        "own": summary([r["phases"]["own"] for r in dna_rows]),
+        "own_ratio_median": (
+            old_s["median"] / statistics.median([r["phases"]["own"] for r in dna_rows])
+            if dna_rows
+            else None
+        ),
         "ratio_median": old_s["median"] / dna_s["median"] if dna_s.get("median") else None,
         "ratio_mean": old_s["mean"] / dna_s["mean"] if dna_s.get("mean") else None,
         "repeat": {
@@ -187,100 +236,27 @@ async def first_and_repeat(c: Cluster, api_client: ApiClient, old: OldMethod, sa
     }
 
 
-# --------------------------------------------------------------------------- 3 + 4
+# --------------------------------------------------------------------------- 3
 
 
-async def storm_dna(
-    c: Cluster, api_client: ApiClient, n: int, ready_timeout: float, *, render_in_loop: bool = True
-) -> dict:
-    """``n`` brand-new users at once in this event loop, as ``n`` spawns in one hub.
+def render_cost(profiles: int = 500, runs: int = 3) -> dict[str, Any]:
+    """CPU time of ``render_profile`` (default templates) per profile, distinct users.
 
-    ``render_in_loop``: each spawn renders its templates first, in the event loop, as
-    ``DnaSpawner.provision_profile`` does; otherwise they are rendered before the clock
-    starts, and only ``ProfileProvisioner.ensure`` runs in the storm.
+    Measured on this thread's CPU clock, so a busy machine does not inflate it; the
+    templates are compiled by a warm-up render first, as in a running hub.
     """
-    usernames = [unique(f"s{n}-") for _ in range(n)]
-    prerendered = {} if render_in_loop else {u: rendered_for(u) for u in usernames}
-    render_seconds: list[float] = []
-    phases: list[dict[str, float]] = []
-
-    async def one(username: str) -> tuple[Any, RenderedProfile]:
-        started = time.perf_counter()
-        # as DnaSpawner.provision_profile does: rendering off the event loop
-        rendered = prerendered.get(username) or await asyncio.to_thread(rendered_for, username)
-        if render_in_loop:
-            render_seconds.append(time.perf_counter() - started)
-        result, phase = await dna_spawn(api_client, rendered, ready_timeout=ready_timeout)
-        phases.append(phase)
-        return result, rendered
-
-    memory_before = memory_kib()
-    pids = c.pids()
-    cpu_before = cpu_seconds(pids)
-    started = time.perf_counter()
-    with LoopLagProbe() as probe:
-        outcomes = await asyncio.gather(*(one(u) for u in usernames), return_exceptions=True)
-    wall = time.perf_counter() - started
-    cpu_after = cpu_seconds(pids)
-    memory_after = memory_kib()
-    results = [o[0] for o in outcomes if not isinstance(o, BaseException)]
-    errors = [describe_error(o) for o in outcomes if isinstance(o, BaseException)]
-    # Every profile the storm reported ready really is complete (checked after the clock).
-    renders = [o[1] for o in outcomes if not isinstance(o, BaseException)]
-    missing = [m for m in await bounded_gather([lambda r=r: verify(c.admin, r) for r in renders])]
-    return {
-        "users": n,
-        "render_in_loop": render_in_loop,
-        "succeeded": len(results),
-        "failed": len(errors),
-        "errors": sorted(set(errors))[:5],
-        "incomplete_after": sum(1 for m in missing if m),
-        "wall_seconds": wall,
-        "per_user_seconds": summary([r.seconds for r in results]),
-        "requests_per_spawn": summary([r.requests for r in results]),
-        "render_ms_max": max(render_seconds, default=0) * 1000,
-        "render_ms_median": summary(render_seconds).get("median", 0) * 1000,
-        "phases_median": {
-            name: summary([p.get(name, 0.0) for p in phases])["median"]
-            for name in (phases[0] if phases else {})
-        },
-        "cpu_seconds": {name: cpu_after[name] - cpu_before[name] for name in pids},
-        "loop_stall_on_cpu_max_ms": probe.max_busy_ms,
-        "loop_stall_worst_at_seconds": probe.worst_busy_at,
-        "loop_lag_max_ms": probe.max_ms,
-        "loop_lag_p99_ms": probe.p99_ms,
-        "memory_kib_before": memory_before,
-        "memory_kib_after": memory_after,
-    }
+    rendered_for(unique("rwarm"))
+    per_run = []
+    for _ in range(runs):
+        users = [unique("r") for _ in range(profiles)]
+        started = time.thread_time()
+        for username in users:
+            rendered_for(username)
+        per_run.append((time.thread_time() - started) / profiles * 1000)
+    return {"profiles": profiles, "runs_ms": per_run, "ms_per_profile": statistics.median(per_run)}
 
 
-async def bounded_gather(calls: list[Callable[[], Any]], limit: int = 20) -> list[Any]:
-    semaphore = asyncio.Semaphore(limit)
-
-    async def run(call: Callable[[], Any]) -> Any:
-        async with semaphore:
-            return await call()
-
-    return await asyncio.gather(*(run(call) for call in calls))
-
-
-async def tracemalloc_storm(c: Cluster, api_client: ApiClient, n: int) -> dict:
-    """A separate, small storm under tracemalloc: Python heap per concurrent spawn."""
-    tracemalloc.start()
-    try:
-        baseline, _ = tracemalloc.get_traced_memory()
-        tracemalloc.reset_peak()
-        result = await storm_dna(c, api_client, n, ready_timeout=600)
-        current, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return {
-        "users": n,
-        "succeeded": result["succeeded"],
-        "peak_mib": (peak - baseline) / 2**20,
-        "retained_mib": (current - baseline) / 2**20,
-        "peak_kib_per_user": (peak - baseline) / 1024 / n,
-    }
+# --------------------------------------------------------------------------- 4
 
 
 def old_method_concurrency_limit(peak_child_kib: int) -> int:
@@ -290,58 +266,6 @@ def old_method_concurrency_limit(peak_child_kib: int) -> int:
         if line.startswith("MemAvailable:"):
             available = int(line.split()[1])
     return max(1, int(available * 0.5 // max(peak_child_kib, 1)))
-
-
-async def storm_old(old: OldMethod, n: int, time_cap: float, concurrency: int) -> dict:
-    """``n`` old-method hooks at once (each its own kubectl processes), capped by time."""
-    renders = [rendered_for(unique(f"o{n}-")) for _ in range(n)]
-    semaphore = asyncio.Semaphore(concurrency)
-    finished: list[oldmethod.HookResult] = []
-
-    async def one(rendered: RenderedProfile) -> None:
-        async with semaphore:
-            finished.append(await old.spawn(rendered, timeout=time_cap))
-
-    pids = old.c.pids()
-    cpu_before = cpu_seconds(pids)
-    children_before = _children_cpu()
-    started = time.perf_counter()
-    capped = False
-    with LoopLagProbe() as probe:
-        tasks = [asyncio.ensure_future(one(r)) for r in renders]
-        done, pending = await asyncio.wait(tasks, timeout=time_cap)
-        if pending:
-            capped = True
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-    wall = time.perf_counter() - started
-    cpu_after = cpu_seconds(pids)
-    cpu = {name: cpu_after[name] - cpu_before[name] for name in pids}
-    cpu["kubectl processes"] = _children_cpu() - children_before
-    errors = [describe_error(t.exception()) for t in done if t.exception() is not None]
-    ok = [h for h in finished if h.ok]
-    return {
-        "users": n,
-        "concurrency": min(n, concurrency),
-        "time_cap_seconds": time_cap,
-        "capped": capped,
-        "finished": len(finished),
-        "succeeded": len(ok),
-        "failed": len(finished) - len(ok),
-        "errors": sorted(set(errors))[:5],
-        "wall_seconds": wall,
-        "per_user_seconds": summary([h.seconds for h in finished]),
-        "requests_per_spawn": summary([h.requests for h in finished]),
-        "cpu_seconds": cpu,
-        "loop_lag_max_ms": probe.max_ms,
-        "loop_stall_on_cpu_max_ms": probe.max_busy_ms,
-    }
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def describe_error(error: BaseException | None) -> str:

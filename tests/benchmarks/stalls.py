@@ -1,0 +1,174 @@
+"""Where an event-loop stall comes from: the loop's long callbacks and every GC pass.
+
+:class:`LoopLagProbe` (harness) says *that* the loop stalled; this says *why*, measured
+rather than guessed:
+
+* every callback the loop runs (a task step, a timer, an I/O callback) is timed, with the
+  loop thread's CPU time, and the longest are kept with what they were (the coroutine of a
+  task step);
+* every garbage collection (``gc.callbacks``) is timed with its generation and the thread
+  it ran on — a collection runs on whichever thread allocated when a threshold was crossed,
+  with the GIL held, so one on another thread stalls the loop too (off its CPU);
+* the GC time that fell inside each long callback is attributed to it.
+
+Cost: two clock reads per callback and per collection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Collection:
+    generation: int
+    on_loop_thread: bool
+    start: float
+    seconds: float
+    collected: int
+
+
+@dataclass
+class LongCallback:
+    start: float
+    seconds: float
+    cpu_seconds: float
+    gc_seconds: float
+    what: str
+
+
+@dataclass
+class StallAttribution:
+    """Use as a context manager around a storm, inside the event loop."""
+
+    keep: int = 12
+    min_seconds: float = 0.005
+    collections: list[Collection] = field(default_factory=list)
+    long_callbacks: list[LongCallback] = field(default_factory=list)
+    _origin: float = 0.0
+    _loop_thread: int = 0
+    _gc_started: dict[int, float] = field(default_factory=dict)
+    _gc_on_loop: float = 0.0
+    _original_run: Any = None
+
+    def __enter__(self) -> StallAttribution:
+        self._origin = time.perf_counter()
+        self._loop_thread = threading.get_ident()
+        gc.callbacks.append(self._on_gc)
+        self._original_run = original = asyncio.events.Handle._run
+        attribution = self
+
+        def timed_run(handle: asyncio.events.Handle) -> None:
+            start, cpu, gc_before = time.perf_counter(), time.thread_time(), attribution._gc_on_loop
+            try:
+                original(handle)
+            finally:
+                seconds = time.perf_counter() - start
+                if seconds >= attribution.min_seconds:
+                    attribution._long(handle, start, seconds, time.thread_time() - cpu, gc_before)
+
+        asyncio.events.Handle._run = timed_run  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.events.Handle._run = self._original_run  # type: ignore[method-assign]
+        gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        now, thread = time.perf_counter(), threading.get_ident()
+        if phase == "start":
+            self._gc_started[thread] = now
+            return
+        start = self._gc_started.pop(thread, now)
+        on_loop = thread == self._loop_thread
+        if on_loop:
+            self._gc_on_loop += now - start
+        self.collections.append(
+            Collection(info["generation"], on_loop, start - self._origin, now - start,
+                       info["collected"])
+        )  # fmt: skip
+
+    def _long(
+        self, handle: Any, start: float, seconds: float, cpu: float, gc_before: float
+    ) -> None:
+        self.long_callbacks.append(
+            LongCallback(start - self._origin, seconds, cpu, self._gc_on_loop - gc_before,
+                         describe_callback(handle))
+        )  # fmt: skip
+        if len(self.long_callbacks) > self.keep * 4:
+            self.long_callbacks.sort(key=lambda c: -c.cpu_seconds)
+            del self.long_callbacks[self.keep :]
+
+    def inside(self, window: tuple[float, float]) -> dict[str, Any]:
+        """What overlapped a ``time.perf_counter()`` span: GC passes and long callbacks."""
+        start, end = window[0] - self._origin, window[1] - self._origin
+
+        def overlaps(at: float, seconds: float) -> bool:
+            return at < end and at + seconds > start
+
+        return {
+            "ms": (end - start) * 1000,
+            "collections": [
+                {
+                    "generation": c.generation,
+                    "on_loop_thread": c.on_loop_thread,
+                    "ms": c.seconds * 1000,
+                }
+                for c in self.collections
+                if overlaps(c.start, c.seconds)
+            ],
+            "callbacks": [
+                {"ms": c.seconds * 1000, "cpu_ms": c.cpu_seconds * 1000, "what": c.what}
+                for c in self.long_callbacks
+                if overlaps(c.start, c.seconds)
+            ],
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able: GC passes per generation, and the longest callbacks with their GC share."""
+        by_generation: dict[str, Any] = {}
+        for generation in (0, 1, 2):
+            passes = [c for c in self.collections if c.generation == generation]
+            on_loop = [c.seconds for c in passes if c.on_loop_thread]
+            other = [c.seconds for c in passes if not c.on_loop_thread]
+            by_generation[str(generation)] = {
+                "passes": len(passes),
+                "on_loop_thread": len(on_loop),
+                "max_ms_on_loop_thread": max(on_loop, default=0.0) * 1000,
+                "max_ms_other_threads": max(other, default=0.0) * 1000,
+                "total_ms": sum(c.seconds for c in passes) * 1000,
+            }
+        longest = sorted(self.long_callbacks, key=lambda c: -c.cpu_seconds)[: self.keep]
+        return {
+            "gc": by_generation,
+            "longest_callbacks": [
+                {
+                    "at_seconds": c.start,
+                    "ms": c.seconds * 1000,
+                    "cpu_ms": c.cpu_seconds * 1000,
+                    "gc_ms": c.gc_seconds * 1000,
+                    "what": c.what,
+                }
+                for c in longest
+            ],
+        }
+
+
+def describe_callback(handle: Any) -> str:
+    """What a loop callback is: a task step names its coroutine; else the function."""
+    callback = getattr(handle, "_callback", None)
+    owner = getattr(callback, "__self__", None)
+    if isinstance(owner, asyncio.Task):
+        coro = owner.get_coro()
+        code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
+        if code is not None:
+            return f"task step: {code.co_qualname} ({code.co_filename.rsplit('/', 2)[-2:][-1]})"
+        return f"task step: {owner.get_name()}"
+    name = getattr(callback, "__qualname__", None) or repr(callback)
+    module = getattr(callback, "__module__", None) or ""
+    return f"{module}.{name}" if module else name
