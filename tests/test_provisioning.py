@@ -409,6 +409,12 @@ async def test_forbidden_is_not_retried(
     assert "hub-rbac.yaml" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "watched",
+    [
+        r"^/api/v1/namespaces$",  # the watch from the owner-check list's resourceVersion
+    ],
+)
 @pytest.mark.parametrize("status", [409, 429, 500, 504])
 async def test_a_failing_watch_is_listed_again(
     faulty: tuple[FaultProxy, KubeApi],
@@ -416,10 +422,11 @@ async def test_a_failing_watch_is_listed_again(
     standins_kube: Kube,
     unique_name: Callable,
     status: int,
+    watched: str,
     tmp_path: Path,
 ) -> None:
     proxy, faulty_kube = faulty
-    rule = proxy.add_rule("GET", r"^/api/v1/namespaces$", query="watch=true", status=status)
+    rule = proxy.add_rule("GET", watched, query="watch=true", status=status)
     # The controller is held until dna_hub watches, so its first list finds nothing and the
     # watch must run (whatever the speed of the controller stand-in).
     (tmp_path / "00-profile.yaml.j2").write_text(profile_template_with({PAUSED_ANNOTATION: "true"}))
@@ -483,3 +490,72 @@ async def test_provisionings_beyond_the_limit_wait_their_turn(
     assert len(waited) == 2  # one ran at once, the two others queued
     for rendered in renders:
         await assert_provisioned(admin_kube, rendered)
+
+
+# --- the namespace watch from the owner-check list's resourceVersion ---------------------
+
+
+class GoneOnFirstNamespaceWatch(HookedKubeApi):
+    """Answers the first namespace watch as the API server answers a watch from a
+    resourceVersion its watch cache no longer holds: one ERROR event, 410 Gone (here
+    without sending it: on a young control plane that window cannot be forced)."""
+
+    gone = 0
+
+    async def watch(  # type: ignore[override]
+        self, kind: Kind, namespace: str | None, **kw: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        if kind.plural == "namespaces" and not self.gone:
+            self.gone += 1
+            await self.on_watch(kind, namespace, kw["field_selector"])
+            yield {
+                "type": "ERROR",
+                "object": {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "message": f"too old resource version: {kw['resource_version']}",
+                    "reason": "Expired",
+                    "code": 410,
+                },
+            }
+            return
+        async for event in super().watch(kind, namespace, **kw):
+            yield event
+
+
+async def test_a_gone_resource_version_is_listed_again(
+    faulty: tuple[FaultProxy, KubeApi],
+    admin_kube: KubeApi,
+    standins_kube: Kube,
+    unique_name: Callable,
+    tmp_path: Path,
+) -> None:
+    proxy, faulty_kube = faulty
+    (tmp_path / "00-profile.yaml.j2").write_text(profile_template_with({PAUSED_ANNOTATION: "true"}))
+    rendered = rendered_for(unique_name("gone"), template_dir=tmp_path)
+    name = rendered.profile["metadata"]["name"]
+
+    async def resume_controller(kind: Kind, namespace: str | None, selector: str | None) -> None:
+        if kind.plural == "namespaces":
+            await standins_kube.patch(
+                f"/apis/kubeflow.org/v1/profiles/{name}",
+                {"metadata": {"annotations": {PAUSED_ANNOTATION: None}}},
+            )
+
+    kube = GoneOnFirstNamespaceWatch(
+        faulty_kube.api_client,
+        request_timeout=10,
+        retry=faulty_kube.retry,
+        on_watch=resume_controller,
+    )
+    proxy.clear_records()
+    await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered)
+    await assert_provisioned(admin_kube, rendered)
+    assert kube.gone == 1
+    namespace_requests = [
+        r.query for r in proxy.records if r.path == "/api/v1/namespaces" and r.method == "GET"
+    ]
+    # the owner-check list; after the Gone watch (not sent), a list again
+    assert len(namespace_requests) >= 2
+    assert not [q for q in namespace_requests[:2] if "watch=true" in q]
