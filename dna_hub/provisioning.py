@@ -15,10 +15,11 @@ spawn converges from:
 4. **Wait** — by watch, not sleep-and-poll — until Kubeflow's profile controller has made the
    namespace (owned by this user) and the ``default-editor`` service account. The namespace
    is watched from the resourceVersion of step 1's listing (so that listing serves both the
-   owner check and the wait, no second list), ``default-editor`` from a list. Watching is an
-   optimisation: when a watch fails (410 Gone, a dropped connection) the wait lists, then
-   watches from the list; a hub whose RBAC lacks ``watch`` on one of them, or that has no
-   free watch slot, polls instead (list with growing pauses) and, for the RBAC, logs a
+   owner check and the wait), ``default-editor`` by a watch without a resourceVersion (the
+   API server first sends what already exists as ADDED events): no list on the way. Watching
+   is an optimisation: when a watch fails (410 Gone, a dropped connection) the wait lists,
+   then watches from the list; a hub whose RBAC lacks ``watch`` on one of them, or that has
+   no free watch slot, polls instead (list with growing pauses) and, for the RBAC, logs a
    warning naming the missing permission.
 5. **Namespaced objects**, server-side applied (field manager ``dna-hub``).
 6. **Digest** recorded on the Profile.
@@ -273,7 +274,13 @@ class ProfileProvisioner:
         namespace_since: str | None,
     ) -> None:
         """``namespace_since``: the resourceVersion of a listing that found no usable
-        namespace, to watch from (None: the namespace was there; list it again)."""
+        namespace, to watch from (None: the namespace was there; list it again).
+
+        When the namespace is new, ``default-editor`` is too (most likely not there yet):
+        it is watched without a list. Otherwise it is listed first, as it most likely exists
+        — one request either way, and no watch for an identity that may only list (the
+        ``dna-hub sync`` CronJob's).
+        """
         namespace = rendered.profile["metadata"]["name"]
 
         # One deadline for the whole wait on the profile controller (namespace, then
@@ -290,7 +297,8 @@ class ProfileProvisioner:
             since=namespace_since,
         )
         progress("Applying your profile's access policies…")
-        # The namespace exists: apply into it while the controller makes default-editor.
+        # The namespace exists: apply into it while the controller makes default-editor
+        # (watched without a resourceVersion: if it exists already, it arrives as ADDED).
         await _all(
             self._apply_namespaced(rendered.namespaced),
             self._wait_for(
@@ -299,6 +307,7 @@ class ProfileProvisioner:
                 self.service_account,
                 lambda _: True,
                 deadline,
+                watch_first=namespace_since is not None,
             ),
         )
         await self._request(
@@ -417,8 +426,9 @@ class ProfileProvisioner:
     ) -> dict[str, Any]:
         """List, then watch from the list's resourceVersion, until ``accept`` is true.
 
-        ``watch_first``: first one watch and no list — from ``since``, the resourceVersion
-        of an earlier listing that found nothing acceptable. If that watch
+        ``watch_first``: first one watch and no list — from ``since`` (the resourceVersion
+        of an earlier listing that found nothing acceptable) or, without it, from the
+        current state (the server first sends what exists as ADDED events). If that watch
         cannot be opened or ends without the object (410 or another ERROR event, a dropped
         connection, a 403), the wait goes on by listing as above.
 
@@ -482,7 +492,8 @@ class ProfileProvisioner:
         deadline: float,
         what: str,
     ) -> dict[str, Any] | None:
-        """One watch from ``resource_version``: the object, or None to list again."""
+        """One watch from ``resource_version`` (None: from the current state, existing
+        objects first as ADDED): the object, or None to list again."""
         remaining = max(1, int(deadline - asyncio.get_running_loop().time()))
         try:
             async for event in self.api.watch(

@@ -7,6 +7,7 @@ real API server with the real CRDs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -413,6 +414,7 @@ async def test_forbidden_is_not_retried(
     "watched",
     [
         r"^/api/v1/namespaces$",  # the watch from the owner-check list's resourceVersion
+        r"/serviceaccounts$",  # default-editor's watch without a resourceVersion
     ],
 )
 @pytest.mark.parametrize("status", [409, 429, 500, 504])
@@ -492,7 +494,44 @@ async def test_provisionings_beyond_the_limit_wait_their_turn(
         await assert_provisioned(admin_kube, rendered)
 
 
-# --- the namespace watch from the owner-check list's resourceVersion ---------------------
+# --- watches without a list ------------------------------------------------------------------
+
+
+async def test_a_watch_without_resource_version_starts_with_what_exists(
+    hub_kube: KubeApi, admin_kube: KubeApi, unique_name: Callable
+) -> None:
+    """Kubernetes API concepts, "Get State and Start at Most Recent", on this control plane
+    (1.20): an existing object arrives first, as ADDED — so default-editor needs no list."""
+    namespace = unique_name("rvless")
+    await admin_kube.create(
+        NAMESPACE,
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        field_manager="test",
+    )
+    await admin_kube.create(
+        SERVICE_ACCOUNT,
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "default-editor", "namespace": namespace},
+        },
+        field_manager="test",
+    )
+    events = []
+    watch = hub_kube.watch(
+        SERVICE_ACCOUNT,
+        namespace,
+        field_selector="metadata.name=default-editor",
+        resource_version=None,
+        timeout_seconds=5,
+    )
+    async with contextlib.aclosing(watch):
+        async for event in watch:
+            events.append(event)
+            break
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("ADDED", "default-editor")
+    ]
 
 
 class GoneOnFirstNamespaceWatch(HookedKubeApi):
