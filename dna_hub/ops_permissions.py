@@ -31,7 +31,7 @@ SYNC_PERMISSIONS: tuple[Permission, ...] = tuple(
     + _grant(
         "",
         "namespaces",
-        "get list",
+        "list",
         "sync checks the profile namespace exists and who owns it",
     )
     + _grant("", "serviceaccounts", "list", "sync checks default-editor exists")

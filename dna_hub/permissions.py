@@ -47,7 +47,7 @@ HUB_PERMISSIONS: tuple[Permission, ...] = tuple(
     + _grant("", "events", "list watch", "KubeSpawner shows pod events as spawn progress")
     + _grant("", "persistentvolumeclaims", "get create", "KubeSpawner: the chart's home PVC")
     + _grant("kubeflow.org", "profiles", "get create patch", "DnaSpawner applies Profiles")
-    + _grant("", "namespaces", "get list", "DnaSpawner waits for profile namespaces")
+    + _grant("", "namespaces", "list", "DnaSpawner checks and waits for profile namespaces")
     + _grant(
         "",
         "namespaces",

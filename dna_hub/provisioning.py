@@ -3,9 +3,9 @@
 Order matters, and every step is safe to repeat, so a failed spawn leaves state the next
 spawn converges from:
 
-1. **Ownership first.** The Profile and the namespace are read; if either belongs to
-   someone else, nothing is written. A run that created the Profile and then finds the
-   namespace taken by someone else removes that Profile again.
+1. **Ownership first.** The Profile is read and the namespace listed by name, at once; if
+   either belongs to someone else, nothing is written. A run that created the Profile and
+   then finds the namespace taken by someone else removes that Profile again.
 2. **Up to date?** The Profile carries the digest of the last rendered set that was fully
    applied. Equal digest and the namespace is this owner's: done, two concurrent requests
    (Profile and namespace) in all.
@@ -13,11 +13,22 @@ spawn converges from:
    meantime) or server-side applied, with the digest annotation set to ``pending`` so an
    interrupted run is never mistaken for a finished one.
 4. **Wait** — by watch, not sleep-and-poll — until Kubeflow's profile controller has made the
-   namespace (owned by this user) and the ``default-editor`` service account. Watching is an
-   optimisation: a hub whose RBAC lacks ``watch`` on one of them polls instead (list with
-   growing pauses) and logs a warning naming the missing permission.
+   namespace (owned by this user) and the ``default-editor`` service account. The namespace
+   is watched from the resourceVersion of step 1's listing (so that listing serves both the
+   owner check and the wait), ``default-editor`` by a watch without a resourceVersion (the
+   API server first sends what already exists as ADDED events): no list on the way. Watching
+   is an optimisation: when a watch fails (410 Gone, a dropped connection) the wait lists,
+   then watches from the list; a hub whose RBAC lacks ``watch`` on one of them, or that has
+   no free watch slot, polls instead (list with growing pauses) and, for the RBAC, logs a
+   warning naming the missing permission.
 5. **Namespaced objects**, server-side applied (field manager ``dna-hub``).
 6. **Digest** recorded on the Profile.
+
+A brand-new user's first spawn of a profile of N objects (the Profile and N-1 namespaced
+ones) therefore sends N + 5 requests (7 objects: 12) — read Profile ‖ list namespace,
+create Profile (pending), watch namespace, the namespaced objects ‖ watch
+``default-editor``, record the digest — whether the controller is faster than the hub or
+not. A repeat spawn of an up-to-date profile sends 2.
 
 One provisioning runs at a time per profile in this process, so two simultaneous spawns
 of the same user cannot race; the second finds the work done.
@@ -182,10 +193,18 @@ class ProfileProvisioner:
         namespace = rendered.profile["metadata"]["name"]
         owner = rendered.profile["spec"]["owner"]["name"]
         # Both at once: the namespace's owner is checked on every path, the up-to-date one
-        # included (a namespace replaced by someone else's must never get the notebook).
-        profile, existing = await _all(
+        # included (a namespace replaced by someone else's must never get the notebook). The
+        # namespace is listed (by name), not read: the list's resourceVersion is where the
+        # wait below starts watching, so one request serves the check and the wait.
+        profile, listing = await _all(
             self._request(f"read Profile {namespace}", self.api.get(PROFILE, namespace)),
-            self._request(f"read namespace {namespace}", self.api.get(NAMESPACE, namespace)),
+            self._request(
+                f"list namespace {namespace}",
+                self.api.list(NAMESPACE, field_selector=f"metadata.name={namespace}"),
+            ),
+        )
+        existing = next(
+            (i for i in listing.get("items") or [] if i["metadata"]["name"] == namespace), None
         )
         if profile is not None:
             self._check_profile(profile, owner)
@@ -210,8 +229,12 @@ class ProfileProvisioner:
         await self._check_namespaced(rendered)
         progress("Provisioning your Kubeflow profile…")
         written = await self._write_profile(rendered, owner, exists=profile is not None)
+        # Not there yet (the usual first spawn): the wait watches from the listing, so it
+        # sees the namespace appear even if that happened while the Profile was written. There
+        # already: the wait lists it again, so its owner is checked after the Profile write.
+        since = None if ready else listing["metadata"]["resourceVersion"]
         try:
-            await self._wait_and_apply(rendered, owner, progress)
+            await self._wait_and_apply(rendered, owner, progress, since)
         except OwnershipConflict:
             if profile is None:
                 await self._remove_own_profile(written)
@@ -250,8 +273,20 @@ class ProfileProvisioner:
         self.log.info("Removed Profile %s: its namespace belongs to someone else", name)
 
     async def _wait_and_apply(
-        self, rendered: RenderedProfile, owner: str, progress: Progress
+        self,
+        rendered: RenderedProfile,
+        owner: str,
+        progress: Progress,
+        namespace_since: str | None,
     ) -> None:
+        """``namespace_since``: the resourceVersion of a listing that found no usable
+        namespace, to watch from (None: the namespace was there; list it again).
+
+        When the namespace is new, ``default-editor`` is too (most likely not there yet):
+        it is watched without a list. Otherwise it is listed first, as it most likely exists
+        — one request either way, and no watch for an identity that may only list (the
+        ``dna-hub sync`` CronJob's).
+        """
         namespace = rendered.profile["metadata"]["name"]
 
         # One deadline for the whole wait on the profile controller (namespace, then
@@ -259,14 +294,26 @@ class ProfileProvisioner:
         deadline = asyncio.get_running_loop().time() + self.ready_timeout
         progress(f"Waiting for namespace {namespace}…")
         await self._wait_for(
-            NAMESPACE, None, namespace, lambda ns: self._namespace_ready(ns, owner), deadline
+            NAMESPACE,
+            None,
+            namespace,
+            lambda ns: self._namespace_ready(ns, owner),
+            deadline,
+            watch_first=namespace_since is not None,
+            since=namespace_since,
         )
         progress("Applying your profile's access policies…")
-        # The namespace exists: apply into it while the controller makes default-editor.
+        # The namespace exists: apply into it while the controller makes default-editor
+        # (watched without a resourceVersion: if it exists already, it arrives as ADDED).
         await _all(
             self._apply_namespaced(rendered.namespaced),
             self._wait_for(
-                SERVICE_ACCOUNT, namespace, self.service_account, lambda _: True, deadline
+                SERVICE_ACCOUNT,
+                namespace,
+                self.service_account,
+                lambda _: True,
+                deadline,
+                watch_first=namespace_since is not None,
             ),
         )
         await self._request(
@@ -379,8 +426,17 @@ class ProfileProvisioner:
         name: str,
         accept: Callable[[dict[str, Any]], bool],
         deadline: float,
+        *,
+        watch_first: bool = False,
+        since: str | None = None,
     ) -> dict[str, Any]:
         """List, then watch from the list's resourceVersion, until ``accept`` is true.
+
+        ``watch_first``: first one watch and no list — from ``since`` (the resourceVersion
+        of an earlier listing that found nothing acceptable) or, without it, from the
+        current state (the server first sends what exists as ADDED events). If that watch
+        cannot be opened or ends without the object (410 or another ERROR event, a dropped
+        connection, a 403), the wait goes on by listing as above.
 
         A watch holds an HTTP connection for its whole life, from the pool every other
         request of the hub uses; so at most ``KubeApi.watch_slots`` are open at once, and a
@@ -392,6 +448,14 @@ class ProfileProvisioner:
         pause = 0.25
         try:
             async with asyncio.timeout_at(deadline):
+                slots = self.api.watch_slots()
+                if watch_first and not slots.locked() and kind.plural not in self.unwatchable:
+                    async with slots:
+                        found = await self._watch_once(
+                            kind, namespace, selector, since, accept, deadline, what
+                        )
+                    if found is not None:
+                        return found
                 while True:
                     listing = await self._request(
                         f"list {what}", self.api.list(kind, namespace, field_selector=selector)
@@ -406,7 +470,13 @@ class ProfileProvisioner:
                         continue
                     async with slots:
                         found = await self._watch_once(
-                            kind, namespace, selector, listing, accept, deadline, what
+                            kind,
+                            namespace,
+                            selector,
+                            listing["metadata"]["resourceVersion"],
+                            accept,
+                            deadline,
+                            what,
                         )
                     if found is not None:
                         return found
@@ -423,19 +493,20 @@ class ProfileProvisioner:
         kind: Kind,
         namespace: str | None,
         selector: str,
-        listing: Mapping[str, Any],
+        resource_version: str | None,
         accept: Callable[[dict[str, Any]], bool],
         deadline: float,
         what: str,
     ) -> dict[str, Any] | None:
-        """One watch from the listing's resourceVersion: the object, or None to list again."""
+        """One watch from ``resource_version`` (None: from the current state, existing
+        objects first as ADDED): the object, or None to list again."""
         remaining = max(1, int(deadline - asyncio.get_running_loop().time()))
         try:
             async for event in self.api.watch(
                 kind,
                 namespace,
                 field_selector=selector,
-                resource_version=listing["metadata"]["resourceVersion"],
+                resource_version=resource_version,
                 timeout_seconds=remaining,
             ):
                 event_type = event.get("type")

@@ -119,13 +119,15 @@ class HeldController:
     """Plays Kubeflow's profile controller for one paused Profile, at a chosen moment.
 
     The exercised Profile carries the stand-in controller's pause annotation, so nothing
-    makes its namespace or ``default-editor`` until dna_hub has listed once and found
-    nothing, and then waits: by opening a watch, or (if it never watches) by listing again.
-    At that moment this creates the object (as the admin, exactly as the controller would).
-    So every wait goes down its watch path — allowed (the watch sees ADDED, since it starts
-    from the list's resourceVersion) or refused (dna_hub polls and finds it) — and a hub
-    that stopped watching is seen as such rather than timing out. No verdict depends on how
-    fast a stand-in is.
+    makes its namespace or ``default-editor`` until dna_hub waits for it: by opening a watch
+    (on the namespace after its owner-check list found nothing, on ``default-editor`` at
+    once), or (if it never watches) by listing a second time. At that moment this creates
+    the object (as the admin, exactly as the controller would), before the watch request
+    is sent. So every wait goes down its watch path — allowed (the watch sees ADDED: the
+    namespace's starts from the owner-check list's resourceVersion, ``default-editor``'s
+    has none, so the server first sends what exists) or refused (dna_hub polls and finds
+    it) — and a hub that stopped watching is seen as such rather than timing out. No verdict
+    depends on how fast a stand-in is.
     """
 
     def __init__(self, admin: ApiClient, owner: str) -> None:

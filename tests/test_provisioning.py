@@ -7,7 +7,8 @@ real API server with the real CRDs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -409,6 +410,13 @@ async def test_forbidden_is_not_retried(
     assert "hub-rbac.yaml" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "watched",
+    [
+        r"^/api/v1/namespaces$",  # the watch from the owner-check list's resourceVersion
+        r"/serviceaccounts$",  # default-editor's watch without a resourceVersion
+    ],
+)
 @pytest.mark.parametrize("status", [409, 429, 500, 504])
 async def test_a_failing_watch_is_listed_again(
     faulty: tuple[FaultProxy, KubeApi],
@@ -416,10 +424,11 @@ async def test_a_failing_watch_is_listed_again(
     standins_kube: Kube,
     unique_name: Callable,
     status: int,
+    watched: str,
     tmp_path: Path,
 ) -> None:
     proxy, faulty_kube = faulty
-    rule = proxy.add_rule("GET", r"^/api/v1/namespaces$", query="watch=true", status=status)
+    rule = proxy.add_rule("GET", watched, query="watch=true", status=status)
     # The controller is held until dna_hub watches, so its first list finds nothing and the
     # watch must run (whatever the speed of the controller stand-in).
     (tmp_path / "00-profile.yaml.j2").write_text(profile_template_with({PAUSED_ANNOTATION: "true"}))
@@ -483,3 +492,233 @@ async def test_provisionings_beyond_the_limit_wait_their_turn(
     assert len(waited) == 2  # one ran at once, the two others queued
     for rendered in renders:
         await assert_provisioned(admin_kube, rendered)
+
+
+# --- what a first spawn costs: the requests, exactly ----------------------------------------
+
+
+class AfterWatchOpens:
+    """An ApiClient that awaits ``hook(path)`` once the API server has answered a watch
+    request (its headers: the watch is established) and before any event is read."""
+
+    def __init__(self, api_client: ApiClient, hook: Callable[[str], Awaitable[None]]) -> None:
+        self._api_client = api_client
+        self._hook = hook
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._api_client, name)
+
+    async def call_api(self, path: str, method: str, *args: Any, **kw: Any) -> Any:
+        response = await self._api_client.call_api(path, method, *args, **kw)
+        if ("watch", "true") in kw.get("query_params", []):
+            await self._hook(path)
+        return response
+
+
+def request_summary(records: Any) -> list[tuple[str, str, str]]:
+    """(method, path, what) per request: 'watch from rv', 'watch', 'list' or ''."""
+    summary = []
+    for record in records:
+        query = dict(
+            part.split("=", 1) if "=" in part else (part, "")
+            for part in record.query.split("&")
+            if part
+        )
+        if query.get("watch") == "true":
+            what = "watch from rv" if "resourceVersion" in query else "watch"
+        elif record.method == "GET" and "fieldSelector" in query:
+            what = "list"
+        else:
+            what = ""
+        summary.append((record.method, record.path, what))
+    return sorted(summary)
+
+
+async def eventually_exists(kube: KubeApi, kind: Kind, name: str, namespace: str | None) -> None:
+    """Wait (bounded) until the controller stand-in has made an object."""
+    async with asyncio.timeout(60):
+        while await kube.get(kind, name, namespace) is None:
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("controller", ["before the watches", "after each watch opened"])
+async def test_a_first_spawn_sends_twelve_requests(
+    faulty: tuple[FaultProxy, KubeApi],
+    admin_kube: KubeApi,
+    standins_kube: Kube,
+    unique_name: Callable,
+    tmp_path: Path,
+    controller: str,
+) -> None:
+    """A brand-new user, 7 objects: read Profile ‖ list namespace, create Profile, watch
+    namespace from that list, 6 namespaced objects ‖ watch default-editor (no list), record
+    the digest. The profile controller stand-in is held and let go at a chosen moment, so
+    each variant takes its path every time: namespace and default-editor made before the
+    hub's watch requests are sent (default-editor then arrives as the watch's synthetic
+    ADDED), or each made only once the hub's watch on it is open."""
+    proxy, faulty_kube = faulty
+    (tmp_path / "00-profile.yaml.j2").write_text(profile_template_with({PAUSED_ANNOTATION: "true"}))
+    rendered = rendered_for(unique_name("count"), template_dir=tmp_path)
+    name = rendered.profile["metadata"]["name"]
+    owner = rendered.profile["spec"]["owner"]["name"]
+    assert len(rendered.namespaced) == 6
+
+    async def resume_controller() -> None:
+        await standins_kube.patch(
+            f"/apis/kubeflow.org/v1/profiles/{name}",
+            {"metadata": {"annotations": {PAUSED_ANNOTATION: None}}},
+        )
+
+    async def before(kind: Kind, namespace: str | None, selector: str | None) -> None:
+        if kind.plural == "namespaces":
+            await resume_controller()
+            await eventually_exists(admin_kube, SERVICE_ACCOUNT, "default-editor", name)
+
+    async def after(path: str) -> None:
+        if path == "/api/v1/namespaces":
+            # made as the controller makes it (the held stand-in adopts it when resumed)
+            await admin_kube.create(
+                NAMESPACE,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": name, "annotations": {"owner": owner}},
+                },
+                field_manager="test",
+            )
+        elif path.endswith("/serviceaccounts"):
+            assert await admin_kube.get(SERVICE_ACCOUNT, "default-editor", name) is None
+            await resume_controller()
+
+    if controller == "before the watches":
+        kube: KubeApi = HookedKubeApi(
+            faulty_kube.api_client, request_timeout=10, retry=faulty_kube.retry, on_watch=before
+        )
+    else:
+        kube = KubeApi(
+            AfterWatchOpens(faulty_kube.api_client, after),  # type: ignore[arg-type]
+            request_timeout=10,
+            retry=faulty_kube.retry,
+        )
+    proxy.clear_records()
+    result = await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered)
+    await assert_provisioned(admin_kube, rendered)
+    profile = rf"/apis/kubeflow.org/v1/profiles/{name}"
+    expected = [
+        ("GET", profile, ""),
+        ("GET", "/api/v1/namespaces", "list"),
+        ("PATCH", profile, ""),
+        ("GET", "/api/v1/namespaces", "watch from rv"),
+        *[
+            ("PATCH", (await admin_kube.kind_for(o["apiVersion"], o["kind"])).path(
+                name, o["metadata"]["name"]), "")
+            for o in rendered.namespaced
+        ],
+        ("GET", f"/api/v1/namespaces/{name}/serviceaccounts", "watch"),
+        ("PATCH", profile, ""),
+    ]  # fmt: skip
+    assert request_summary(proxy.records) == sorted(expected)
+    assert result.requests == len(expected) == 12 == len(rendered.namespaced) + 1 + 5
+
+
+async def test_a_watch_without_resource_version_starts_with_what_exists(
+    hub_kube: KubeApi, admin_kube: KubeApi, unique_name: Callable
+) -> None:
+    """Kubernetes API concepts, "Get State and Start at Most Recent", on this control plane
+    (1.20): an existing object arrives first, as ADDED — so default-editor needs no list."""
+    namespace = unique_name("rvless")
+    await admin_kube.create(
+        NAMESPACE,
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        field_manager="test",
+    )
+    await admin_kube.create(
+        SERVICE_ACCOUNT,
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "default-editor", "namespace": namespace},
+        },
+        field_manager="test",
+    )
+    events = []
+    watch = hub_kube.watch(
+        SERVICE_ACCOUNT,
+        namespace,
+        field_selector="metadata.name=default-editor",
+        resource_version=None,
+        timeout_seconds=5,
+    )
+    async with contextlib.aclosing(watch):
+        async for event in watch:
+            events.append(event)
+            break
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("ADDED", "default-editor")
+    ]
+
+
+class GoneOnFirstNamespaceWatch(HookedKubeApi):
+    """Answers the first namespace watch as the API server answers a watch from a
+    resourceVersion its watch cache no longer holds: one ERROR event, 410 Gone (here
+    without sending it: on a young control plane that window cannot be forced)."""
+
+    gone = 0
+
+    async def watch(  # type: ignore[override]
+        self, kind: Kind, namespace: str | None, **kw: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        if kind.plural == "namespaces" and not self.gone:
+            self.gone += 1
+            await self.on_watch(kind, namespace, kw["field_selector"])
+            yield {
+                "type": "ERROR",
+                "object": {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "message": f"too old resource version: {kw['resource_version']}",
+                    "reason": "Expired",
+                    "code": 410,
+                },
+            }
+            return
+        async for event in super().watch(kind, namespace, **kw):
+            yield event
+
+
+async def test_a_gone_resource_version_is_listed_again(
+    faulty: tuple[FaultProxy, KubeApi],
+    admin_kube: KubeApi,
+    standins_kube: Kube,
+    unique_name: Callable,
+    tmp_path: Path,
+) -> None:
+    proxy, faulty_kube = faulty
+    (tmp_path / "00-profile.yaml.j2").write_text(profile_template_with({PAUSED_ANNOTATION: "true"}))
+    rendered = rendered_for(unique_name("gone"), template_dir=tmp_path)
+    name = rendered.profile["metadata"]["name"]
+
+    async def resume_controller(kind: Kind, namespace: str | None, selector: str | None) -> None:
+        if kind.plural == "namespaces":
+            await standins_kube.patch(
+                f"/apis/kubeflow.org/v1/profiles/{name}",
+                {"metadata": {"annotations": {PAUSED_ANNOTATION: None}}},
+            )
+
+    kube = GoneOnFirstNamespaceWatch(
+        faulty_kube.api_client,
+        request_timeout=10,
+        retry=faulty_kube.retry,
+        on_watch=resume_controller,
+    )
+    proxy.clear_records()
+    await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered)
+    await assert_provisioned(admin_kube, rendered)
+    assert kube.gone == 1
+    namespace_requests = [
+        r.query for r in proxy.records if r.path == "/api/v1/namespaces" and r.method == "GET"
+    ]
+    # the owner-check list; after the Gone watch (not sent), a list again
+    assert len(namespace_requests) >= 2
+    assert not [q for q in namespace_requests[:2] if "watch=true" in q]

@@ -274,22 +274,22 @@ class KubeApi:
         namespace: str | None,
         *,
         field_selector: str,
-        resource_version: str,
+        resource_version: str | None,
         timeout_seconds: int,
     ) -> AsyncIterator[dict[str, Any]]:
         """Watch events from ``resource_version`` until the server ends the watch.
 
-        The server closes the stream after ``timeout_seconds``; the client gives it a little
-        longer, so a dead connection cannot hang the caller.
+        ``resource_version`` None: "get state and start at most recent" — the server first
+        sends a synthetic ADDED event for each object that exists, then the changes (so one
+        request replaces a list and a watch). The server closes the stream after
+        ``timeout_seconds``; the client gives it a little longer, so a dead connection cannot
+        hang the caller.
         """
         self.requests += 1
-        query = [
-            ("watch", "true"),
-            ("fieldSelector", field_selector),
-            ("resourceVersion", resource_version),
-            ("timeoutSeconds", str(timeout_seconds)),
-            ("allowWatchBookmarks", "true"),
-        ]
+        query = [("watch", "true"), ("fieldSelector", field_selector)]
+        if resource_version is not None:
+            query.append(("resourceVersion", resource_version))
+        query += [("timeoutSeconds", str(timeout_seconds)), ("allowWatchBookmarks", "true")]
         response = await self.api_client.call_api(
             kind.path(namespace),
             "GET",
