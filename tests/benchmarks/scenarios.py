@@ -300,14 +300,17 @@ def fault_rows(rendered: RenderedProfile) -> list[tuple[str, str, str, int]]:
     ns = re.escape(rendered.profile["metadata"]["name"])
     profile = rf"^/apis/kubeflow\.org/v1/profiles/{ns}$"
     rows = [
-        ("GET Profile", "GET", rf"^/apis/kubeflow\.org/v1/profiles/{ns}$", 0),
-        ("GET Namespace (owner check)", "GET", rf"^/api/v1/namespaces/{ns}$", 0),
+        ("GET Profile", "GET", profile, 0),
+        ("LIST Namespace (owner check)", "GET", r"^/api/v1/namespaces$", 0),
         ("PATCH Profile (create, unforced)", "PATCH", profile, 0),
         ("PATCH Profile (record digest)", "PATCH", profile, 1),
-        ("LIST Namespace", "GET", r"^/api/v1/namespaces$", 0),
-        ("WATCH Namespace", "GET", r"^/api/v1/namespaces$", 1),
-        ("LIST ServiceAccount", "GET", rf"^/api/v1/namespaces/{ns}/serviceaccounts$", 0),
-        ("WATCH ServiceAccount", "GET", rf"^/api/v1/namespaces/{ns}/serviceaccounts$", 1),
+        ("WATCH Namespace (from the owner check's list)", "GET", r"^/api/v1/namespaces$", 1),
+        (
+            "WATCH ServiceAccount (no resourceVersion)",
+            "GET",
+            rf"^/api/v1/namespaces/{ns}/serviceaccounts$",
+            0,
+        ),
     ]
     for obj in rendered.namespaced:
         plural = {
