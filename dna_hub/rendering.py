@@ -6,6 +6,10 @@ a manifest's structure. That is guaranteed here, not left to template authors:
 - every ``{{ expression }}`` is emitted as a JSON value (``"kubeflow-alice"``, ``7200``,
   ``["a", "b"]``) — JSON is YAML, so a newline, a quote, ``: `` or ``{{ }}`` inside a name
   stays inside its string;
+- the YAML is parsed before the values go in: each template's output with a token per
+  value (its *skeleton*, which only the template's control flow shapes) is parsed once and
+  the values are put where their tokens are (:mod:`dna_hub.template_skeleton`); where that
+  would differ from parsing the text with the values in place, that text is parsed;
 - templates run in Jinja's immutable sandbox with ``StrictUndefined``, so a misspelt
   variable is an error naming the template and the variable, not an empty string;
 - the rendered stream is parsed and every object is checked: a mapping with ``apiVersion``,
