@@ -6,6 +6,10 @@ a manifest's structure. That is guaranteed here, not left to template authors:
 - every ``{{ expression }}`` is emitted as a JSON value (``"kubeflow-alice"``, ``7200``,
   ``["a", "b"]``) — JSON is YAML, so a newline, a quote, ``: `` or ``{{ }}`` inside a name
   stays inside its string;
+- the YAML is parsed before the values go in: each template's output with a token per
+  value (its *skeleton*, which only the template's control flow shapes) is parsed once and
+  the values are put where their tokens are (:mod:`dna_hub.template_skeleton`); where that
+  would differ from parsing the text with the values in place, that text is parsed;
 - templates run in Jinja's immutable sandbox with ``StrictUndefined``, so a misspelt
   variable is an error naming the template and the variable, not an empty string;
 - the rendered stream is parsed and every object is checked: a mapping with ``apiVersion``,
@@ -22,7 +26,9 @@ import copy
 import functools
 import hashlib
 import json
+import os
 import re
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -33,7 +39,7 @@ import jinja2
 import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from . import yaml_json
+from . import template_skeleton, yaml_json
 from .pod_defaults import DEFAULT_LIMIT_RANGE
 
 __all__ = [
@@ -57,6 +63,10 @@ PROFILE_LABEL = "dna-hub.io/profile"
 _CLUSTER_SCOPED = {("kubeflow.org", "Profile")}
 
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+#: The digest's JSON: ``json.dumps(objects, sort_keys=True, separators=(",", ":"))``.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 #: Cloud metadata services, whose credentials belong to the node, not the user: all of
 #: link-local 169.254.0.0/16 (AWS/Azure/GCP/OpenStack/Oracle 169.254.169.254, GKE's
@@ -158,19 +168,49 @@ class ProfileContext:
         return allowed
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RenderedProfile:
-    """The objects a login applies, Profile first, and a digest of the whole set."""
+    """The objects a login applies, Profile first, and a digest of the whole set.
 
-    profile: dict[str, Any]
-    namespaced: tuple[dict[str, Any], ...]
+    The manifests are kept as JSON text, which the garbage collector never traverses (a
+    login storm holds hundreds of these while spawns are in flight). :attr:`profile`,
+    :attr:`namespaced` and :attr:`objects` decode a fresh copy on every access: changing
+    one changes nothing here — build another with :meth:`of`.
+    """
+
+    profile_json: str
+    namespaced_json: str
     digest: str
+
+    @classmethod
+    def of(
+        cls, profile: Mapping[str, Any], namespaced: Iterable[Mapping[str, Any]]
+    ) -> RenderedProfile:
+        """The rendered set of these manifests (copied), with its digest."""
+        namespaced = list(namespaced)
+        return cls(
+            profile_json=_COMPACT.encode(profile),
+            namespaced_json=_COMPACT.encode(namespaced),
+            digest=digest_objects([profile, *namespaced]),
+        )
+
+    @property
+    def profile(self) -> dict[str, Any]:
+        """The Profile (a fresh copy)."""
+        return json.loads(self.profile_json)
+
+    @property
+    def namespaced(self) -> tuple[dict[str, Any], ...]:
+        """The namespaced objects, in template order (fresh copies)."""
+        return tuple(json.loads(self.namespaced_json))
 
     @property
     def objects(self) -> list[dict[str, Any]]:
+        """The Profile, then the namespaced objects (fresh copies)."""
         return [self.profile, *self.namespaced]
 
 
+@functools.cache
 def default_template_dir() -> Path:
     """The default templates: package data in a wheel, the repo's folder in a checkout."""
     packaged = resources.files("dna_hub").joinpath("profile-templates")
@@ -179,19 +219,60 @@ def default_template_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "profile-templates"
 
 
-def _json_value(value: Any) -> str:
-    """Jinja ``finalize``: every expression becomes a JSON value that YAML reads verbatim
-    (:mod:`dna_hub.yaml_json`: any name the hub accepts, emoji included)."""
+#: JSON's own string encoder (``json.dumps`` of a ``str`` without ``ensure_ascii``).
+_encode_json_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+
+def _json_text(value: Any, template: str | None) -> str:
+    """A value's JSON text, which YAML reads verbatim (:mod:`dna_hub.yaml_json`: any name
+    the hub accepts, emoji included)."""
+    if type(value) is str:
+        if value.isascii() and "\x7f" not in value:
+            return _encode_json_string(value)  # what yaml_json.dumps gives, sooner
+        try:
+            return yaml_json.dumps(value)
+        except UnicodeEncodeError as e:
+            raise TemplateError(
+                f"cannot insert the value {value!r}: it is not valid Unicode ({e.reason})"
+            ) from e
     if isinstance(value, jinja2.Undefined):
         str(value)  # StrictUndefined raises UndefinedError, naming the variable
     try:
-        return yaml_json.dumps(value, sort_keys=True)
+        return yaml_json.dumps(value, sort_keys=True, allow_nan=False)
     except TypeError as e:
         raise TemplateError(f"cannot insert a value of type {type(value).__name__}: {e}") from e
     except UnicodeEncodeError as e:
         raise TemplateError(
             f"cannot insert the value {value!r}: it is not valid Unicode ({e.reason})"
         ) from e
+    except ValueError as e:  # NaN, Infinity: not JSON, and YAML would read them as strings
+        raise TemplateError(
+            f"profile template {template}: cannot insert the value {value!r}: NaN and "
+            "infinite numbers are not JSON"
+        ) from e
+
+
+#: Per thread: the JSON texts of the values inserted so far while rendering a skeleton
+#: (``texts`` is ``None`` while rendering the text with the values in place).
+_recording = threading.local()
+
+
+@jinja2.pass_context
+def _finalize(context: jinja2.runtime.Context, value: Any) -> str:
+    """Jinja ``finalize``: every expression becomes a JSON value — in a skeleton, a token
+    standing for it (:mod:`dna_hub.template_skeleton`). Takes the context, so Jinja never
+    finalizes a constant at compile time: each ``{{ }}`` is one value per render."""
+    text = _json_text(value, context.name)
+    texts: list[str] | None = getattr(_recording, "texts", None)
+    if texts is None:
+        return text
+    texts.append(text)
+    return template_skeleton.token(len(texts) - 1)
+
+
+class _ProfileTemplate(jinja2.Template):
+    #: Whether rendered output can never flow back into a value (set when loaded).
+    dna_hub_skeleton = False
 
 
 class _OverridingLoader(jinja2.FileSystemLoader):
@@ -199,52 +280,105 @@ class _OverridingLoader(jinja2.FileSystemLoader):
     appears in (or leaves) an earlier directory — an override added while the hub runs —
     not only when the file they were compiled from changes."""
 
-    def _resolve(self, template: str) -> str | None:
-        for directory in self.searchpath:
-            candidate = Path(directory, template)
-            if candidate.is_file():
-                return str(candidate)
-        return None
-
     def get_source(self, environment: jinja2.Environment, template: str) -> Any:
         source, filename, uptodate = super().get_source(environment, template)
+        earlier: list[str] = []
+        for directory in self.searchpath:
+            candidate = os.path.normpath(os.path.join(directory, template))
+            if candidate == filename:
+                break
+            earlier.append(candidate)
 
         def still_current() -> bool:
-            return bool(uptodate()) and self._resolve(template) == filename
+            # the file itself is unchanged and no earlier directory has one of its name
+            return bool(uptodate()) and not any(os.path.isfile(c) for c in earlier)
 
         return source, filename, still_current
 
+    def load(
+        self,
+        environment: jinja2.Environment,
+        name: str,
+        globals: Any = None,
+    ) -> jinja2.Template:
+        """Jinja's ``load`` (no bytecode cache here), which also notes whether the template
+        may be rendered as a skeleton (:func:`template_skeleton.skeleton_safe`)."""
+        source, filename, uptodate = self.get_source(environment, name)
+        tree = environment.parse(source, name, filename)
+        code = environment.compile(tree, name, filename)
+        template = environment.template_class.from_code(environment, code, globals or {}, uptodate)
+        template.dna_hub_skeleton = template_skeleton.skeleton_safe(tree)  # type: ignore[attr-defined]
+        return template
+
 
 @functools.lru_cache(maxsize=16)
-def _environment(template_dirs: tuple[Path, ...]) -> ImmutableSandboxedEnvironment:
+def _environment(template_dirs: tuple[str, ...]) -> ImmutableSandboxedEnvironment:
     """One environment per set of directories: templates are compiled once, not per spawn
     (Jinja still notices an edited, added or removed file)."""
-    loader = _OverridingLoader([str(d) for d in template_dirs])
-    return ImmutableSandboxedEnvironment(
-        loader=loader,
+    env = ImmutableSandboxedEnvironment(
+        loader=_OverridingLoader(list(template_dirs)),
         undefined=jinja2.StrictUndefined,
-        finalize=_json_value,
-        # No HTML escaping: the output is YAML, made safe by _json_value.
+        finalize=_finalize,
+        # No HTML escaping: the output is YAML, made safe by _finalize.
         autoescape=False,
         keep_trailing_newline=True,
     )
+    env.template_class = _ProfileTemplate
+    return env
 
 
-def template_names(template_dirs: Sequence[Path]) -> list[str]:
+def template_names(template_dirs: Sequence[Path | str]) -> list[str]:
     """Template file names, the union over all dirs; a name in an earlier dir wins."""
     names: set[str] = set()
     for directory in template_dirs:
-        if not directory.is_dir():
-            raise TemplateError(f"profile template directory {directory} does not exist")
-        names.update(p.name for p in directory.iterdir() if p.name.endswith(TEMPLATE_SUFFIX))
+        try:
+            entries = os.listdir(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            raise TemplateError(f"profile template directory {directory} does not exist") from None
+        names.update(n for n in entries if n.endswith(TEMPLATE_SUFFIX))
     return sorted(names)
 
 
+_YAML_HINT = (
+    "Insert values as {{ value }} with nothing around them in the same scalar: no quotes, "
+    'no prefix or suffix (write {{ namespace ~ "-suffix" }} instead)'
+)
+
+
+def _render(template: jinja2.Template, parent: dict[str, Any]) -> str:
+    """``template.render``, with one context ``parent`` (globals and variables) for all
+    templates of a profile instead of a copy each (the sandbox keeps it unchanged)."""
+    environment = template.environment
+    try:
+        return environment.concat(  # type: ignore[attr-defined]
+            template.root_render_func(template.new_context(parent, shared=True))
+        )
+    except Exception:
+        environment.handle_exception()
+        raise  # not reached: handle_exception raises
+
+
 def _render_documents(
-    env: ImmutableSandboxedEnvironment, name: str, variables: Mapping[str, Any]
+    env: ImmutableSandboxedEnvironment, name: str, parent: dict[str, Any]
 ) -> list[Any]:
     try:
-        text = env.get_template(name).render(variables)
+        template = env.get_template(name)
+        if getattr(template, "dna_hub_skeleton", False):
+            texts: list[str] = []
+            _recording.texts = texts
+            try:
+                skeleton = _render(template, parent)
+            finally:
+                _recording.texts = None
+            if skeleton.count(template_skeleton.TOKEN_PREFIX) == len(texts):
+                documents = _from_skeleton(skeleton, texts)
+                if documents is not None:
+                    return documents
+                text = template_skeleton.with_values(skeleton, texts)
+            else:  # never: no template text holds this process's token prefix
+                text = _render(template, parent)
+        else:
+            text = _render(template, parent)
     except jinja2.UndefinedError as e:
         raise TemplateError(f"profile template {name}: {e.message}") from e
     except jinja2.TemplateSyntaxError as e:
@@ -252,13 +386,26 @@ def _render_documents(
     except jinja2.TemplateError as e:
         raise TemplateError(f"profile template {name}: {e}") from e
     try:
-        return [doc for doc in yaml.load_all(text, Loader=_SafeLoader) if doc is not None]
+        documents = [doc for doc in yaml.load_all(text, Loader=_SafeLoader) if doc is not None]
     except yaml.YAMLError as e:
         raise TemplateError(
-            f"profile template {name} does not render valid YAML ({e}). Insert values as "
-            "{{ value }} with nothing around them in the same scalar: no quotes, no prefix "
-            'or suffix (write {{ namespace ~ "-suffix" }} instead)'
+            f"profile template {name} does not render valid YAML ({e}). {_YAML_HINT}"
         ) from e
+    try:  # as JSON keeps them (a key 8888 becomes "8888"), like a skeleton's documents
+        return json.loads(json.dumps(documents))
+    except (TypeError, ValueError) as e:
+        raise TemplateError(f"profile template {name} renders what JSON cannot hold: {e}") from e
+
+
+def _from_skeleton(skeleton: str, texts: list[str]) -> list[Any] | None:
+    """The documents from the parsed skeleton; ``None``: parse the text with the values."""
+    try:
+        compiled = template_skeleton.compile_skeleton(skeleton)
+        if compiled is None:
+            return None
+        return [doc for doc in compiled.build(texts) if doc is not None]
+    except (yaml.YAMLError, template_skeleton.NotAValue):
+        return None  # the text with the values in place reports its own error
 
 
 def _check_object(name: str, obj: Any, context: ProfileContext) -> dict[str, Any]:
@@ -322,7 +469,7 @@ def _check_object(name: str, obj: Any, context: ProfileContext) -> dict[str, Any
 
 def digest_objects(objects: Iterable[Mapping[str, Any]]) -> str:
     """A stable digest of a set of manifests: equal digests mean nothing to apply."""
-    canonical = json.dumps(list(objects), sort_keys=True, separators=(",", ":"))
+    canonical = _CANONICAL.encode(list(objects))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
@@ -334,15 +481,15 @@ def render_profile(
     ``extra_template_dirs`` come first: a file there with the same name as a default
     template replaces it; other files add objects.
     """
-    dirs = [Path(d) for d in extra_template_dirs] + [default_template_dir()]
-    env = _environment(tuple(dirs))
-    variables = context.template_variables()
+    dirs = (*(os.fspath(d) for d in extra_template_dirs), str(default_template_dir()))
+    env = _environment(dirs)
+    parent = dict(env.globals, **context.template_variables())
     profiles: list[dict[str, Any]] = []
     namespaced: list[dict[str, Any]] = []
     seen: set[tuple[str, str, str | None, str]] = set()
     for name in template_names(dirs):
         try:
-            for doc in _render_documents(env, name, variables):
+            for doc in _render_documents(env, name, parent):
                 obj = _check_object(name, doc, context)
                 key = (
                     obj["apiVersion"],
@@ -363,8 +510,4 @@ def render_profile(
         raise TemplateError(
             f"the profile templates must render exactly one Profile, not {len(profiles)}"
         )
-    return RenderedProfile(
-        profile=profiles[0],
-        namespaced=tuple(namespaced),
-        digest=digest_objects([profiles[0], *namespaced]),
-    )
+    return RenderedProfile.of(profiles[0], namespaced)

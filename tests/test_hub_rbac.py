@@ -33,6 +33,7 @@ from dna_hub.k8s.retry import RetryPolicy
 from dna_hub.naming import namespace_for
 from dna_hub.permissions import HUB_PERMISSIONS, Permission
 from dna_hub.provisioning import ProfileProvisioner
+from dna_hub.rendering import RenderedProfile
 from dna_hub.teams import parse_teams, plan_for
 from tests.support.controlplane import ControlPlane
 from tests.support.hooked_kube import HookedKubeApi
@@ -192,8 +193,10 @@ async def exercise(
     event calls are exactly the ones KubeSpawner 7 makes (reflectors across namespaces,
     create, delete, read to confirm a stale pod is gone).
     """
-    rendered = rendered_for(username, legacy_envoy_filter=True, legacy_ml_pipeline_policy=True)
-    rendered.profile["metadata"].setdefault("annotations", {})[PAUSED_ANNOTATION] = "true"
+    plain = rendered_for(username, legacy_envoy_filter=True, legacy_ml_pipeline_policy=True)
+    profile = plain.profile  # a copy: the paused set is a new RenderedProfile
+    profile["metadata"].setdefault("annotations", {})[PAUSED_ANNOTATION] = "true"
+    rendered = RenderedProfile.of(profile, plain.namespaced)
     owner = rendered.profile["spec"]["owner"]["name"]
     controller = HeldController(admin, owner)
     # retries cover a loaded machine; a 403 is never retried, so it still surfaces
