@@ -55,6 +55,7 @@ class StallAttribution:
     _gc_started: dict[int, float] = field(default_factory=dict)
     _gc_on_loop: float = 0.0
     _original_run: Any = None
+    _closed: bool = False
 
     def __enter__(self) -> StallAttribution:
         self._origin = time.perf_counter()
@@ -69,13 +70,16 @@ class StallAttribution:
                 original(handle)
             finally:
                 seconds = time.perf_counter() - start
-                if seconds >= attribution.min_seconds:
+                # a step that outlives the measurement (the harness's own work after it) is
+                # not the storm's
+                if seconds >= attribution.min_seconds and not attribution._closed:
                     attribution._long(handle, start, seconds, time.thread_time() - cpu, gc_before)
 
         asyncio.events.Handle._run = timed_run  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closed = True
         asyncio.events.Handle._run = self._original_run  # type: ignore[method-assign]
         gc.callbacks.remove(self._on_gc)
 
