@@ -111,6 +111,7 @@ async def run(args: argparse.Namespace, workdir: Path, command: str) -> dict[str
                         old_concurrency=limit,
                         methods=tuple(m for m in spawn_storms.METHODS if m not in args.skip),
                         log_dir=args.output,
+                        census=n == max(args.sizes),
                         log=log,
                     )
                 )

@@ -165,8 +165,31 @@ def describe_failure(error: BaseException) -> str:
     return f"{type(error).__name__} in {where}: {message}"[:300]
 
 
+class HeapCensus:
+    """At the first full collections of a storm: how many GC-tracked objects it walked,
+    by type. A census costs the loop time itself, so it runs only in a separate storm."""
+
+    def __init__(self, passes: int = 3) -> None:
+        self.passes = passes
+        self.taken: list[dict[str, Any]] = []
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase != "stop" or info["generation"] != 2 or len(self.taken) >= self.passes:
+            return
+        objects = gc.get_objects()
+        by_type: dict[str, int] = {}
+        for obj in objects:
+            name = type(obj).__qualname__
+            by_type[name] = by_type.get(name, 0) + 1
+        top = sorted(by_type.items(), key=lambda t: -t[1])[:14]
+        self.taken.append({"tracked": len(objects), "frozen": gc.get_freeze_count(), "top": top})
+
+
 async def storm(spec: dict[str, Any]) -> dict[str, Any]:
     method, usernames = spec["method"], spec["usernames"]
+    census = HeapCensus() if spec.get("census") else None
+    if census is not None:
+        gc.callbacks.append(census)
     spawners = [make_spawner(method, u, spec["hub_namespace"]) for u in usernames]
     requests = count_requests(spawners[0].api.api_client)
     # A running hub has its reflectors up before anyone logs in.
@@ -262,6 +285,7 @@ async def storm(spec: dict[str, Any]) -> dict[str, Any]:
         "loop_lag_p99_ms": probe.p99_ms,
         "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "heap_after": heap,
+        "census": census.taken if census is not None else None,
         "stalls": {
             **attribution.summary(),
             "worst_on_cpu": attribution.inside(probe.worst_busy_window),

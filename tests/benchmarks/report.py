@@ -219,6 +219,36 @@ def _inside(window: dict[str, Any] | None) -> str:
     return f"{window['ms']:.0f} ms: " + ("; ".join(parts) or "no GC pass, no callback ≥ 5 ms")
 
 
+def census_table(storms: list[dict[str, Any]]) -> str:
+    size = next((s for s in reversed(storms) if s.get("census")), None)
+    if not size:
+        return ""
+    census = size["census"]
+    lines = [
+        f"What the first full collections of a separate {census['users']}-user DnaSpawner storm"
+        " walked (GC-tracked objects not frozen, by type; counting them costs loop time, so"
+        " this storm is not one of the measured ones):",
+        "",
+        "| pass | objects walked | frozen (start-up heap, not walked) | most common types |",
+        "|---|---|---|---|",
+    ]
+    for index, taken in enumerate(census["passes"] or [], 1):
+        top = ", ".join(f"{name} {count:,}" for name, count in taken["top"][:10])
+        lines.append(f"| {index} | {taken['tracked']:,} | {taken['frozen']:,} | {top} |")
+    after = census["heap_after"]
+    lines += [
+        "",
+        f"After that storm: {after['gc_tracked_objects']:,} objects walked by a full pass, "
+        + "; ".join(
+            f"{key}: {value['resources']} objects, {value['tracked']:,} tracked"
+            for key, value in after.items()
+            if isinstance(value, dict)
+        )
+        + ".",
+    ]
+    return "\n".join(lines)
+
+
 def storm_errors(storms: list[dict[str, Any]]) -> str:
     lines = []
     for size in storms:
@@ -453,6 +483,8 @@ def results_markdown(results: dict[str, Any]) -> str:
             "#### Where the stalls come from",
             "",
             stall_table(storms),
+            "",
+            census_table(storms),
         ]
         if results.get("old_hook_concurrency_limit"):
             parts += [

@@ -65,8 +65,10 @@ async def run_storm(
     old_root: Path,
     old_concurrency: int,
     log_dir: Path,
+    census: bool = False,
 ) -> dict[str, Any]:
     spec = {
+        "census": census,
         "method": method,
         "usernames": usernames,
         "hub_kubeconfig": str(c.cp.hub_kubeconfig),
@@ -154,6 +156,7 @@ async def storms_of_size(
     old_concurrency: int,
     methods: tuple[str, ...] = METHODS,
     log_dir: Path | None = None,
+    census: bool = False,
     log: Any = print,
 ) -> dict[str, Any]:
     from dna_hub.naming import namespace_for
@@ -183,6 +186,17 @@ async def storms_of_size(
             f"({result['loop_stall_on_cpu_max_ms']:.1f} ms on CPU), "
             f"{result['requests_per_spawn']:.1f} requests/spawn"
         )
+    if census and "dna" in methods:
+        # What a full collection walks in the middle of a DnaSpawner storm: a separate storm
+        # of new users, because counting costs the loop time.
+        names = [unique(f"c{n}-") for _ in range(n)]
+        log(f"storm: {n} users, dna, heap census (not measured)")
+        result = await run_storm(
+            c, "dna", names, workdir, timeout=timeout, old_root=old_root,
+            old_concurrency=old_concurrency, log_dir=log_dir or workdir, census=True,
+        )  # fmt: skip
+        await delete_pods(core, {namespace_for(u) for u in names})
+        out["census"] = {"users": n, "passes": result["census"], "heap_after": result["heap_after"]}
     if "dna" in out and "stock" in out:
         dna, stock = out["dna"], out["stock"]
         out["overhead"] = {
