@@ -79,6 +79,22 @@ def admin_kube(admin_api: ApiClient) -> KubeApi:
     return KubeApi(admin_api, request_timeout=10)
 
 
+def resume_on_namespace_watch(
+    standins_kube: Any, profile: str
+) -> Callable[[Kind, str | None, str | None], Awaitable[None]]:
+    """A HookedKubeApi hook: resumes the paused controller stand-in for ``profile`` when
+    dna_hub starts to watch namespaces, so the watch path is taken whatever the timing."""
+
+    async def resume(kind: Kind, namespace: str | None, selector: str | None) -> None:
+        if kind.plural == "namespaces":
+            await standins_kube.patch(
+                f"/apis/kubeflow.org/v1/profiles/{profile}",
+                {"metadata": {"annotations": {PAUSED_ANNOTATION: None}}},
+            )
+
+    return resume
+
+
 async def assert_provisioned(admin: KubeApi, rendered: RenderedProfile) -> None:
     namespace = rendered.profile["metadata"]["name"]
     owner = rendered.profile["spec"]["owner"]["name"]
@@ -435,12 +451,7 @@ async def test_a_failing_watch_is_listed_again(
     rendered = rendered_for(unique_name("watchfail"), template_dir=tmp_path)
     name = rendered.profile["metadata"]["name"]
 
-    async def resume_controller(kind: Kind, namespace: str | None, selector: str | None) -> None:
-        if kind.plural == "namespaces":
-            await standins_kube.patch(
-                f"/apis/kubeflow.org/v1/profiles/{name}",
-                {"metadata": {"annotations": {PAUSED_ANNOTATION: None}}},
-            )
+    resume_controller = resume_on_namespace_watch(standins_kube, name)
 
     kube = HookedKubeApi(
         faulty_kube.api_client,
@@ -699,12 +710,7 @@ async def test_a_gone_resource_version_is_listed_again(
     rendered = rendered_for(unique_name("gone"), template_dir=tmp_path)
     name = rendered.profile["metadata"]["name"]
 
-    async def resume_controller(kind: Kind, namespace: str | None, selector: str | None) -> None:
-        if kind.plural == "namespaces":
-            await standins_kube.patch(
-                f"/apis/kubeflow.org/v1/profiles/{name}",
-                {"metadata": {"annotations": {PAUSED_ANNOTATION: None}}},
-            )
+    resume_controller = resume_on_namespace_watch(standins_kube, name)
 
     kube = GoneOnFirstNamespaceWatch(
         faulty_kube.api_client,

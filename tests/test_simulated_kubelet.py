@@ -31,7 +31,7 @@ from tests.support.standins.simulated_pods import (
     PodCidrPool,
     SimulatedPodWorker,
 )
-from tests.support.standins_fixtures import StandIns, start_standins
+from tests.support.standins_fixtures import StandIns, running_standins, start_standins
 from tests.test_standins import eventually
 
 NODE = "standin-none"
@@ -137,18 +137,12 @@ def test_cli_selects_the_runtime() -> None:
 def simulated_standins(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[StandIns]:
-    try:
-        running = start_standins(
-            control_plane.admin_kubeconfig,
-            tmp_path_factory.mktemp("standins-none"),
-            *standin_args(NODE),
-        )
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
+    with running_standins(
+        control_plane.admin_kubeconfig,
+        tmp_path_factory.mktemp("standins-none"),
+        *standin_args(NODE),
+    ) as running:
         yield running
-    finally:
-        running.stop()
 
 
 async def _namespace(kube: Kube, name: str) -> None:

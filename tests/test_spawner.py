@@ -32,6 +32,7 @@ from dna_hub.errors import ConfigurationError, OwnershipConflict
 from dna_hub.naming import namespace_for
 from tests.support.controlplane import ControlPlane
 from tests.support.faultproxy import FaultProxy
+from tests.support.hub_user import HubUser
 from tests.support.standins import Kube
 from tests.support.standins_fixtures import StandIns
 from tests.test_kubespawner_standins import fake_hub_api  # noqa: F401 - a fixture
@@ -39,13 +40,6 @@ from tests.test_provisioning import profile_template_with
 from tests.test_standins import eventually
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.slow]
-
-
-class HubUser(SimpleNamespace):
-    """The attributes of jupyterhub.user.User a spawner uses."""
-
-    async def get_auth_state(self) -> dict[str, Any]:
-        return self.auth_state
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -43,6 +43,7 @@ from dna_hub.naming import namespace_for
 from tests.benchmarks import oldmethod
 from tests.benchmarks.harness import LoopLagProbe, summary
 from tests.benchmarks.stalls import StallAttribution
+from tests.support.hub_user import HubUser
 
 #: The pod every method starts (the kubelet stand-in runs nothing; the spec is real).
 COMMON = {
@@ -54,13 +55,6 @@ COMMON = {
     "enable_user_namespaces": True,
     "service_account": "default-editor",
 }
-
-
-class HubUser(SimpleNamespace):
-    """The attributes of jupyterhub.user.User a spawner uses."""
-
-    async def get_auth_state(self) -> dict[str, Any]:
-        return self.auth_state
 
 
 def make_spawner(method: str, username: str, hub_namespace: str) -> KubeSpawner:

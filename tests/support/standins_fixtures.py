@@ -171,9 +171,16 @@ def standins(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[StandIns]:
     """The session's stand-ins: profile controller, PodDefault webhook, scheduler+kubelet."""
-    state_dir = tmp_path_factory.mktemp("standins")
+    with running_standins(control_plane.admin_kubeconfig, tmp_path_factory.mktemp("standins")) as s:
+        yield s
+
+
+@contextlib.contextmanager
+def running_standins(kubeconfig: Path, state_dir: Path, *args: str) -> Iterator[StandIns]:
+    """A stand-ins process for a fixture (``args`` as :func:`start_standins` takes them):
+    a start failure fails the test with its reason; stopped afterwards."""
     try:
-        running = start_standins(control_plane.admin_kubeconfig, state_dir)
+        running = start_standins(kubeconfig, state_dir, *args)
     except RuntimeError as exc:
         pytest.fail(str(exc), pytrace=False)
     try:

@@ -360,14 +360,20 @@ class PodWorker:
             self.kubelet.ips.release(self.ip)
             self.kubelet.workers.pop(self.uid, None)
 
-    async def _run(self) -> None:
-        phase = (self.pod.get("status") or {}).get("phase")
-        if phase in ("Succeeded", "Failed"):
+    async def _ended_before_start(self) -> bool:
+        """A pod found Succeeded/Failed (kept until deleted) or being deleted (deletion
+        completed): True when there is nothing to start."""
+        if (self.pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             await self._wait_for_deletion()
             await self._finish_deletion()
-            return
+            return True
         if self.deleting():
             await self._finish_deletion()
+            return True
+        return False
+
+    async def _run(self) -> None:
+        if await self._ended_before_start():
             return
         preferred = (self.pod.get("status") or {}).get("podIP")
         containers = self.pod.get("spec", {}).get("containers") or [{}]

@@ -114,14 +114,9 @@ class SimulatedPodWorker(PodWorker):
     """
 
     async def _run(self) -> None:
+        if await self._ended_before_start():
+            return
         status = self.pod.get("status") or {}
-        if status.get("phase") in ("Succeeded", "Failed"):
-            await self._wait_for_deletion()
-            await self._finish_deletion()
-            return
-        if self.deleting():
-            await self._finish_deletion()
-            return
         try:
             self.ip = self.kubelet.ips.allocate(status.get("podIP"))
         except RuntimeError as exc:  # the kubelet's FailedCreatePodSandBox
