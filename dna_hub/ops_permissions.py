@@ -12,7 +12,7 @@ remove a Profile it left pending after losing a race to someone else's namespace
 
 from __future__ import annotations
 
-from .permissions import Permission, _grant
+from .permissions import KALE_ROLE_GRANTS, Permission, _grant
 
 #: Namespaced kinds the shipped templates render: applied, and pruned when dropped.
 _TEMPLATE_RESOURCES = (
@@ -45,16 +45,5 @@ SYNC_PERMISSIONS: tuple[Permission, ...] = tuple(
             "sync applies template objects, lists and prunes the dropped ones",
         )
     ]
-    + _grant(
-        "argoproj.io",
-        "workflows",
-        "get list watch",
-        "held to grant them in the Kale Role (RBAC escalation prevention)",
-    )
-    + _grant(
-        "argoproj.io",
-        "workflowtaskresults",
-        "create patch",
-        "held to grant them in the Kale Role (RBAC escalation prevention)",
-    )
+    + KALE_ROLE_GRANTS
 )

@@ -42,6 +42,20 @@ def _grant(
     return [Permission(group, resource, verb, why, optional) for verb in verbs.split()]
 
 
+#: What the Kale Role of the profile templates grants: whoever applies that Role must hold it.
+KALE_ROLE_GRANTS: list[Permission] = _grant(
+    "argoproj.io",
+    "workflows",
+    "get list watch",
+    "held to grant them in the Kale Role (RBAC escalation prevention)",
+) + _grant(
+    "argoproj.io",
+    "workflowtaskresults",
+    "create patch",
+    "held to grant them in the Kale Role (RBAC escalation prevention)",
+)
+
+
 HUB_PERMISSIONS: tuple[Permission, ...] = tuple(
     _grant("", "pods", "get list watch create delete", "KubeSpawner runs notebook pods")
     + _grant("", "events", "list watch", "KubeSpawner shows pod events as spawn progress")
@@ -85,12 +99,7 @@ HUB_PERMISSIONS: tuple[Permission, ...] = tuple(
         "profile template: Kale RoleBinding",
     )
     + _grant("networking.istio.io", "envoyfilters", "create patch", "legacy EnvoyFilter template")
-    + _grant(
-        "argoproj.io",
-        "workflows",
-        "get list watch",
-        "held to grant them in the Kale Role (RBAC escalation prevention)",
-    )
+    + KALE_ROLE_GRANTS
     + _grant(
         "kubeflow.org",
         "profiles",
@@ -102,12 +111,6 @@ HUB_PERMISSIONS: tuple[Permission, ...] = tuple(
         "secrets",
         "create",
         "DnaSpawner: each server's API token Secret (owned by its pod), never read back",
-    )
-    + _grant(
-        "argoproj.io",
-        "workflowtaskresults",
-        "create patch",
-        "held to grant them in the Kale Role (RBAC escalation prevention)",
     )
     + _grant(
         "rbac.authorization.k8s.io",

@@ -36,6 +36,35 @@ def accounts(**extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return result
 
 
+def person(login: str, **claims: Any) -> dict[str, Any]:
+    """A verified account's claims, ``login@example.com``, in data-science; ``claims`` override."""
+    return {
+        "preferred_username": login,
+        "email": f"{login}@example.com",
+        "email_verified": True,
+        "groups": ["data-science"],
+        **claims,
+    }
+
+
+async def first_login(
+    oidc_provider_factory: Any, hub_factory: Any, login: str, claims: dict[str, Any], **hub: Any
+) -> tuple[HubProcess, Any]:
+    """A hub whose provider also has ``login`` with ``claims``, and that login's last page."""
+    provider = oidc_provider_factory(accounts=accounts(**{login: claims}))
+    started = await hub_factory(provider, **hub)
+    async with browser() as http:
+        return started, await started.login(http, login)
+
+
+async def api_token_headers(hub: HubProcess, name: str) -> dict[str, str]:
+    """Headers that authenticate with a new API token of ``name`` (minted by the admin)."""
+    async with hub.api() as api:
+        minted = await api.post(f"/users/{name}/tokens", json={"note": "cli"})
+    assert minted.status_code == 201, minted.text
+    return {"Authorization": f"token {minted.json()['token']}"}
+
+
 async def patch_auth_state(hub: HubProcess, name: str, auth_state: dict) -> None:
     async with hub.api() as api:
         response = await api.patch(f"/users/{name}", json={"auth_state": auth_state})
@@ -165,16 +194,8 @@ async def test_non_bearer_token_type_is_refused(oidc_provider_factory, hub_facto
 
 async def test_groups_claim_must_be_a_list(oidc_provider_factory, hub_factory):
     # A bare string equal to the admin group: before the fix, an admin.
-    stringy = {
-        "preferred_username": "stringy",
-        "email": "stringy@example.com",
-        "email_verified": True,
-        "groups": "hub-admins",
-    }
-    provider = oidc_provider_factory(accounts=accounts(stringy=stringy))
-    hub = await hub_factory(provider)
-    async with browser() as http:
-        page = await hub.login(http, "stringy")
+    stringy = person("stringy", groups="hub-admins")
+    hub, page = await first_login(oidc_provider_factory, hub_factory, "stringy", stringy)
     assert page.status_code == 403, page.text
     assert "sent the &#39;groups&#39; claim as a single string" in page.text
     assert await hub.user_model("stringy") is None
@@ -182,16 +203,11 @@ async def test_groups_claim_must_be_a_list(oidc_provider_factory, hub_factory):
 
 
 async def test_single_string_groups_when_allowed(oidc_provider_factory, hub_factory):
-    single = {
-        "preferred_username": "single",
-        "email": "single@example.com",
-        "email_verified": True,
-        "groups": "data-science",
-    }
-    provider = oidc_provider_factory(accounts=accounts(single=single))
-    hub = await hub_factory(provider, authenticator={"allow_single_string_groups": True})
-    async with browser() as http:
-        page = await hub.login(http, "single")
+    single = person("single", groups="data-science")
+    hub, page = await first_login(
+        oidc_provider_factory, hub_factory, "single", single,
+        authenticator={"allow_single_string_groups": True},
+    )  # fmt: skip
     assert page.status_code == 200, page.text
     model = await hub.user_model("single")
     assert model is not None and model["groups"] == ["data-science"]
@@ -216,16 +232,8 @@ async def test_short_rsa_signing_key_is_refused(oidc_provider_factory, hub_facto
 async def test_kubeflow_identity_with_control_characters_is_refused(
     oidc_provider_factory, hub_factory
 ):
-    newline = {
-        "preferred_username": "newline",
-        "email": "newline@example.com\nx-evil: 1",
-        "email_verified": True,
-        "groups": ["data-science"],
-    }
-    provider = oidc_provider_factory(accounts=accounts(newline=newline))
-    hub = await hub_factory(provider)
-    async with browser() as http:
-        page = await hub.login(http, "newline")
+    newline = person("newline", email="newline@example.com\nx-evil: 1")
+    hub, page = await first_login(oidc_provider_factory, hub_factory, "newline", newline)
     assert page.status_code == 403, page.text
     assert "The Kubeflow identity from the &#39;email&#39; claim contains" in page.text
     assert "U+000A" in page.text
@@ -356,10 +364,7 @@ async def test_spawn_rechecks_and_failed_recheck_is_strict(oidc_provider_factory
         assert (await hub.login(http, "carol")).status_code == 200
     async with browser() as http:
         assert (await hub.login(http, "alice")).status_code == 200
-    async with hub.api() as api:
-        minted = await api.post("/users/alice/tokens", json={"note": "cli"})
-        assert minted.status_code == 201, minted.text
-    as_alice = {"Authorization": f"token {minted.json()['token']}"}
+    as_alice = await api_token_headers(hub, "alice")
 
     claims = copy.deepcopy(DEMO_ACCOUNTS["carol"]["claims"])
     claims["groups"] = []
@@ -422,10 +427,7 @@ async def test_rules_hold_for_refreshed_tokens(oidc_provider_factory, hub_factor
     hub = await hub_factory(provider, authenticator={"auth_refresh_age": 1})
     async with browser() as http:
         assert (await hub.login(http, "alice")).status_code == 200
-    async with hub.api() as api:
-        minted = await api.post("/users/alice/tokens", json={"note": "cli"})
-        assert minted.status_code == 201, minted.text
-    as_alice = {"Authorization": f"token {minted.json()['token']}"}
+    as_alice = await api_token_headers(hub, "alice")
     claims = copy.deepcopy(DEMO_ACCOUNTS["alice"]["claims"])
     if rule == "groups":
         claims["groups"] = "hub-admins"

@@ -30,7 +30,7 @@ import pytest_asyncio
 from tests.support.controlplane import ControlPlane
 from tests.support.demo import DNA_SPAWNER_CONFIG
 from tests.support.jupyter_kernel import Kernel
-from tests.support.kfp_standin import KfpStandIn, KubeAuth
+from tests.support.kfp_standin import KfpStandIn, KubeAuth, security_contexts
 from tests.support.notebook_containers import container_spawner_config
 from tests.support.oidc_fixtures import HubProcess, OIDCProvider, start_hub
 from tests.support.podman_fixtures import POD_ON_CONTAINERS, PodNetwork
@@ -47,7 +47,18 @@ TEST_CONFIG = """
 c.JupyterHub.load_roles[0]["scopes"].append("tokens")
 """
 
-KERNEL_PROBE = """
+#: In the notebook: the HTTP status a KFP client call ends with (200, or the error's).
+STATUS_OF = """
+def status_of(call):
+    try:
+        call()
+        return 200
+    except Exception as exc:
+        return getattr(exc, "status", repr(exc))
+"""
+
+KERNEL_PROBE = (
+    """
 import json, os, warnings
 warnings.simplefilter("ignore")
 import kfp
@@ -86,19 +97,16 @@ run = client.create_run_from_pipeline_func(
 )
 r["run_id"] = run.run_id
 
-def status_of(call):
-    try:
-        call()
-        return 200
-    except Exception as exc:
-        return getattr(exc, "status", repr(exc))
-
+"""
+    + STATUS_OF
+    + """
 r["bob"] = status_of(lambda: client.list_experiments(namespace="kubeflow-bob"))
 r["other_audience"] = status_of(
     lambda: kfp.Client(existing_token=OTHER_AUDIENCE_TOKEN).list_experiments(
         namespace="kubeflow-alice"))
 print("E2E-REPORT " + json.dumps(r))
 """
+)
 
 KALE = """
 import subprocess, sys
@@ -112,24 +120,22 @@ print(done.stdout[-3000:], done.stderr[-3000:])
 """
 
 
-VARIANT = """
+VARIANT = (
+    """
 import json, os, warnings
 warnings.simplefilter("ignore")
 import kfp
 
-def status_of(call):
-    try:
-        call()
-        return 200
-    except Exception as exc:
-        return getattr(exc, "status", repr(exc))
-
+"""
+    + STATUS_OF
+    + """
 client = kfp.Client()
 r = {"token_mounted": os.path.exists("/var/run/secrets/kubeflow/pipelines/token"),
      "list": status_of(lambda: client.list_experiments(namespace="kubeflow-alice")),
      "create": status_of(lambda: client.create_experiment("variant", namespace="kubeflow-alice"))}
 print("VARIANT-REPORT " + json.dumps(r), flush=True)
 """
+)
 
 
 async def _variant(
@@ -247,18 +253,6 @@ def _report(output: str, marker: str) -> Any:
     raise AssertionError(f"no {marker} line in:\n{output}")
 
 
-def _security_contexts(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in {"securityContext", "security_context"} and isinstance(value, dict):
-                yield value
-            else:
-                yield from _security_contexts(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _security_contexts(item)
-
-
 async def test_alice_notebook_container_kfp_and_kale(
     container_hub: HubProcess,
     kfp_on_pod_network: KfpStandIn,
@@ -318,7 +312,7 @@ async def test_alice_notebook_container_kfp_and_kale(
     assert "KALE-EXIT 0" in out, out
     assert any(r.path.endswith("/pipelines/upload") for r in kfp.requests)
     [kale_run] = [run for rid, run in kfp.store.runs.items() if rid not in runs_before]
-    contexts = list(_security_contexts(kale_run))
+    contexts = list(security_contexts(kale_run))
     assert contexts, kale_run
     for context in contexts:
         assert context["runAsNonRoot"] is True and int(context["runAsUser"]) != 0, context

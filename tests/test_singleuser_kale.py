@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 import yaml
 
 from dna_hub.notebook_env import NotebookEnvSettings, notebook_environment
-from tests.support.kfp_standin import KfpStandIn
+from tests.support.kfp_standin import KfpStandIn, security_contexts
 from tests.support.singleuser_fixtures import KALE_CONFIG, NotebookPod
 
 pytestmark = pytest.mark.slow
@@ -53,18 +52,6 @@ def _kale(pod: NotebookPod, notebook: Path, env: dict[str, str], *extra: str) ->
     package = notebook.parent / ".kale" / "dna-hub-sample.pipeline.yaml"
     assert package.is_file(), f"Kale wrote no pipeline package at {package}"
     return package
-
-
-def _security_contexts(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in {"securityContext", "security_context"} and isinstance(value, dict):
-                yield value
-            else:
-                yield from _security_contexts(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _security_contexts(item)
 
 
 def _assert_non_root(context: dict[str, Any], uid: int, gid: int) -> None:
@@ -122,7 +109,7 @@ def test_kale_client_uploads_and_runs_with_the_token(
     assert ("POST", "/apis/v2beta1/runs") in calls
     # The submitted run still carries the non-root security context of every step.
     [run] = kfp_standin.store.runs.values()
-    contexts = list(_security_contexts(run))
+    contexts = list(security_contexts(run))
     assert len(contexts) == len(SAMPLE_STEPS), run
     for context in contexts:
         _assert_non_root(context, 8737, 8737)

@@ -39,6 +39,7 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from tests.support import tcp_pipe
 from tests.support.chart import (
     ChartApplied,
     RenderedChart,
@@ -59,7 +60,8 @@ from tests.support.oidc_fixtures import (
     OIDCProvider,
     chp_command,
 )
-from tests.support.service_lb import ServiceLoadBalancer, start_tcp_forwarder
+from tests.support.service_lb import ServiceLoadBalancer
+from tests.support.tcp_pipe import start_tcp_forwarder
 
 PROXY_PORT = 8000  # the chart's proxy container port ("http")
 
@@ -68,8 +70,23 @@ class ChartHubNotReady(RuntimeError):
     pass
 
 
+class _DeployedHub:
+    """What both ways of running the chart's hub share: its timings and callback URL."""
+
+    url: str
+    timings: dict[str, float]
+    started: float
+
+    def mark(self, step: str) -> None:
+        self.timings[step] = time.monotonic() - self.started
+
+    @property
+    def callback_url(self) -> str:
+        return f"{self.url}/hub/oauth_callback"
+
+
 @dataclass
-class ChartHub:
+class ChartHub(_DeployedHub):
     url: str  # the proxy, as a browser reaches it
     provider: OIDCProvider
     client: OIDCClient
@@ -81,13 +98,6 @@ class ChartHub:
     #: seconds from the start of rendering to each step
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
-
-    def mark(self, step: str) -> None:
-        self.timings[step] = time.monotonic() - self.started
-
-    @property
-    def callback_url(self) -> str:
-        return f"{self.url}/hub/oauth_callback"
 
     def logs(self) -> str:
         return "\n".join(f"--- {name} ---\n{pod.log()[-6000:]}" for name, pod in self.pods.items())
@@ -136,20 +146,8 @@ async def deploy_chart_hub(
     addresses = pod_addresses(["hub", "proxy"])
     url = f"http://{addresses['proxy']}:{PROXY_PORT}"
     client = await provider.register_client([f"{url}/hub/oauth_callback"], [f"{url}/hub/login"])
-    rendered = render_chart(site_overlay(provider, client, url), *extra_overlays)
-    validate_objects(rendered)
-    applied = await apply_chart(admin_api, rendered)
-    await apply_object(
-        admin_api,
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {
-                "name": "dna-hub-oidc",
-                "namespace": rendered.get("Secret", "hub")["metadata"]["namespace"],
-            },
-            "stringData": {"client-secret": client.client_secret},
-        },
+    rendered, applied = await deploy_chart(
+        admin_api, client, site_overlay(provider, client, url), *extra_overlays
     )
     hub = ChartHub(url, provider, client, rendered, applied, started=started)
     hub.mark("rendered, validated, applied")
@@ -229,34 +227,44 @@ async def _wait_ready(hub: ChartHub, timeout: float) -> None:
 
 #: The hub pod's loopback sidecar (test-only, see :func:`pods_overlay`): forwards
 #: 127.0.0.1:PORT in the pod to GATEWAY:PORT, where this machine's OIDC provider is reached.
-LOOPBACK_SIDECAR = """
-import asyncio, sys
+#: The script is tests/support/tcp_pipe.py (the host's forwarders' own code) and a main.
+LOOPBACK_SIDECAR = (
+    Path(tcp_pipe.__file__).read_text()
+    + """
+import sys
+
 port, host = int(sys.argv[1]), sys.argv[2]
 
-async def pipe(reader, writer):
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except OSError:
-        pass
-    finally:
-        writer.close()
-
-async def handle(reader, writer):
-    try:
-        up = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
-    except (OSError, asyncio.TimeoutError):
-        writer.close()
-        return
-    await asyncio.gather(pipe(reader, up[1]), pipe(up[0], writer))
 
 async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    server = await start_tcp_forwarder(("127.0.0.1", port), (host, port))
     await server.serve_forever()
+
 
 asyncio.run(main())
 """
+)
+
+
+async def deploy_chart(
+    admin_api: ApiClient, client: OIDCClient, *overlays: dict[str, Any]
+) -> tuple[RenderedChart, ChartApplied]:
+    """Render the chart with ``overlays``, validate and apply it, and create the OIDC client
+    Secret its hub refers to (``dna-hub-oidc``, in the hub's namespace)."""
+    rendered = render_chart(*overlays)
+    validate_objects(rendered)
+    applied = await apply_chart(admin_api, rendered)
+    namespace = rendered.get("Secret", "hub")["metadata"]["namespace"]
+    await apply_object(
+        admin_api,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "dna-hub-oidc", "namespace": namespace},
+            "stringData": {"client-secret": client.client_secret},
+        },
+    )
+    return rendered, applied
 
 
 def _image(tag: str) -> dict[str, str]:
@@ -317,7 +325,7 @@ def pods_overlay(
 
 
 @dataclass
-class ChartPods:
+class ChartPods(_DeployedHub):
     """The chart served by its own Deployments' pods (the container kubelet runs them)."""
 
     url: str  # the proxy-public load balancer stand-in, as a browser reaches it
@@ -333,13 +341,6 @@ class ChartPods:
     pod_log: Callable[[str, str], str | None] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
-
-    def mark(self, step: str) -> None:
-        self.timings[step] = time.monotonic() - self.started
-
-    @property
-    def callback_url(self) -> str:
-        return f"{self.url}/hub/oauth_callback"
 
     async def pods(self, component: str) -> list[Any]:
         """The pods of the Deployment's current revision (not an earlier install's, which the
@@ -482,17 +483,8 @@ async def deploy_chart_pods(
             issuer_port=issuer_port,
             gateway=gateway,
         )
-        rendered = render_chart(site_overlay(provider, client, url), overlay, *extra_overlays)
-        validate_objects(rendered)
-        applied = await apply_chart(admin_api, rendered)
-        await apply_object(
-            admin_api,
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "dna-hub-oidc", "namespace": namespace},
-                "stringData": {"client-secret": client.client_secret},
-            },
+        rendered, applied = await deploy_chart(
+            admin_api, client, site_overlay(provider, client, url), overlay, *extra_overlays
         )
     except BaseException:
         balancer.close()

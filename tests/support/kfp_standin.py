@@ -55,6 +55,7 @@ import threading
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -533,3 +534,16 @@ def _handler_for(standin: KfpStandIn) -> type[BaseHTTPRequestHandler]:
             pass  # the recorded requests are the log
 
     return Handler
+
+
+def security_contexts(node: Any) -> Iterator[dict[str, Any]]:
+    """Every security context anywhere in a submitted run or pipeline (either spelling)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in {"securityContext", "security_context"} and isinstance(value, dict):
+                yield value
+            else:
+                yield from security_contexts(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from security_contexts(item)

@@ -84,21 +84,3 @@ class ServiceLoadBalancer:
             with contextlib.suppress(Exception):
                 self._server.close()
             self._server = None
-
-
-async def start_tcp_forwarder(listen: tuple[str, int], target: tuple[str, int]) -> asyncio.Server:
-    """A plain TCP forwarder (``listen`` → ``target``), bound with IP_FREEBIND."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_FREEBIND", 15), 1)
-    sock.bind(listen)
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(*target), 10)
-        except (OSError, TimeoutError):
-            writer.close()
-            return
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    return await asyncio.start_server(handle, sock=sock)

@@ -104,6 +104,7 @@ import shutil
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,7 @@ from tests.support.standins.containers import (
     verify_run_as_non_root,
     write_file,
 )
-from tests.support.tcp_pipe import pipe
+from tests.support.tcp_pipe import start_tcp_forwarder
 
 __all__ = ["ContainerConfigError", "Kubelet", "KubeletConfig"]
 
@@ -430,20 +431,29 @@ class PodWorker:
         exited = asyncio.create_task(self.process.wait())
         probe = asyncio.create_task(self._probe_readiness(port))
         try:
-            while True:
-                if self.deleting():
-                    await self._kill(grace=self._grace_period())
-                    return None
-                self.changed.clear()
-                changed = asyncio.create_task(self.changed.wait())
-                done, _ = await asyncio.wait({exited, changed}, return_when=asyncio.FIRST_COMPLETED)
-                changed.cancel()
-                if exited in done:
-                    return exited.result()
+            if not await self._exited_before_deletion(exited, self._kill):
+                return None
+            return exited.result()
         finally:
             probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await probe
+
+    async def _exited_before_deletion(
+        self, exited: asyncio.Task[Any], stop: Callable[..., Awaitable[None]]
+    ) -> bool:
+        """Wait until ``exited`` is done (True) or the pod is being deleted: then ``stop``
+        (``grace=`` its grace period) and False."""
+        while True:
+            if self.deleting():
+                await stop(grace=self._grace_period())
+                return False
+            self.changed.clear()
+            changed = asyncio.create_task(self.changed.wait())
+            done, _ = await asyncio.wait({exited, changed}, return_when=asyncio.FIRST_COMPLETED)
+            changed.cancel()
+            if exited in done:
+                return True
 
     def _grace_period(self) -> float:
         meta, spec = self.pod["metadata"], self.pod.get("spec", {})
@@ -1091,19 +1101,12 @@ class ContainerPodWorker(PodWorker):
         )
         probe = asyncio.create_task(self._probe_ports(ports))
         try:
-            while True:
-                if self.deleting():
-                    await self._remove_pod(grace=self._grace_period())
-                    return None
-                self.changed.clear()
-                changed = asyncio.create_task(self.changed.wait())
-                done, _ = await asyncio.wait({exited, changed}, return_when=asyncio.FIRST_COMPLETED)
-                changed.cancel()
-                if exited in done:
-                    try:
-                        return int(exited.result().strip().splitlines()[-1])
-                    except (PodmanError, ValueError, IndexError):
-                        return 137
+            if not await self._exited_before_deletion(exited, self._remove_pod):
+                return None
+            try:
+                return int(exited.result().strip().splitlines()[-1])
+            except (PodmanError, ValueError, IndexError):
+                return 137
         finally:
             for task in (probe, exited):
                 task.cancel()
@@ -1687,20 +1690,7 @@ async def start_forwarder(host: str, port: int, target: tuple[str, int]) -> asyn
 
     Bound with IP_FREEBIND: the bridge's gateway address exists only once a pod is up.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_FREEBIND", 15), 1)
-    sock.bind((host, port))
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(*target), 10)
-        except (OSError, TimeoutError):
-            writer.close()
-            return
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    return await asyncio.start_server(handle, sock=sock)
+    return await start_tcp_forwarder((host, port), target)
 
 
 class ClusterNetworking:
