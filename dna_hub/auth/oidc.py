@@ -40,24 +40,29 @@ from tornado import web
 from tornado.httpclient import HTTPClientError
 from traitlets import Bool, Float, List, Unicode, default, validate
 
-from . import (
+from dna_hub.auth import (
     AUTH_STATE_BINDING,
     AUTH_STATE_CLAIMS,
     AUTH_STATE_EXPIRES_AT,
     AUTH_STATE_GROUPS,
     AUTH_STATE_KUBEFLOW_USERID,
 )
-from . import claims as claim_rules
-from .discovery import DiscoveryCache, DiscoveryError, ProviderMetadata, check_endpoint_url
-from .handlers import (
+from dna_hub.auth import claims as claim_rules
+from dna_hub.auth.discovery import (
+    DiscoveryCache,
+    DiscoveryError,
+    ProviderMetadata,
+    check_endpoint_url,
+)
+from dna_hub.auth.handlers import (
     DnaOIDCCallbackHandler,
     DnaOIDCLoginHandler,
     DnaOIDCLogoutHandler,
     LoginFailed,
     LoginRejected,
 )
-from .revocation import revoke_access
-from .tokens import (
+from dna_hub.auth.revocation import revoke_access
+from dna_hub.auth.tokens import (
     DEFAULT_ALGORITHMS,
     IdTokenVerifier,
     JWKSCache,

@@ -55,10 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument(
         "--timeout", type=float, default=10.0, help="seconds allowed for each check (default 10)"
     )
-    from . import sync as sync_cli
+    from dna_hub.cli import sync as sync_cli
 
     sync_cli.add_parser(commands)
-    from . import gc as gc_cli
+    from dna_hub.cli import gc as gc_cli
 
     gc_cli.add_parser(commands)
     return parser
@@ -80,19 +80,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "render":
-        from .render import run_render
+        from dna_hub.cli.render import run_render
 
         return run_render(args)
     if args.command == "doctor":
-        from .doctor import run_doctor
+        from dna_hub.cli.doctor import run_doctor
 
         return run_doctor(args)
     if args.command == "sync":
-        from .sync import run_sync
+        from dna_hub.cli.sync import run_sync
 
         return run_sync(args)
     if args.command == "gc":
-        from .gc import run_gc
+        from dna_hub.cli.gc import run_gc
 
         return run_gc(args)
     raise AssertionError(args.command)  # pragma: no cover - argparse enforces the choice

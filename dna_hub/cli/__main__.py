@@ -1,5 +1,5 @@
 import sys
 
-from . import main
+from dna_hub.cli import main
 
 sys.exit(main())

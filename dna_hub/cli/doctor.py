@@ -21,10 +21,10 @@ from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client import ApiClient, AuthorizationV1Api, Configuration
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from ..k8s.retry import describe
-from ..permissions import HUB_PERMISSIONS, REQUIRED_KINDS
-from .guard_check import check_guards
-from .render import load_hub_config
+from dna_hub.cli.guard_check import check_guards
+from dna_hub.cli.render import load_hub_config
+from dna_hub.k8s.retry import describe
+from dna_hub.policy.permissions import HUB_PERMISSIONS, REQUIRED_KINDS
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Check:
 
 
 def spawner_setting(config: Any, name: str) -> Any:
-    from ..spawner import DnaSpawner
+    from dna_hub.hub.spawner import DnaSpawner
 
     section = config.get("DnaSpawner", {})
     if name in section:
@@ -222,7 +222,7 @@ async def run_checks(args: argparse.Namespace) -> list[Check]:
 
 
 def _hub_namespace(config: Any) -> str:
-    from ..spawner import _hub_namespace_default
+    from dna_hub.hub.spawner import _hub_namespace_default
 
     return config.get("DnaSpawner", {}).get("hub_namespace") or _hub_namespace_default()
 

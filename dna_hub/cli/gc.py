@@ -16,11 +16,11 @@ from typing import Any, TextIO
 from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from ..k8s.api import KubeApi
-from ..k8s.retry import describe
-from ..managed import hub_username, orphaned_at, parse_age, timestamp
-from ..offboarding import find_orphans, gc_delete
-from .doctor import load_client
+from dna_hub.cli.doctor import load_client
+from dna_hub.k8s.api import KubeApi
+from dna_hub.k8s.retry import describe
+from dna_hub.profiles.managed import hub_username, orphaned_at, parse_age, timestamp
+from dna_hub.profiles.offboarding import find_orphans, gc_delete
 
 
 def add_parser(commands: Any) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from ..k8s.retry import describe
+from dna_hub.k8s.retry import describe
 
 #: The group/version that serves ValidatingAdmissionPolicy from Kubernetes 1.30.
 ADMISSION_API = "/apis/admissionregistration.k8s.io/v1"

@@ -20,11 +20,11 @@ import yaml
 from traitlets import TraitError
 from traitlets.config import Config, PyFileConfigLoader
 
-from .. import spawner_teams
-from ..errors import ConfigurationError, ProvisioningError
-from ..provisioning import DIGEST_ANNOTATION, with_digest
-from ..rendering import default_template_dir
-from ..teams import contributor_objects
+from dna_hub.errors import ConfigurationError, ProvisioningError
+from dna_hub.hub import team_choice
+from dna_hub.policy.rendering import default_template_dir
+from dna_hub.policy.teams import contributor_objects
+from dna_hub.profiles.provisioning import DIGEST_ANNOTATION, with_digest
 
 #: Where the pod manifest would carry per-spawn secrets, a placeholder is printed instead.
 PLACEHOLDER = "<generated at spawn>"
@@ -79,7 +79,7 @@ def _no_kubernetes_credentials():
 async def render_objects(
     config: Config, user: str, owner: str | None, groups: list[str], with_pod: bool
 ) -> list[dict[str, Any]]:
-    from ..spawner import DnaSpawner
+    from dna_hub.hub.spawner import DnaSpawner
 
     hub = SimpleNamespace(
         api_url="http://hub:8081/hub/api",
@@ -102,7 +102,7 @@ async def render_objects(
         raise ConfigurationError("invalid DnaSpawner configuration", str(e)) from e
     spawner.user.auth_state[spawner.team_groups_auth_state_key] = list(groups)
     spawner._apply_namespace_policy(strict=True)
-    spawner_teams.check_personal_namespace(spawner)
+    team_choice.check_personal_namespace(spawner)
     if owner is None:
         try:
             owner = await spawner.profile_owner()
@@ -145,12 +145,12 @@ def _with_template_path(error: ConfigurationError, spawner: Any) -> str:
 
 async def _team_objects(spawner: Any, owner: str) -> list[dict[str, Any]]:
     """Each team profile the groups give, then the user's contributor objects in them."""
-    plan = await spawner_teams.plan(spawner)
+    plan = await team_choice.plan(spawner)
     for group, reason in plan.refused:
         print(f"dna-hub render: team {group!r} refused: {reason}", file=sys.stderr)
     objects: list[dict[str, Any]] = []
     for team in plan.teams:
-        rendered = spawner_teams.render_team(spawner, team)
+        rendered = team_choice.render_team(spawner, team)
         objects += [with_digest(rendered.profile, rendered.digest), *rendered.namespaced]
     for contributor in sorted(plan.contributors(owner), key=lambda c: (c.namespace, c.name)):
         objects += contributor_objects(contributor, principals=spawner.team_contributor_principals)

@@ -20,13 +20,13 @@ from kubernetes_asyncio import config as kube_config
 from traitlets import TraitError
 from traitlets.config import Config
 
-from ..errors import ConfigurationError, ProvisioningError
-from ..k8s.api import KubeApi
-from ..naming import namespace_for
-from ..rendering import RenderedProfile
-from ..sync import ProfileSync, SyncResult
-from .doctor import load_client
-from .render import _no_kubernetes_credentials, _OfflineUser, load_hub_config
+from dna_hub.cli.doctor import load_client
+from dna_hub.cli.render import _no_kubernetes_credentials, _OfflineUser, load_hub_config
+from dna_hub.errors import ConfigurationError, ProvisioningError
+from dna_hub.k8s.api import KubeApi
+from dna_hub.policy.naming import namespace_for
+from dna_hub.policy.rendering import RenderedProfile
+from dna_hub.profiles.sync import ProfileSync, SyncResult
 
 _HUB = SimpleNamespace(
     api_url="http://hub:8081/hub/api", public_host="", url="http://hub:8081/hub/", base_url="/hub/"
@@ -79,7 +79,7 @@ def add_parser(commands: Any) -> None:
 
 def offline_spawner(config: Config, username: str, groups: Sequence[str] = ()) -> Any:
     """A DnaSpawner for ``username`` built from the hub's config, without a hub or cluster."""
-    from ..spawner import DnaSpawner
+    from dna_hub.hub.spawner import DnaSpawner
 
     try:
         # No Kubernetes client either: KubeSpawner caches one per event loop, and one made
@@ -103,14 +103,14 @@ def renderer(config: Config):
 
 def team_renderer(config: Config):
     """A team's profile by group, from the hub's DnaSpawner.team_profiles (the spawn's code)."""
-    from .. import spawner_teams
+    from dna_hub.hub import team_choice
 
     spawner = offline_spawner(config, "dna-hub-sync")
-    teams = spawner_teams.teams(spawner)
+    teams = team_choice.teams(spawner)
 
     def render_team(group: str) -> RenderedProfile | None:
         team = teams.get(group)
-        return spawner_teams.render_team(spawner, team) if team else None
+        return team_choice.render_team(spawner, team) if team else None
 
     return render_team
 

@@ -20,9 +20,9 @@ import aiohttp
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from .. import yaml_json
-from ..concurrency import LoopLimit
-from .retry import RetryPolicy, is_retryable, retrying
+from dna_hub.k8s.concurrency import LoopLimit
+from dna_hub.k8s.retry import RetryPolicy, is_retryable, retrying
+from dna_hub.policy import yaml_json
 
 __all__ = ["Kind", "KubeApi"]
 

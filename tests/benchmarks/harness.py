@@ -18,12 +18,12 @@ from typing import Any
 
 from kubernetes_asyncio.client import ApiClient, Configuration
 
+from devstack.controlplane import ControlPlane, start_control_plane
+from devstack.standins_process import StandIns, start_standins
 from dna_hub.k8s.api import NAMESPACE, PROFILE, SERVICE_ACCOUNT, KubeApi
-from dna_hub.naming import namespace_for
-from dna_hub.provisioning import DIGEST_ANNOTATION
-from dna_hub.rendering import ProfileContext, RenderedProfile, render_profile
-from tests.support.controlplane import ControlPlane, start_control_plane
-from tests.support.standins_fixtures import StandIns, start_standins
+from dna_hub.policy.naming import namespace_for
+from dna_hub.policy.rendering import ProfileContext, RenderedProfile, render_profile
+from dna_hub.profiles.provisioning import DIGEST_ANNOTATION
 
 #: KubeSpawner's default ``k8s_api_request_timeout``, which DnaSpawner passes to KubeApi.
 HUB_REQUEST_TIMEOUT = 3.0

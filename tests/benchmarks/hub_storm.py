@@ -39,7 +39,7 @@ from jupyterhub.objects import Server
 from kubespawner import KubeSpawner
 
 from dna_hub import DnaSpawner
-from dna_hub.naming import namespace_for
+from dna_hub.policy.naming import namespace_for
 from tests.benchmarks import oldmethod
 from tests.benchmarks.harness import LoopLagProbe, summary
 from tests.benchmarks.stalls import StallAttribution

@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from dna_hub.rendering import ProfileContext, render_profile
+from dna_hub.policy.rendering import ProfileContext, render_profile
 
 PLACEHOLDER_PROFILE = "kubeflow-oldplatform-placeholder"
 PLACEHOLDER_USER = "oldplatform-user-placeholder"

@@ -15,8 +15,8 @@ from kubernetes_asyncio.config import load_kube_config
 
 from dna_hub.errors import ProvisioningError
 from dna_hub.k8s.api import KubeApi
-from dna_hub.provisioning import ProfileProvisioner
-from dna_hub.rendering import RenderedProfile
+from dna_hub.policy.rendering import RenderedProfile
+from dna_hub.profiles.provisioning import ProfileProvisioner
 from tests.benchmarks import oldmethod
 from tests.benchmarks.harness import (
     HUB_REQUEST_TIMEOUT,

@@ -159,7 +159,7 @@ async def storms_of_size(
     census: bool = False,
     log: Any = print,
 ) -> dict[str, Any]:
-    from dna_hub.naming import namespace_for
+    from dna_hub.policy.naming import namespace_for
 
     core = CoreV1Api(c.admin_client)
     users = [unique(f"p{n}-") for _ in range(n)]

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.support.paths import CACHE_DIR, unavailable
+from devstack.paths import CACHE_DIR, unavailable
 
 CHECKOV_VERSION = "3.3.30"
 _COMPLETE_MARKER = ".dna-hub-complete"

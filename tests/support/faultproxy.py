@@ -313,7 +313,7 @@ class FaultProxy:
         self.stop()
 
     def _make_serving_cert(self) -> None:
-        from tests.support.controlplane import CertificateAuthority
+        from devstack.controlplane import CertificateAuthority
 
         ca = CertificateAuthority.create(self._dir, common_name="dna-hub-faultproxy-ca")
         self._serving = ca.issue(

@@ -1,6 +1,6 @@
 """Load the chart's own jupyterhub_config.py as the hub pod does, and report what it configures.
 
-Runs INSIDE the hub-image environment (tests/support/hub_image_env.py), in a private mount
+Runs INSIDE the hub-image environment (devstack/hub_image_env.py), in a private mount
 namespace where the rendered ConfigMap/Secret files are at /usr/local/etc/jupyterhub
 (tests/support/hub_runner.py): so it may import only what the hub image has (jupyterhub,
 traitlets, kubespawner, dna_hub), nothing from tests/.

@@ -1,4 +1,4 @@
-"""pytest plugin: the project's images, built from the real Dockerfiles (tests/support/images.py).
+"""pytest plugin: the project's images, built from the real Dockerfiles (devstack/images.py).
 
 Fixtures ``singleuser_image`` and ``hub_image`` (session) give a local tag, built on first
 use and cached in podman's storage until an input changes. The builds run in
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import images, paths
+from devstack import images, paths
 
 _FIXTURES = {"singleuser_image": "singleuser", "hub_image": "hub"}
 _built: dict[str, images.BuiltImage | Exception] = {}

@@ -2,7 +2,7 @@
 
 Fixtures:
 
-* ``control_plane`` (session): a running :class:`~tests.support.controlplane.ControlPlane`;
+* ``control_plane`` (session): a running :class:`~devstack.controlplane.ControlPlane`;
   ``KUBECONFIG`` points at the hub's kubeconfig for the whole session, because KubeSpawner
   loads the global kubernetes_asyncio configuration from it (once per process).
 * ``admin_api`` / ``hub_api``: kubernetes_asyncio ``ApiClient`` as cluster-admin / as the
@@ -26,8 +26,8 @@ import pytest_asyncio
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.config import kube_config
 
-from tests.support import paths
-from tests.support.controlplane import (
+from devstack import paths
+from devstack.controlplane import (
     BUILD_SCRIPT,
     ControlPlane,
     ControlPlaneError,

@@ -1,7 +1,8 @@
 """Test identities with chosen RBAC: a ServiceAccount bound to given rules, and its token.
 
-The per-permission proofs (tests/test_hub_rbac.py, tests/test_sync_rbac.py) run dna_hub as
-such an identity with one rule of a shipped ClusterRole removed at a time.
+The per-permission proofs (tests/integration/test_hub_rbac.py,
+tests/integration/test_sync_rbac.py) run dna_hub as such an identity with one rule of a
+shipped ClusterRole removed at a time.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient, CoreV1Api
 
-from dna_hub.permissions import Permission
+from dna_hub.policy.permissions import Permission
 
 
 def granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.kfp_standin import KfpStandIn
-from tests.support.paths import CACHE_DIR, REPO_ROOT, unavailable
+from devstack.kfp_standin import KfpStandIn
+from devstack.paths import CACHE_DIR, REPO_ROOT, unavailable
 
 SINGLEUSER_DIR = REPO_ROOT / "images" / "singleuser"
 LOCK_FILE = SINGLEUSER_DIR / "requirements.txt"

@@ -1,0 +1,458 @@
+"""The admission guards constrain the objects the hub writes (issue 18, item 1).
+
+ValidatingAdmissionPolicy needs Kubernetes >= 1.30; the test API server is 1.20, so the
+policies' CEL is evaluated here with cel-python (a CEL implementation from PyPI), the way
+the API server does: matchConditions select the request, variables are computed, every
+validation must be true (an evaluation error counts as a refusal: failurePolicy Fail).
+The one Kubernetes CEL library function the guard uses, ``substring``, is supplied with
+its Kubernetes semantics. Allowed objects are what dna_hub really renders (profile
+templates, the pod KubeSpawner would create, the API-token Secret); forbidden ones are what
+a compromised hub would write.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import celpy
+import pytest
+import yaml
+from celpy import celtypes
+
+from devstack.paths import REPO_ROOT
+from dna_hub.cli.render import render_objects
+from dna_hub.policy.rendering import ProfileContext, render_profile
+from dna_hub.profiles.api_token import api_token_secret_manifest
+
+HUB = "system:serviceaccount:jupyterhub:hub"
+NS = "kubeflow-alice"
+PROFILE_LABELS = {"app.kubernetes.io/part-of": "kubeflow-profile"}
+GUARD_FILES = ("hub-object-guard.yaml", "hub-namespace-guard.yaml")
+RESOURCES = {
+    "Pod": ("", "pods"),
+    "Secret": ("", "secrets"),
+    "Role": ("rbac.authorization.k8s.io", "roles"),
+    "RoleBinding": ("rbac.authorization.k8s.io", "rolebindings"),
+    "PodDefault": ("kubeflow.org", "poddefaults"),
+    "AuthorizationPolicy": ("security.istio.io", "authorizationpolicies"),
+    "Profile": ("kubeflow.org", "profiles"),
+    "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
+    "PersistentVolumeClaim": ("", "persistentvolumeclaims"),
+    "EnvoyFilter": ("networking.istio.io", "envoyfilters"),
+    "LimitRange": ("", "limitranges"),
+}
+
+
+def _substring(value: Any, start: Any, end: Any = None) -> celtypes.StringType:
+    return celtypes.StringType(str(value)[int(start) : None if end is None else int(end)])
+
+
+class Policy:
+    def __init__(self, spec: dict[str, Any], name: str) -> None:
+        self.name = name
+        self.spec = spec
+        env = celpy.Environment()
+
+        def compile_(expression: str) -> Callable[[dict[str, Any]], Any]:
+            program = env.program(env.compile(expression), functions={"substring": _substring})
+            return program.evaluate
+
+        self.rules = spec["matchConstraints"]["resourceRules"]
+        self.conditions = [compile_(c["expression"]) for c in spec.get("matchConditions", [])]
+        self.variables = [(v["name"], compile_(v["expression"])) for v in spec.get("variables", [])]
+        self.validations = [(compile_(v["expression"]), v["message"]) for v in spec["validations"]]
+
+    def matches(self, group: str, resource: str, operation: str) -> bool:
+        return any(
+            group in r["apiGroups"] and resource in r["resources"] and operation in r["operations"]
+            for r in self.rules
+        )
+
+
+def load_policies() -> list[Policy]:
+    policies = []
+    for file in GUARD_FILES:
+        for obj in yaml.safe_load_all((REPO_ROOT / "helm-values" / file).read_text()):
+            if obj and obj["kind"] == "ValidatingAdmissionPolicy":
+                policies.append(Policy(obj["spec"], obj["metadata"]["name"]))
+    return policies
+
+
+POLICIES = load_policies()
+
+
+def refusals(
+    obj: dict[str, Any] | None,
+    *,
+    operation: str = "CREATE",
+    old: dict[str, Any] | None = None,
+    namespace: str | None = NS,
+    namespace_labels: dict[str, str] | None = None,
+    user: str = HUB,
+) -> list[str]:
+    """The messages of every guard validation that refuses this request ([] = admitted)."""
+    subject = obj if obj is not None else old
+    assert subject is not None
+    group, resource = RESOURCES[subject["kind"]]
+    if subject["kind"] == "Profile":
+        namespace = None
+    labels = PROFILE_LABELS if namespace_labels is None and namespace == NS else namespace_labels
+    request = {
+        "operation": operation,
+        "namespace": namespace or "",
+        "name": subject["metadata"]["name"],
+        "userInfo": {"username": user},
+        "resource": {"group": group, "version": "v1", "resource": resource},
+    }
+    activation: dict[str, Any] = {
+        "object": celpy.json_to_cel(obj),
+        "oldObject": celpy.json_to_cel(old),
+        "request": celpy.json_to_cel(request),
+        "namespaceObject": celpy.json_to_cel(
+            {"metadata": {"name": namespace, "labels": labels or {}}} if namespace else None
+        ),
+    }
+    refused = []
+    for policy in POLICIES:
+        if not policy.matches(group, resource, operation):
+            continue
+        if not all(bool(condition(activation)) for condition in policy.conditions):
+            continue
+        variables = {}
+        for name, expression in policy.variables:
+            variables[name] = expression({**activation, "variables": celpy.json_to_cel({})})
+        activation["variables"] = celtypes.MapType(
+            {celtypes.StringType(k): v for k, v in variables.items()}
+        )
+        for validation, message in policy.validations:
+            result = validation(activation)
+            # an error refuses too (failurePolicy Fail), but a guard that only refuses by
+            # failing to evaluate would prove nothing: the tests require real verdicts
+            assert not isinstance(result, celpy.CELEvalError), (policy.name, message, result)
+            if not bool(result):
+                refused.append(f"{policy.name}: {message}")
+    return refused
+
+
+# --- what dna_hub really writes -------------------------------------------------------------
+
+
+def rendered(**kw: Any) -> dict[str, dict[str, Any]]:
+    context = ProfileContext(
+        username="alice",
+        namespace=NS,
+        owner="alice@example.com",
+        hub_namespace="jupyterhub",
+        legacy_envoy_filter=True,
+        legacy_ml_pipeline_policy=True,
+        **kw,
+    )
+    profile = render_profile(context)
+    return {
+        f"{o['kind']}/{o['metadata'].get('namespace', '')}/{o['metadata']['name']}": o
+        for o in profile.objects
+    }
+
+
+@pytest.fixture(scope="module")
+def objects() -> dict[str, dict[str, Any]]:
+    return rendered()
+
+
+@pytest.fixture(scope="module")
+async def pod() -> dict[str, Any]:
+    """The pod KubeSpawner creates for alice, after the PodDefault webhook's mutation."""
+    from traitlets.config import Config
+
+    *_, manifest = await render_objects(Config(), "alice", "alice@example.com", [], True)
+    manifest = copy.deepcopy(manifest)
+    manifest["spec"].setdefault("volumes", []).append(
+        {
+            "name": "volume-kf-pipeline-token",
+            "projected": {
+                "sources": [
+                    {
+                        "serviceAccountToken": {
+                            "path": "token",
+                            "expirationSeconds": 7200,
+                            "audience": "pipelines.kubeflow.org",
+                        }
+                    }
+                ]
+            },
+        }
+    )
+    return manifest
+
+
+def token_secret() -> dict[str, Any]:
+    secret = api_token_secret_manifest(
+        name="jupyter-alice-api-token-0a1b2c3d",
+        namespace=NS,
+        token="t0ken",
+        pod_name="jupyter-alice",
+        pod_uid="0000-1111",
+    )
+    # The API server turns stringData into data before admission.
+    secret["data"] = {"token": base64.b64encode(b"t0ken").decode()}
+    del secret["stringData"]
+    return secret
+
+
+def team_binding(role: str = "edit") -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": f"user-bob-example-com-clusterrole-{role}", "namespace": NS},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": f"kubeflow-{role}",
+        },
+        "subjects": [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob@example.com"}
+        ],
+    }
+
+
+def test_guard_policies_are_schema_valid() -> None:
+    import kubernetes_validate
+
+    names = set()
+    for file in GUARD_FILES:
+        docs = [o for o in yaml.safe_load_all((REPO_ROOT / "helm-values" / file).read_text()) if o]
+        for obj in docs:
+            kubernetes_validate.validate(obj, "1.30.0", strict=True)
+        policies = {o["metadata"]["name"] for o in docs if o["kind"] == "ValidatingAdmissionPolicy"}
+        bindings = {
+            o["spec"]["policyName"]
+            for o in docs
+            if o["kind"] == "ValidatingAdmissionPolicyBinding"
+            and o["spec"]["validationActions"] == ["Deny"]
+        }
+        assert policies == bindings, file
+        names |= policies
+    assert len(names) == 8
+
+
+async def test_everything_dna_hub_writes_is_admitted(
+    objects: dict[str, dict[str, Any]], pod: dict[str, Any]
+) -> None:
+    for key, obj in objects.items():
+        namespace = obj["metadata"].get("namespace")
+        labels = PROFILE_LABELS if namespace == NS else {}
+        assert refusals(obj, namespace=namespace, namespace_labels=labels) == [], key
+    assert refusals(pod) == []
+    assert refusals(token_secret()) == []
+    for role in ("edit", "view"):
+        assert refusals(team_binding(role)) == []
+    assert refusals(claim()) == []
+    profile = objects[f"Profile//{NS}"]
+    assert refusals(profile, operation="UPDATE", old=profile) == []
+    pending = copy.deepcopy(profile)
+    pending["metadata"]["annotations"]["dna-hub.io/applied-digest"] = "pending"
+    assert refusals(None, operation="DELETE", old=pending) == []
+
+
+def _pod_with(pod: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    changed = copy.deepcopy(pod)
+    change(changed)
+    return changed
+
+
+POD_BREAKAGES: dict[str, Callable[[dict[str, Any]], None]] = {
+    "cluster-admin service account": lambda p: p["spec"].update(
+        serviceAccountName="profiles-controller-service-account"
+    ),
+    "hostNetwork": lambda p: p["spec"].update(hostNetwork=True),
+    "hostPID": lambda p: p["spec"].update(hostPID=True),
+    "nodeName": lambda p: p["spec"].update(nodeName="control-plane"),
+    "hostPath": lambda p: p["spec"]["volumes"].append({"name": "root", "hostPath": {"path": "/"}}),
+    "privileged": lambda p: p["spec"]["containers"][0]["securityContext"].update(privileged=True),
+    "privilege escalation": lambda p: p["spec"]["containers"][0]["securityContext"].update(
+        allowPrivilegeEscalation=True
+    ),
+    "capabilities kept": lambda p: p["spec"]["containers"][0]["securityContext"].update(
+        capabilities={"add": ["SYS_ADMIN"]}
+    ),
+    "root": lambda p: p["spec"]["containers"][0]["securityContext"].update(runAsUser=0),
+    "pod root": lambda p: p["spec"]["securityContext"].update(runAsNonRoot=False),
+    "seccomp unconfined": lambda p: p["spec"]["securityContext"].update(
+        seccompProfile={"type": "Unconfined"}
+    ),
+    "sysctls": lambda p: p["spec"]["securityContext"].update(
+        sysctls=[{"name": "kernel.shm_rmid_forced", "value": "0"}]
+    ),
+    "hostPort": lambda p: p["spec"]["containers"][0].update(
+        ports=[{"containerPort": 8888, "hostPort": 8888}]
+    ),
+    "privileged init container": lambda p: p["spec"].update(
+        initContainers=[{"name": "x", "image": "x", "securityContext": {"privileged": True}}]
+    ),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(POD_BREAKAGES))
+async def test_forbidden_pods_are_refused(pod: dict[str, Any], breakage: str) -> None:
+    assert refusals(_pod_with(pod, POD_BREAKAGES[breakage])), breakage
+
+
+async def test_pods_only_in_profile_namespaces(pod: dict[str, Any]) -> None:
+    assert refusals(pod, namespace="kubeflow", namespace_labels={})
+    assert refusals(pod, namespace="istio-system", namespace_labels={})
+    # the guards bind the hub only
+    assert refusals(pod, namespace="kubeflow", namespace_labels={}, user="system:admin") == []
+
+
+def test_forbidden_secrets_are_refused() -> None:
+    sa_token = token_secret()
+    sa_token["type"] = "kubernetes.io/service-account-token"
+    sa_token["metadata"]["annotations"] = {
+        "kubernetes.io/service-account.name": "profiles-controller-service-account"
+    }
+    assert refusals(sa_token)
+    other_key = token_secret()
+    other_key["data"]["ca.crt"] = "eA=="
+    assert refusals(other_key)
+    orphan = token_secret()
+    del orphan["metadata"]["ownerReferences"]
+    assert refusals(orphan)
+    renamed = token_secret()
+    renamed["metadata"]["name"] = "dna-hub-oidc"
+    assert refusals(renamed)
+
+
+def test_forbidden_rbac_is_refused(objects: dict[str, dict[str, Any]]) -> None:
+    role = objects[f"Role/{NS}/dna-hub-kale-workflows"]
+    wild = copy.deepcopy(role)
+    wild["rules"].append({"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]})
+    assert refusals(wild)
+    secrets = copy.deepcopy(role)
+    secrets["rules"][0]["resources"] = ["secrets"]
+    assert refusals(secrets)
+    other = copy.deepcopy(role)
+    other["metadata"]["name"] = "admin"
+    assert refusals(other)
+
+    binding = objects[f"RoleBinding/{NS}/dna-hub-kale-workflows"]
+    to_admin = copy.deepcopy(binding)
+    to_admin["roleRef"] = {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "cluster-admin",
+    }
+    assert refusals(to_admin)
+    foreign = copy.deepcopy(binding)
+    foreign["subjects"][0]["namespace"] = "kubeflow"
+    assert refusals(foreign)
+    extra = copy.deepcopy(binding)
+    extra["subjects"].append({"kind": "Group", "name": "system:authenticated"})
+    assert refusals(extra)
+
+    escalated = team_binding("edit")
+    escalated["roleRef"]["name"] = "kubeflow-admin"
+    assert refusals(escalated)
+    view_as_edit = team_binding("view")
+    view_as_edit["roleRef"]["name"] = "kubeflow-edit"
+    assert refusals(view_as_edit)
+    many = team_binding()
+    many["subjects"].append({"kind": "Group", "name": "system:authenticated"})
+    assert refusals(many)
+    service_account = team_binding()
+    service_account["subjects"] = [{"kind": "ServiceAccount", "name": "x", "namespace": "kubeflow"}]
+    assert refusals(service_account)
+
+
+def test_forbidden_poddefaults_are_refused(objects: dict[str, dict[str, Any]]) -> None:
+    poddefault = objects[f"PodDefault/{NS}/access-ml-pipeline"]
+    host = copy.deepcopy(poddefault)
+    host["spec"]["volumes"].append({"name": "root", "hostPath": {"path": "/"}})
+    assert refusals(host)
+    other_token = copy.deepcopy(poddefault)
+    other_token["spec"]["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"][
+        "audience"
+    ] = "https://kubernetes.default.svc"
+    assert refusals(other_token)
+    account = copy.deepcopy(poddefault)
+    account["spec"]["serviceAccountName"] = "profiles-controller-service-account"
+    assert refusals(account)
+
+
+def test_kfp_namespace_policies_only_in_the_legacy_shape(
+    objects: dict[str, dict[str, Any]],
+) -> None:
+    allow = objects[f"AuthorizationPolicy/kubeflow/dna-hub-ml-pipeline-{NS}"]
+    deny = objects[f"AuthorizationPolicy/kubeflow/dna-hub-userid-{NS}"]
+
+    def kfp(obj: dict[str, Any]) -> list[str]:
+        return refusals(obj, namespace="kubeflow", namespace_labels={})
+
+    open_to_all = copy.deepcopy(allow)
+    open_to_all["spec"]["rules"] = [{}]  # ALLOW everything from anyone
+    assert kfp(open_to_all)
+    no_selector = copy.deepcopy(allow)
+    del no_selector["spec"]["selector"]  # every workload of the KFP namespace
+    assert kfp(no_selector)
+    someone_else = copy.deepcopy(allow)
+    someone_else["spec"]["rules"][0]["from"][0]["source"]["principals"] = [
+        "cluster.local/ns/kubeflow/sa/profiles-controller-service-account"
+    ]
+    assert kfp(someone_else)
+    other_name = copy.deepcopy(allow)
+    other_name["metadata"]["name"] = "ml-pipeline"
+    assert kfp(other_name)
+    flipped = copy.deepcopy(deny)
+    flipped["spec"]["action"] = "ALLOW"
+    assert kfp(flipped)
+    mismatched = copy.deepcopy(deny)
+    mismatched["metadata"]["name"] = "dna-hub-userid-kubeflow-bob"
+    assert kfp(mismatched)
+
+
+def test_forbidden_profiles_are_refused(objects: dict[str, dict[str, Any]]) -> None:
+    profile = objects[f"Profile//{NS}"]
+    plugins = copy.deepcopy(profile)
+    plugins["spec"]["plugins"] = [
+        {"kind": "AwsIamForServiceAccount", "spec": {"awsIamRole": "arn:aws:iam::1:role/admin"}}
+    ]
+    assert refusals(plugins)
+    taken_over = copy.deepcopy(profile)
+    taken_over["spec"]["owner"]["name"] = "mallory@example.com"
+    assert refusals(taken_over, operation="UPDATE", old=profile)
+    from dna_hub.policy.naming import RESERVED_NAMESPACES
+
+    # every reserved namespace the naming policy refuses, the guard refuses as well
+    for name in sorted(RESERVED_NAMESPACES | {"kube-evil"}):
+        renamed = copy.deepcopy(profile)
+        renamed["metadata"]["name"] = name
+        assert refusals(renamed), name
+    group_owner = copy.deepcopy(profile)
+    group_owner["spec"]["owner"]["kind"] = "Group"
+    assert refusals(group_owner)
+    # only a pending Profile (a lost race) may be deleted
+    assert refusals(None, operation="DELETE", old=profile)
+
+
+def claim() -> dict[str, Any]:
+    """KubeSpawner's per-user volume claim."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "claim-alice", "namespace": NS},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}},
+    }
+
+
+def test_volume_claims_never_reach_existing_data() -> None:
+    bound = claim()
+    bound["spec"]["volumeName"] = "pvc-of-bob"  # a released volume with bob's data
+    assert refusals(bound)
+    cloned = claim()
+    cloned["spec"]["dataSource"] = {"kind": "PersistentVolumeClaim", "name": "claim-bob"}
+    assert refusals(cloned)
+    other = claim()
+    other["metadata"]["name"] = "data"
+    assert refusals(other)

@@ -1,0 +1,353 @@
+"""Team policy (pure): group → team namespace, plans from verified groups, KFAM-exact objects."""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from traitlets import TraitError
+
+from dna_hub.policy.naming import namespace_for
+from dna_hub.policy.rendering import ProfileContext, render_profile
+from dna_hub.policy.teams import (
+    CONTRIBUTOR_LABEL,
+    DEFAULT_INGRESS_GATEWAY_PRINCIPAL,
+    DEFAULT_KFP_UI_PRINCIPAL,
+    Contributor,
+    TeamConfigError,
+    contributor_binding_name,
+    contributor_objects,
+    parse_teams,
+    plan_for,
+    team_namespace,
+)
+from tests.unit.test_naming import DNS_1123_LABEL, HOSTILE_USERNAMES
+
+OWNER = "system:serviceaccount:jupyterhub:hub"
+
+HOSTILE_GROUPS = [
+    *HOSTILE_USERNAMES,
+    "fraud",
+    "Fraud",
+    "FRAUD",
+    "fraud.detection",
+    "fraud.Detection",
+    "/corp/risk/fraud",
+    "g" * 200,
+    "g" * 199 + "h",
+    "équipe-fraude",
+    "欺诈",
+    "🙂",
+    "alice",  # a group named like a user
+    "kubeflow-alice",  # ... like another user's profile
+    "team-alice",
+]
+
+
+def test_default_team_namespace_is_readable() -> None:
+    assert team_namespace("fraud") == "kubeflow-team-fraud"
+
+
+@pytest.mark.parametrize("group", HOSTILE_GROUPS)
+def test_hostile_group_names_give_valid_short_stable_namespaces(group: str) -> None:
+    namespace = team_namespace(group)
+    assert DNS_1123_LABEL.match(namespace), namespace
+    assert len(namespace) <= 63
+    assert namespace.startswith("kubeflow-team-")
+    assert team_namespace(group) == namespace  # deterministic
+
+
+def test_hostile_group_names_map_to_distinct_namespaces() -> None:
+    groups = sorted(set(HOSTILE_GROUPS))
+    teams = parse_teams(dict.fromkeys(groups, "edit"), owner=OWNER)
+    namespaces = [teams[g].namespace for g in groups]
+    assert len(set(namespaces)) == len(groups)
+    # ... and none is the personal profile of a user named like the group; the only
+    # overlap the two default templates allow is a user named "team-<group>", whom the
+    # spawner refuses (test_user_named_like_a_team_is_refused)
+    personal = {namespace_for(g): g for g in groups}
+    overlap = {personal[ns] for ns in set(personal) & set(namespaces)}
+    assert overlap == {"team-alice"}
+    assert team_namespace("alice") == namespace_for("team-alice")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=80), st.text(min_size=1, max_size=80))
+def test_team_namespaces_are_injective(a: str, b: str) -> None:
+    if a != b:
+        assert team_namespace(a) != team_namespace(b)
+
+
+def test_reserved_namespace_is_refused_naming_the_group() -> None:
+    with pytest.raises(TeamConfigError, match=r"team group 'kube-system'.*reserved"):
+        parse_teams({"kube-system": "edit"}, template="{group}", owner=OWNER)
+
+
+@pytest.mark.parametrize(
+    ("config", "template", "message"),
+    [
+        ({"fraud": "admin"}, "kubeflow-team-{group}", r"'fraud': role 'admin' is not one of"),
+        ({"fraud": {"role": "edit", "owner": "x"}}, "kubeflow-team-{group}", "unknown settings"),
+        ({"fraud": ["edit"]}, "kubeflow-team-{group}", "expected 'edit', 'view' or a dict"),
+        ({"fraud": {"resource_quota": "8"}}, "kubeflow-team-{group}", "ResourceQuotaSpec"),
+        ({"": "edit"}, "kubeflow-team-{group}", "non-empty string"),
+        ({"fraud": "edit"}, "kubeflow-team-{username}", r"\{group\} exactly once"),
+        ({"fraud": "edit"}, "team-{group}-{username}", r"\{group\} exactly once"),
+        ({"fraud": "edit"}, "Team-{group}", "lowercase letters"),
+        ({"fraud": "edit"}, "kubeflow--{group}", "'--'"),
+        ({"fraud": "edit"}, "x" * 55 + "{group}", "leaves 8 characters"),
+    ],
+)
+def test_bad_team_config_is_refused_clearly(
+    config: dict[str, Any], template: str, message: str
+) -> None:
+    with pytest.raises(TeamConfigError, match=message):
+        parse_teams(config, template=template, owner=OWNER)
+
+
+def test_team_owner_must_be_set() -> None:
+    with pytest.raises(TeamConfigError, match="owner"):
+        parse_teams({"fraud": "edit"}, owner=" ")
+
+
+def test_team_settings() -> None:
+    teams = parse_teams(
+        {"fraud": "edit", "risk": {"role": "view", "resource_quota": {"hard": {"cpu": "4"}}}},
+        owner=OWNER,
+    )
+    assert teams["fraud"].role == "edit" and teams["fraud"].resource_quota is None
+    assert teams["risk"].role == "view"
+    assert teams["risk"].resource_quota == {"hard": {"cpu": "4"}}
+    assert {t.owner for t in teams.values()} == {OWNER}
+    assert parse_teams({"x": {}}, owner=OWNER)["x"].role == "edit"
+
+
+def test_plan_matches_verified_groups_exactly() -> None:
+    teams = parse_teams({"fraud": "edit", "risk": "view", "Ops": "edit"}, owner=OWNER)
+    plan = plan_for(
+        ["fraud", "FRAUD", "risk", "ops", None, 7, ["fraud"], "unrelated"],
+        teams,
+        "kubeflow-alice",
+    )
+    assert [t.group for t in plan.teams] == ["fraud", "risk"]
+    assert [t.group for t in plan.editable()] == ["fraud"]  # view members get no notebook
+    assert not plan.refused
+    assert plan.contributors("Alice@Example.com") == {
+        Contributor("Alice@Example.com", "kubeflow-team-fraud", "edit"),
+        Contributor("Alice@Example.com", "kubeflow-team-risk", "view"),
+    }
+    assert plan_for([], teams, "kubeflow-alice").teams == ()
+
+
+def test_team_that_is_the_users_personal_profile_is_refused() -> None:
+    # an admin template without a team prefix: group "alice" lands on alice's profile
+    teams = parse_teams(
+        {"alice": "edit", "fraud": "edit"}, template="kubeflow-{group}", owner=OWNER
+    )
+    plan = plan_for(["alice", "fraud"], teams, namespace_for("alice"))
+    assert [t.group for t in plan.teams] == ["fraud"]
+    ((group, reason),) = plan.refused
+    assert group == "alice"
+    assert "kubeflow-alice" in reason and "personal profile" in reason
+
+
+# --- KFAM-exact contributor objects --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("identity", "role", "name"),
+    [
+        # kubeflow/dashboard kfam/bindings.go getBindingName, by hand
+        ("alice@example.com", "edit", "user-alice-example-com-clusterrole-edit"),
+        ("Alice.Smith@Example.com", "view", "user-alice-smith-example-com-clusterrole-view"),
+        ("a..b__c@x.io", "edit", "user-a-b-c-x-io-clusterrole-edit"),
+        ("zoë@x.io", "edit", "user-zo-x-io-clusterrole-edit"),
+        ("-lead@x.io-", "edit", "user-lead-x-io-clusterrole-edit"),
+    ],
+)
+def test_binding_name_is_kfams(identity: str, role: str, name: str) -> None:
+    assert contributor_binding_name(identity, role) == name
+
+
+def test_binding_name_refuses_other_roles() -> None:
+    with pytest.raises(ValueError, match="admin"):
+        contributor_binding_name("a@x.io", "admin")
+
+
+def test_contributor_objects_are_what_kfam_writes_and_reads() -> None:
+    contributor = Contributor("Alice.Smith@Example.com", "kubeflow-team-fraud", "edit")
+    binding, policy = contributor_objects(contributor)
+    name = "user-alice-smith-example-com-clusterrole-edit"
+    for obj in (binding, policy):
+        assert obj["metadata"]["name"] == name
+        assert obj["metadata"]["namespace"] == "kubeflow-team-fraud"
+        assert obj["metadata"]["annotations"] == {
+            "user": "Alice.Smith@Example.com",
+            "role": "edit",
+        }
+        assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "dna-hub"
+        assert re.fullmatch(r"[0-9a-f]{40}", obj["metadata"]["labels"][CONTRIBUTOR_LABEL])
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "kubeflow-edit",
+    }
+    assert binding["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "Alice.Smith@Example.com"}
+    ]
+    assert policy["spec"] == {
+        "rules": [
+            {
+                "from": [
+                    {
+                        "source": {
+                            "principals": [
+                                DEFAULT_INGRESS_GATEWAY_PRINCIPAL,
+                                DEFAULT_KFP_UI_PRINCIPAL,
+                            ]
+                        }
+                    }
+                ],
+                "when": [
+                    {
+                        "key": "request.headers[kubeflow-userid]",
+                        "values": ["Alice.Smith@Example.com"],
+                    }
+                ],
+            }
+        ]
+    }
+    # no action: Istio's default, ALLOW, as KFAM leaves it
+    assert "action" not in policy["spec"]
+    # a hostile identity stays data
+    evil = Contributor('x"\n  - kind: Group\n    name: system:masters', "ns", "view")
+    binding, _ = contributor_objects(evil)
+    assert len(binding["subjects"]) == 1
+    assert yaml.safe_load(yaml.safe_dump(binding))["subjects"][0]["name"] == evil.identity
+
+
+# --- a team profile is the same templates with the team's data ------------------------------
+
+
+def test_team_profile_renders_from_the_same_templates() -> None:
+    teams = parse_teams(
+        {"Fraud.Team": {"role": "edit", "resource_quota": {"hard": {"cpu": "4"}}}}, owner=OWNER
+    )
+    team = teams["Fraud.Team"]
+    personal = render_profile(
+        ProfileContext(
+            username="alice",
+            namespace="kubeflow-alice",
+            owner="alice@example.com",
+            hub_namespace="jupyterhub",
+        )
+    )
+    shared = render_profile(
+        ProfileContext(
+            username=team.group,
+            namespace=team.namespace,
+            owner=team.owner,
+            hub_namespace="jupyterhub",
+            resource_quota=team.resource_quota,
+            team=team.group,
+        )
+    )
+    kinds = sorted((o["kind"], o["metadata"]["name"]) for o in personal.namespaced)
+    assert sorted((o["kind"], o["metadata"]["name"]) for o in shared.namespaced) == kinds
+    assert shared.profile["metadata"]["name"] == team.namespace
+    assert shared.profile["spec"]["owner"] == {"kind": "User", "name": OWNER}
+    assert shared.profile["spec"]["resourceQuotaSpec"] == {"hard": {"cpu": "4"}}
+    assert shared.profile["metadata"]["annotations"] == {"dna-hub.io/team-group": "Fraud.Team"}
+    assert {o["metadata"]["namespace"] for o in shared.namespaced} == {team.namespace}
+
+
+# --- the spawner's traits ---------------------------------------------------------------------
+
+
+def spawner(username: str = "alice", **config: Any) -> Any:
+    from unittest import mock
+
+    from dna_hub import DnaSpawner
+
+    with mock.patch("kubespawner.spawner.load_config"):
+        user = SimpleNamespace(
+            name=username, id=1, url=f"/user/{username}/", groups=[], settings={}
+        )
+        hub = SimpleNamespace(api_url="http://h/hub/api", public_host="", url="/", base_url="/")
+        return DnaSpawner(user=user, hub=hub, _mock=True, hub_namespace="jupyterhub", **config)
+
+
+async def test_bad_team_config_fails_at_config_time() -> None:
+    with pytest.raises(TraitError, match="role 'owner'"):
+        spawner(team_profiles={"fraud": "owner"})
+    with pytest.raises(TraitError, match=r"\{group\}"):
+        spawner(team_namespace_template="team-{username}")
+
+
+async def test_team_defaults() -> None:
+    s = spawner()
+    assert s.team_profiles == {} and s.profile_list == []  # no teams: no spawn form
+    assert s.team_profile_owner == "system:serviceaccount:jupyterhub:hub"
+    assert s.team_namespace_template == "kubeflow-team-{group}"
+    assert callable(spawner(team_profiles={"fraud": "edit"}).profile_list)
+
+
+async def test_user_named_like_a_team_is_refused() -> None:
+    from dna_hub.errors import ConfigurationError
+    from dna_hub.hub import team_choice
+
+    s = spawner("team-alice", team_profiles={"alice": "edit"})
+    assert s.namespace == "kubeflow-team-alice"
+    with pytest.raises(ConfigurationError, match=r"team 'alice'.*nothing written") as e:
+        team_choice.check_personal_namespace(s)
+    assert "maps to a team" in e.value.user_message
+    team_choice.check_personal_namespace(spawner("team-alice", team_profiles={"bob": "edit"}))
+
+
+async def test_only_configured_team_slugs_are_team_choices() -> None:
+    from unittest import mock
+
+    from dna_hub.errors import ConfigurationError
+    from dna_hub.hub import team_choice
+
+    # an admin's own profile_list keeps working, with or without teams
+    s = spawner(profile_list=[{"display_name": "GPU", "slug": "gpu"}])
+    s.user_options = {"profile": "gpu"}
+    assert await team_choice.chosen_team(s) is None
+    s = spawner(team_profiles={"fraud": "edit"})
+    for slug in ("gpu", "personal", "kubeflow-alice", ""):
+        s.user_options = {"profile": slug}
+        assert await team_choice.chosen_team(s) is None
+    # a team's slug is re-checked against the verified groups, whatever the form posted
+    s.orm_spawner = SimpleNamespace(name="t", server=None)
+    s.user_options = {"profile": "kubeflow-team-fraud"}
+    s.user.get_auth_state = mock.AsyncMock(return_value={"groups": ["Fraud", "fraud "]})
+    with pytest.raises(ConfigurationError, match="not among their edit teams"):
+        await team_choice.chosen_team(s)
+    s.user.get_auth_state = mock.AsyncMock(return_value={"groups": ["fraud"]})
+    assert (await team_choice.chosen_team(s)).namespace == "kubeflow-team-fraud"
+    # groups posted anywhere but the verified token's auth_state count for nothing
+    s.user.groups = [SimpleNamespace(name="fraud")]
+    s.user.get_auth_state = mock.AsyncMock(return_value={})
+    with pytest.raises(ConfigurationError):
+        await team_choice.chosen_team(s)
+
+
+async def test_spawn_form_only_where_there_is_a_choice() -> None:
+    from unittest import mock
+
+    auth_state = mock.AsyncMock(return_value={"groups": ["fraud", "risk"]})
+    s = spawner(team_profiles={"fraud": "edit", "risk": "view"})
+    s.user.get_auth_state = auth_state
+    assert await s.get_options_form() == ""  # the default server: personal, no form
+    s.orm_spawner = SimpleNamespace(name="work", server=None)
+    form = await s.get_options_form()
+    assert 'value="personal"' in form and 'value="kubeflow-team-fraud"' in form
+    assert "kubeflow-team-risk" not in form  # view members get no notebook there
+    s.user.get_auth_state = mock.AsyncMock(return_value={"groups": ["risk"]})
+    assert await s.get_options_form() == ""  # no edit team: no choice, no form
