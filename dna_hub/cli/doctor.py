@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import socket
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from kubernetes_asyncio import config as kube_config
-from kubernetes_asyncio.client import ApiClient, AuthorizationV1Api, Configuration
+from kubernetes_asyncio.client import ApiClient, AuthorizationV1Api
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from dna_hub.cli.context import in_cluster, load_client, load_hub_config, settings_from
 from dna_hub.cli.guard_check import check_guards
-from dna_hub.cli.render import load_hub_config
 from dna_hub.k8s.retry import describe
 from dna_hub.policy.permissions import HUB_PERMISSIONS, REQUIRED_KINDS
 
@@ -53,46 +51,8 @@ class Check:
 
 
 def spawner_setting(config: Any, name: str) -> Any:
-    from dna_hub.hub.spawner import DnaSpawner
-
-    section = config.get("DnaSpawner", {})
-    if name in section:
-        return section[name]
-    return DnaSpawner.class_traits()[name].default()
-
-
-def _kubeconfig_files(args: argparse.Namespace) -> str:
-    """The kubeconfig file list the client will read; one clear error if none exists."""
-    if args.kubeconfig:
-        files, source = args.kubeconfig, "--kubeconfig"
-    elif os.environ.get("KUBECONFIG"):
-        files, source = os.environ["KUBECONFIG"], "$KUBECONFIG"
-    else:
-        files, source = "~/.kube/config", "the default kubeconfig"
-    if not any(Path(f).expanduser().is_file() for f in files.split(os.pathsep) if f):
-        raise kube_config.ConfigException(
-            f"{source} {files} does not exist: pass --kubeconfig FILE, set KUBECONFIG, or run "
-            "doctor in the hub's pod (kubectl -n HUB_NAMESPACE exec deploy/hub -- "
-            "dna-hub doctor)"
-        )
-    return files
-
-
-async def load_client(args: argparse.Namespace) -> ApiClient:
-    configuration = Configuration()
-    if args.kubeconfig or not _in_cluster():
-        await kube_config.load_kube_config(
-            config_file=_kubeconfig_files(args),
-            context=args.context,
-            client_configuration=configuration,
-        )
-    else:
-        kube_config.load_incluster_config(client_configuration=configuration)
-    return ApiClient(configuration)
-
-
-def _in_cluster() -> bool:
-    return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    """One of dna_hub's settings as the hub with this config has it."""
+    return getattr(settings_from(config), name)
 
 
 async def check_api(api: ApiClient, seconds: float) -> Check:
@@ -177,7 +137,7 @@ async def check_resolvable(label: str, url: str, seconds: float) -> Check:
             asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM), seconds
         )
     except (OSError, TimeoutError) as e:
-        if not _in_cluster():
+        if not in_cluster():
             # In-cluster service names resolve only inside the cluster: from here an
             # unresolvable name says nothing about the hub's setting.
             return Check(
@@ -222,9 +182,7 @@ async def run_checks(args: argparse.Namespace) -> list[Check]:
 
 
 def _hub_namespace(config: Any) -> str:
-    from dna_hub.hub.spawner import _hub_namespace_default
-
-    return config.get("DnaSpawner", {}).get("hub_namespace") or _hub_namespace_default()
+    return str(settings_from(config).hub_namespace)
 
 
 def format_table(checks: list[Check]) -> str:

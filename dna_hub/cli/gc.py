@@ -16,7 +16,7 @@ from typing import Any, TextIO
 from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from dna_hub.cli.doctor import load_client
+from dna_hub.cli.context import load_client
 from dna_hub.k8s.api import KubeApi
 from dna_hub.k8s.retry import describe
 from dna_hub.profiles.managed import hub_username, orphaned_at, parse_age, timestamp

@@ -2,8 +2,8 @@
 
 The settings are the hub's own: the same ``jupyterhub_config.py`` the hub loads (in the
 z2jh chart, /usr/local/etc/jupyterhub/jupyterhub_config.py with the hub's ConfigMap and
-Secret mounted), read with traitlets into a real :class:`~dna_hub.DnaSpawner`, whose
-``render_profile`` renders each profile — the spawn's code, not a copy of it.
+Secret mounted), read with traitlets into :class:`~dna_hub.hub.settings.DnaSettings`, whose
+builders render each profile — the spawn's code, not a copy of it.
 """
 
 from __future__ import annotations
@@ -11,26 +11,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
-from types import SimpleNamespace
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
-from unittest import mock
 
 from kubernetes_asyncio import config as kube_config
-from traitlets import TraitError
 from traitlets.config import Config
 
-from dna_hub.cli.doctor import load_client
-from dna_hub.cli.render import _no_kubernetes_credentials, _OfflineUser, load_hub_config
-from dna_hub.errors import ConfigurationError, ProvisioningError
+from dna_hub.cli.context import load_client, load_hub_config, notebook_server, settings_from
+from dna_hub.errors import ConfigurationError, DnaHubError
+from dna_hub.hub.settings import request_timeout_from_config
 from dna_hub.k8s.api import KubeApi
 from dna_hub.policy.naming import namespace_for
 from dna_hub.policy.rendering import RenderedProfile
 from dna_hub.profiles.sync import ProfileSync, SyncResult
-
-_HUB = SimpleNamespace(
-    api_url="http://hub:8081/hub/api", public_host="", url="http://hub:8081/hub/", base_url="/hub/"
-)
 
 
 def add_parser(commands: Any) -> None:
@@ -77,40 +70,30 @@ def add_parser(commands: Any) -> None:
     sync.add_argument("--context", help="kube context to use")
 
 
-def offline_spawner(config: Config, username: str, groups: Sequence[str] = ()) -> Any:
-    """A DnaSpawner for ``username`` built from the hub's config, without a hub or cluster."""
-    from dna_hub.hub.spawner import DnaSpawner
+def renderer(config: Config) -> Callable[[str, str, Sequence[str]], RenderedProfile]:
+    """A user's profile by (username, owner, groups), with the hub's settings."""
+    settings, server = settings_from(config), notebook_server(config)
 
-    try:
-        # No Kubernetes client either: KubeSpawner caches one per event loop, and one made
-        # without credentials must not be what a real spawner in this loop gets later.
-        with _no_kubernetes_credentials(), mock.patch("kubespawner.spawner.shared_client"):
-            spawner = DnaSpawner(
-                config=config, user=_OfflineUser(username, list(groups)), hub=_HUB, _mock=True
-            )
-    except (TraitError, ValueError) as e:
-        raise ConfigurationError("invalid DnaSpawner configuration", str(e)) from e
-    spawner._apply_namespace_policy(strict=True)
-    return spawner
-
-
-def renderer(config: Config):
     def render(username: str, owner: str, groups: Sequence[str]) -> RenderedProfile:
-        return offline_spawner(config, username, groups).render_profile(owner)
+        return settings.render_personal(
+            username=username,
+            namespace=settings.personal_namespace(username),
+            owner=owner,
+            groups=groups,
+            server=server,
+        )
 
     return render
 
 
-def team_renderer(config: Config):
+def team_renderer(config: Config) -> Callable[[str], RenderedProfile | None]:
     """A team's profile by group, from the hub's DnaSpawner.team_profiles (the spawn's code)."""
-    from dna_hub.hub import team_choice
-
-    spawner = offline_spawner(config, "dna-hub-sync")
-    teams = team_choice.teams(spawner)
+    settings, server = settings_from(config), notebook_server(config)
+    teams = settings.teams()
 
     def render_team(group: str) -> RenderedProfile | None:
         team = teams.get(group)
-        return team_choice.render_team(spawner, team) if team else None
+        return settings.render_team(team, server) if team else None
 
     return render_team
 
@@ -185,10 +168,10 @@ def format_changes(results: Sequence[SyncResult]) -> str:
 async def sync(
     args: argparse.Namespace, config: Config, *, out: TextIO, err: TextIO
 ) -> list[SyncResult]:
-    settings = offline_spawner(config, "dna-hub-sync")
+    settings, server = settings_from(config), notebook_server(config)
     api_client = await load_client(args)
     async with api_client:
-        api = KubeApi(api_client, request_timeout=settings.k8s_api_request_timeout)
+        api = KubeApi(api_client, request_timeout=request_timeout_from_config(config))
         syncer = ProfileSync(
             api,
             renderer(config),
@@ -197,7 +180,7 @@ async def sync(
             extra_prune_kinds=await _prune_kinds(api, args.prune_kind),
             concurrency=args.concurrency,
             ready_timeout=settings.profile_ready_timeout,
-            service_account=settings.service_account or "default-editor",
+            service_account=server.service_account,
         )
         profiles, missing = await syncer.managed_profiles(
             args.user, lambda user: namespace_for(user, settings.namespace_template)
@@ -219,7 +202,7 @@ def run_sync(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = s
         return 2
     try:
         results = asyncio.run(sync(args, load_hub_config(args.config), out=out, err=err))
-    except ProvisioningError as e:
+    except DnaHubError as e:
         err.write(f"dna-hub sync: {e}\n")
         return 2
     except kube_config.ConfigException as e:

@@ -7,65 +7,44 @@ notebook environment) and one I/O module (provisioning); see the package README.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import os
-import string
+import inspect
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
-from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default, validate
+from traitlets import default, validate
 
-from dna_hub.auth.claims import kubeflow_identity_problem
-from dna_hub.errors import ConfigurationError, ProvisioningError
+from dna_hub.errors import DnaHubError, NamingError
 from dna_hub.hub import startup_heap, team_choice
 from dna_hub.hub.reflectors import LEAN_REFLECTORS
-from dna_hub.k8s.api import KNOWN_KINDS, KubeApi
+from dna_hub.hub.settings import (
+    DEFAULT_SERVICE_ACCOUNT,
+    KUBEFLOW_USERID_KEY,
+    DnaSettings,
+    NotebookServer,
+    ProfileClients,
+)
+from dna_hub.k8s.api import KNOWN_KINDS
 from dna_hub.k8s.retry import asks_to_retry, describe
 from dna_hub.policy.hub_url import HUB_URL_VARIABLES, qualify_service_url
-from dna_hub.policy.naming import (
-    DEFAULT_NAMESPACE_TEMPLATE,
-    NamespacePolicyError,
-    namespace_for,
-    validate_namespace_template,
-)
+from dna_hub.policy.naming import NamespacePolicyError, namespace_for
 from dna_hub.policy.notebook_env import NotebookEnvSettings, notebook_environment
-from dna_hub.policy.pod_defaults import (
-    CPU_REQUEST,
-    DEFAULT_LIMIT_RANGE,
-    MEMORY_LIMIT,
-    MEMORY_REQUEST,
-    SINGLEUSER_IMAGE,
-)
-from dna_hub.policy.quotas import check_group_quotas, resource_quota_for
-from dna_hub.policy.rendering import (
-    BLOCKED_EGRESS_CIDRS,
-    ProfileContext,
-    RenderedProfile,
-    TemplateError,
-    render_profile,
-)
-from dna_hub.policy.teams import (
-    DEFAULT_INGRESS_GATEWAY_PRINCIPAL,
-    DEFAULT_KFP_UI_PRINCIPAL,
-    DEFAULT_TEAM_NAMESPACE_TEMPLATE,
-    Team,
-)
+from dna_hub.policy.pod_defaults import CPU_REQUEST, MEMORY_LIMIT, MEMORY_REQUEST, SINGLEUSER_IMAGE
+from dna_hub.policy.rendering import RenderedProfile
+from dna_hub.policy.teams import Team
 from dna_hub.profiles.api_token import (
     api_token_secret_name,
     create_api_token_secret,
     env_without_api_token,
 )
 from dna_hub.profiles.metrics import PROVISIONING_FAILURES
-from dna_hub.profiles.offboarding import RETENTION_POLICIES, Offboarded, offboard
-from dna_hub.profiles.provisioning import ProfileProvisioner, ProvisionResult
+from dna_hub.profiles.offboarding import Offboarded, offboard
+from dna_hub.profiles.provisioning import ProvisionResult
+
+__all__ = ["KUBEFLOW_USERID_KEY", "REQUIRED_POD_LABELS", "DnaSpawner"]
 
 POD_KIND = KNOWN_KINDS[("v1", "Pod")]
-
-#: auth_state key under which DnaOIDCAuthenticator stores the identity Kubeflow sees.
-KUBEFLOW_USERID_KEY = "kubeflow_userid"
 
 _RESTRICTED_CONTAINER_SECURITY_CONTEXT = {
     # Pod Security Standard "restricted": https://kubernetes.io/docs/concepts/security/pod-security-standards/
@@ -82,42 +61,19 @@ _RESTRICTED_CONTAINER_SECURITY_CONTEXT = {
 REQUIRED_POD_LABELS = {"access-ml-pipeline": "true"}
 
 
-def _hub_namespace_default() -> str:
-    # z2jh sets POD_NAMESPACE on the hub; in any pod the service-account mount names it.
-    if os.environ.get("POD_NAMESPACE"):
-        return os.environ["POD_NAMESPACE"]
-    ns_file = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-    if ns_file.exists():
-        return ns_file.read_text().strip()
-    return "jupyterhub"
-
-
-class DnaSpawner(KubeSpawner):
+class DnaSpawner(DnaSettings, KubeSpawner):
     """Spawn each user's notebook in their own Kubeflow profile namespace.
+
+    dna_hub's own options are :class:`~dna_hub.hub.settings.DnaSettings`'s; this class is
+    their lifecycle: KubeSpawner's defaults made secure, and the start, stop and state of a
+    server around KubeSpawner's own.
 
     On start: render the user's profile resources from the templates, apply them (Profile
     first; the Kubeflow profile controller makes the namespace), wait until the namespace and
     its ``default-editor`` service account exist, then start the pod there as KubeSpawner does.
     """
 
-    # --- where the notebook runs ------------------------------------------------------------
-
-    namespace_template = Unicode(
-        DEFAULT_NAMESPACE_TEMPLATE,
-        config=True,
-        help="""Template of each user's namespace (= Kubeflow Profile name).
-
-        Must contain {username} exactly once and nothing else to substitute. The username is
-        made a valid, collision-free DNS label with KubeSpawner's safe slugs (hash suffix where
-        needed), and the whole name fits in 63 characters. Users never choose it. Changing it
-        moves every user to a new, empty profile.
-        """,
-    )
-
-    @validate("namespace_template")
-    def _validate_namespace_template(self, proposal: dict[str, Any]) -> str:
-        validate_namespace_template(proposal["value"])
-        return proposal["value"]
+    # --- where the notebook runs: the policy's namespace, whatever sets it ------------
 
     @validate("namespace")
     def _validate_namespace(self, proposal: dict[str, Any]) -> str:
@@ -139,313 +95,6 @@ class DnaSpawner(KubeSpawner):
             return team.namespace
         return namespace_for(self.user.name, self.namespace_template)
 
-    hub_namespace = Unicode(
-        config=True,
-        help="""Namespace the hub and proxy run in. Profile network and Istio policies let
-        only this namespace (and the profile's own) reach notebook servers.
-        Default: $POD_NAMESPACE, else the hub pod's own namespace, else 'jupyterhub'.""",
-    )
-
-    @default("hub_namespace")
-    def _hub_namespace_default(self) -> str:
-        return _hub_namespace_default()
-
-    # --- the Kubeflow profile ---------------------------------------------------------------
-
-    profile_template_dirs = List(
-        Unicode(),
-        config=True,
-        help="""Extra directories of profile templates (*.yaml.j2), searched before the
-        defaults shipped with dna_hub: a file with a default's name replaces it, others add
-        objects. See profile-templates/README.md for the template variables.""",
-    )
-
-    profile_template_variables = Dict(
-        config=True,
-        help="""Extra values for profile templates, available as {{ extra.NAME }}.""",
-    )
-
-    profile_owner_auth_state_key = Unicode(
-        KUBEFLOW_USERID_KEY,
-        config=True,
-        help="""auth_state key holding the identity Kubeflow sees in the kubeflow-userid header
-        (the Profile owner). DnaOIDCAuthenticator stores it under 'kubeflow_userid'.""",
-    )
-
-    profile_owner_fallback = Unicode(
-        "",
-        config=True,
-        help="""Profile owner for deployments WITHOUT auth_state
-        (Authenticator.enable_auth_state = False), as a template with {username} (e.g.
-        '{username}@example.com'); every use is logged as a warning. With auth_state on it
-        is ignored: a user without the owner in auth_state (admin-created, or spawned by an
-        admin before their first login) must log in, because an owner built from the hub
-        name could hand the profile to the wrong identity. Empty (default): such a spawn
-        fails with a clear message.""",
-    )
-
-    @validate("profile_owner_fallback")
-    def _validate_owner_fallback(self, proposal: dict[str, Any]) -> str:
-        fields = {f for _, f, _, _ in string.Formatter().parse(proposal["value"]) if f is not None}
-        if fields - {"username"}:
-            raise ValueError(
-                f"profile_owner_fallback {proposal['value']!r} may only use {{username}}, "
-                f"not {sorted(fields - {'username'})}"
-            )
-        return proposal["value"]
-
-    profile_resource_quota = Dict(
-        config=True,
-        help="""Kubernetes ResourceQuotaSpec for every profile (Profile.spec.resourceQuotaSpec),
-        e.g. {"hard": {"cpu": "8", "memory": "32Gi"}}. Empty: no quota.""",
-    )
-
-    profile_group_resource_quotas = Dict(
-        config=True,
-        help="""Per-group ResourceQuotaSpec for personal profiles, {group: spec}, e.g.
-        {"gpu-users": {"hard": {"requests.nvidia.com/gpu": "1"}}, "data-science": {"hard":
-        {"cpu": "16"}}}. A user gets the FIRST entry (in the order written) whose hub group
-        they are in, whole (never merged); users in none of them get profile_resource_quota.
-        List the most specific group first. Team profiles have their own quota.""",
-    )
-
-    @validate("profile_group_resource_quotas")
-    def _validate_group_quotas(self, proposal: dict[str, Any]) -> dict[str, Any]:
-        check_group_quotas(proposal["value"])
-        return proposal["value"]
-
-    profile_limit_range = Dict(
-        DEFAULT_LIMIT_RANGE,
-        config=True,
-        help="""Kubernetes LimitRangeSpec of the LimitRange 'dna-hub-defaults' in every profile
-        namespace: default requests and limits for each container that sets none (pipeline
-        steps, anything a user starts there), so a quota on requests never rejects them.
-        Default: request 100m CPU and 256Mi memory, limit 2Gi memory, no CPU limit (CPU is
-        compressible; a limit would only throttle while the node idles). Empty: no
-        LimitRange.""",
-    )
-
-    kfp_namespace = Unicode(
-        "kubeflow",
-        config=True,
-        help="Namespace of Kubeflow Pipelines' API server (ml-pipeline).",
-    )
-
-    legacy_envoy_filter = Bool(
-        False,
-        config=True,
-        help="""LEGACY. Render an Istio EnvoyFilter that sets the kubeflow-userid header on the
-        notebook's requests to ml-pipeline (overwriting any value the notebook sent), for KFP
-        deployments that authenticate by header rather than by service-account token.""",
-    )
-
-    legacy_ml_pipeline_policy = Bool(
-        False,
-        config=True,
-        help="""LEGACY. Render an Istio AuthorizationPolicy in kfp_namespace that lets this
-        user's notebook service account reach ml-pipeline.""",
-    )
-
-    notebook_egress_blocked_cidrs = List(
-        Unicode(),
-        default_value=list(BLOCKED_EGRESS_CIDRS),
-        config=True,
-        help="""IPv4 ranges notebook pods may not reach (the profile NetworkPolicy's egress
-        exceptions): cloud metadata services, whose credentials belong to the node. Default:
-        all of link-local 169.254.0.0/16 (169.254.169.254 on most clouds, GKE's
-        169.254.169.252, ECS's 169.254.170.2) and Alibaba Cloud's 100.100.100.200/32. Add
-        your cloud's or your own; IPv6 egress is not opened at all.""",
-    )
-
-    @validate("notebook_egress_blocked_cidrs")
-    def _validate_blocked_cidrs(self, proposal: dict[str, Any]) -> list[str]:
-        cidrs = []
-        for value in proposal["value"]:
-            try:
-                cidrs.append(str(ipaddress.IPv4Network(value, strict=True)))
-            except ValueError as e:
-                raise ValueError(
-                    f"notebook_egress_blocked_cidrs: {value!r} is not an IPv4 CIDR ({e})"
-                ) from e
-        return cidrs
-
-    profile_ready_timeout = Float(
-        120.0,
-        config=True,
-        help="""Seconds to wait for the Kubeflow profile controller to create the user's
-        namespace and default-editor service account before the spawn fails.""",
-    )
-
-    max_concurrent_provisioning = Integer(
-        32,
-        config=True,
-        help="""Most profile provisionings the hub runs at once; more spawns wait their turn
-        (their progress page says so). Bounds the work a login storm puts on the hub's event
-        loop and on the API server. Read at the first spawn.""",
-    )
-
-    max_concurrent_watches = Integer(
-        40,
-        config=True,
-        help="""Most watches (namespace, default-editor) provisioning keeps open at once. Each
-        holds a connection of the Kubernetes client pool KubeSpawner shares (100 by
-        default); spawns beyond this wait by polling instead, so a login storm cannot starve
-        the hub's other requests. Keep it well below the pool size. Read at the first spawn.""",
-    )
-
-    freeze_startup_heap = Bool(
-        True,
-        config=True,
-        help="""Freeze the hub's start-up heap (gc.freeze()) at the first spawn, so that
-        CPython's full garbage collections no longer walk the ~280,000 objects JupyterHub,
-        KubeSpawner and the Kubernetes client keep for the life of the process. Each such
-        pass otherwise stalls the event loop that serves every user for 0.1 to 0.35 s, again
-        and again during a login storm (BENCHMARKS.md). Costs only the garbage alive at
-        that moment, which is then never freed. See dna_hub/hub/startup_heap.py.""",
-    )
-
-    reflector_relist_seconds = Integer(
-        300,
-        config=True,
-        help="""How often KubeSpawner's shared pod and event reflectors list every object again
-        (their watch timeout and maximum watch age). KubeSpawner's own 10 and 30 s make the
-        hub fetch and decode every singleuser pod of the cluster (per-user namespaces: one
-        cluster-wide list) several times a minute, on the event loop; with 500 pods each list
-        is ~100,000 new objects, and the full garbage collections they set off stalled the hub
-        for 0.1 to 0.3 s at a time (BENCHMARKS.md; jupyterhub/kubespawner#753). Between
-        lists the watch keeps the reflector current; a dropped watch reconnects at once.""",
-    )
-
-    @validate("reflector_relist_seconds")
-    def _validate_relist(self, proposal: dict[str, Any]) -> int:
-        if proposal["value"] < 10:
-            raise ValueError("reflector_relist_seconds must be at least 10")
-        return proposal["value"]
-
-    @validate("max_concurrent_watches", "max_concurrent_provisioning")
-    def _validate_at_least_one(self, proposal: dict[str, Any]) -> int:
-        if proposal["value"] < 1:
-            raise ValueError(f"{proposal['trait'].name} must be at least 1")
-        return proposal["value"]
-
-    # --- team profiles (dna_hub/policy/teams.py, dna_hub/profiles/contributors.py) ------
-
-    team_profiles = Dict(
-        config=True,
-        help="""Team Kubeflow profiles for OIDC groups: {group: "edit" | "view" | {"role":
-        "edit" | "view", "resource_quota": ResourceQuotaSpec}}. At each spawn (and login, with
-        the post_auth_hook dna_hub.team_login.sync_teams_at_login), for every
-        configured group in the user's verified groups (auth_state, from the id_token) the
-        team profile exists and the user is a Kubeflow contributor of it exactly as Kubeflow's
-        access management writes one; contributor bindings dna_hub made that the groups no
-        longer entitle are removed. `edit` members may run named servers in the team profile
-        (the spawn form offers it). Empty (default): no teams.""",
-    )
-
-    team_namespace_template = Unicode(
-        DEFAULT_TEAM_NAMESPACE_TEMPLATE,
-        config=True,
-        help="""Template of each team's namespace (= Kubeflow Profile name), with {group}
-        exactly once. Same guarantees as namespace_template: a valid DNS label of at most 63
-        characters, stable, collision-free (hash suffix where needed), reserved names
-        refused. Keep its fixed part distinct from namespace_template's.""",
-    )
-
-    team_profile_owner = Unicode(
-        config=True,
-        help="""Owner of every team Profile: a stable identity that is no person (changing a
-        Profile's owner is broken in Kubeflow). Default: the hub's own service account,
-        'system:serviceaccount:<hub_namespace>:hub' — Kubeflow's profile controller then
-        makes the hub kubeflow-admin of team namespaces only, which is what lets it grant
-        kubeflow-edit/kubeflow-view there (Kubernetes RBAC escalation prevention) without
-        any cluster-wide 'bind' permission.""",
-    )
-
-    @default("team_profile_owner")
-    def _team_profile_owner_default(self) -> str:
-        return f"system:serviceaccount:{self.hub_namespace}:hub"
-
-    team_contributor_principals = List(
-        Unicode(),
-        default_value=[DEFAULT_INGRESS_GATEWAY_PRINCIPAL, DEFAULT_KFP_UI_PRINCIPAL],
-        config=True,
-        help="""Istio principals a contributor's AuthorizationPolicy admits requests from
-        (with the contributor's kubeflow-userid header): Kubeflow's ingress gateway and
-        ml-pipeline-ui, as Kubeflow's access management writes them.""",
-    )
-
-    team_groups_auth_state_key = Unicode(
-        "groups",
-        config=True,
-        help="""auth_state key holding the user's groups from the verified id_token
-        (DnaOIDCAuthenticator stores them under 'groups'). Teams come only from there, never
-        from anything a user posts.""",
-    )
-
-    @validate("team_profiles", "team_namespace_template")
-    def _validate_teams(self, proposal: dict[str, Any]) -> Any:
-        team_choice.check_config(self, **{proposal["trait"].name: proposal["value"]})
-        return proposal["value"]
-
-    profile_retention = Enum(
-        RETENTION_POLICIES,
-        default_value="keep",
-        config=True,
-        help="""What happens to a user's Kubeflow profile when the hub deletes the user (an
-        admin deletes them, or z2jh's culler removes them).
-
-        'keep' (default): the Profile is only marked orphaned (label dna-hub.io/orphaned=true,
-        annotation dna-hub.io/orphaned-at) and nothing else changes; `dna-hub gc` lists and
-        deletes old orphans on request, and a user who comes back gets the same profile.
-
-        'delete': the Profile is DELETED, and with it the user's namespace and EVERYTHING IN
-        IT — notebooks' volumes and their data, pipelines, runs, secrets. This cannot be
-        undone. (helm-values/hub-rbac.yaml lets the hub delete Profiles; on Kubernetes >= 1.30
-        helm-values/hub-object-guard.yaml admits only pending ones: see docs/operations.md.)
-        A Profile dna_hub does not manage is never touched.""",
-    )
-
-    # --- the notebook's access to Kubeflow Pipelines ----------------------------------------
-
-    kfp_endpoint = Unicode(
-        "http://ml-pipeline.kubeflow:8888",
-        config=True,
-        help="Kubeflow Pipelines API endpoint, set as KF_PIPELINES_ENDPOINT in the notebook.",
-    )
-
-    kfp_ui_endpoint = Unicode(
-        "http://ml-pipeline-ui.kubeflow:80",
-        config=True,
-        help="Kubeflow Pipelines UI endpoint, set as KF_PIPELINES_UI_ENDPOINT in the notebook.",
-    )
-
-    kfp_ui_public_url = Unicode(
-        "",
-        config=True,
-        help="""Browser-facing URL of the Kubeflow Pipelines UI (e.g.
-        https://kubeflow.example.org/pipeline), used for the links Kale shows after an upload
-        or a run. Empty: kfp_ui_endpoint, which is only right if browsers can reach it.""",
-    )
-
-    pipeline_uid = Integer(
-        8737,
-        config=True,
-        help="""UID every pipeline step Kale generates runs as (non-root; 8737 matches Argo's
-        workflow controller).""",
-    )
-
-    pipeline_gid = Integer(
-        8737,
-        config=True,
-        help="GID every pipeline step Kale generates runs as (non-root).",
-    )
-
-    @validate("pipeline_uid", "pipeline_gid")
-    def _validate_non_root(self, proposal: dict[str, Any]) -> int:
-        if proposal["value"] <= 0:
-            raise ValueError(f"{proposal['trait'].name} must be a non-root id (> 0)")
-        return proposal["value"]
-
     # --- secure defaults for KubeSpawner's own traits ---------------------------------------
 
     @default("enable_user_namespaces")
@@ -455,7 +104,7 @@ class DnaSpawner(KubeSpawner):
 
     @default("service_account")
     def _service_account_default(self) -> str:
-        return "default-editor"
+        return DEFAULT_SERVICE_ACCOUNT
 
     @default("uid")
     def _uid_default(self) -> int:
@@ -480,11 +129,22 @@ class DnaSpawner(KubeSpawner):
     @default("profile_list")
     def _profile_list_default(self) -> Any:
         # Computed per user and server at each form and spawn (dna_hub/hub/team_choice.py).
-        return team_choice.profile_list if self.team_profiles else []
+        return DnaSpawner.team_form_choices if self.team_profiles else []
+
+    async def team_form_choices(self) -> list[dict[str, Any]]:
+        """KubeSpawner's ``profile_list`` callable: the team choices of this user's server."""
+        return team_choice.form_choices(
+            self, self.user.name, self.name, await self.user.get_auth_state()
+        )
 
     async def _render_options_form_dynamically(self, current_spawner: Any) -> str:
         # KubeSpawner renders an empty form for an empty list; no choice means no form.
-        choices = await team_choice.profile_list_of(self, current_spawner)
+        choices = self.profile_list
+        if callable(choices):
+            choices = choices(current_spawner)
+            if inspect.isawaitable(choices):
+                choices = await choices
+        choices = list(choices or [])
         return self._render_options_form(choices) if choices else ""
 
     @default("image")
@@ -538,11 +198,10 @@ class DnaSpawner(KubeSpawner):
             namespace = self._policy_namespace()
         except NamespacePolicyError as e:
             if strict:
-                raise ConfigurationError(
+                raise NamingError(
                     "Your username cannot be mapped to a Kubeflow profile. "
                     "Please contact your platform administrator.",
                     str(e),
-                    reason="naming",
                 ) from e
             self.log.error("No namespace for %s: %s", self.user.name, e)
             return
@@ -561,7 +220,13 @@ class DnaSpawner(KubeSpawner):
         super().load_state(state)
         if state.get("dna_team_group"):
             # The namespace of a running team server comes from the policy, by its group.
-            self.team = team_choice.saved_team(self, state["dna_team_group"])
+            self.team = team_choice.saved_team(
+                self,
+                state["dna_team_group"],
+                username=self.user.name,
+                server_name=self.name,
+                log=self.log,
+            )
         saved = state.get("namespace")
         self._apply_namespace_policy(strict=False)
         if saved and saved != self.namespace:
@@ -599,7 +264,13 @@ class DnaSpawner(KubeSpawner):
         try:
             try:
                 # Whatever the form posted, re-checked against the verified groups now.
-                self.team = await team_choice.chosen_team(self)
+                self.team = await team_choice.chosen_team(
+                    self,
+                    slug=(self.user_options or {}).get("profile"),
+                    username=self.user.name,
+                    server_name=self.name,
+                    load_auth_state=lambda: self.user.get_auth_state(),
+                )
                 result = self.last_provision = await self.provision_profile()
             finally:
                 self._provisioned.set()
@@ -661,116 +332,88 @@ class DnaSpawner(KubeSpawner):
 
     # --- provisioning -------------------------------------------------------------------------
 
+    @property
+    def notebook_server(self) -> NotebookServer:
+        """What the profile needs to know of this server (its service account and port)."""
+        return NotebookServer(
+            service_account=self.service_account or DEFAULT_SERVICE_ACCOUNT, port=self.port
+        )
+
+    def profile_clients(self) -> ProfileClients:
+        """This spawn's Kubernetes clients, on KubeSpawner's shared API client."""
+        return self.clients(
+            self.api.api_client,
+            request_timeout=self.k8s_api_request_timeout,
+            server=self.notebook_server,
+            log=self.log,
+        )
+
     async def provision_profile(self) -> ProvisionResult:
         """Render and apply this user's Kubeflow profile; wait until it is ready."""
+        auth_state = await self.user.get_auth_state()
         try:
             self._apply_namespace_policy(strict=True)
-            team_choice.check_personal_namespace(self)
-            owner = await self.profile_owner()
+            if not self.team:
+                self.check_personal_namespace(self.user.name, self.namespace)
+            owner = self._owner(auth_state)
             # Rendering is CPU work: off the hub's event loop, which serves everyone.
             if self.team:
-                rendered = await asyncio.to_thread(team_choice.render_team, self, self.team)
+                rendered = await asyncio.to_thread(
+                    self.render_team, self.team, self.notebook_server
+                )
             else:
                 rendered = await asyncio.to_thread(self.render_profile, owner)
-        except ProvisioningError as e:
+        except DnaHubError as e:
             PROVISIONING_FAILURES.labels(e.reason).inc()
             self.log.error("Cannot provision a profile for %s: %s", self.user.name, e)
             raise
-        provisioner = ProfileProvisioner(
-            KubeApi(
-                self.api.api_client,
-                request_timeout=self.k8s_api_request_timeout,
-                max_watches=self.max_concurrent_watches,
-            ),
-            ready_timeout=self.profile_ready_timeout,
-            service_account=self.service_account or "default-editor",
-            log=self.log,
-            max_concurrent=self.max_concurrent_provisioning,
-        )
+        clients = self.profile_clients()
         try:
-            teams = team_choice.sync_at_spawn(self, owner)
+            teams = team_choice.sync_at_spawn(
+                self,
+                clients.contributors,
+                username=self.user.name,
+                auth_state=auth_state,
+                identity=owner,
+                server=self.notebook_server,
+                team=self.team,
+                report=self._report_progress,
+                log=self.log,
+            )
+            ensure = clients.provisioner.ensure(
+                rendered, force=self._force_provision, progress=self._report_progress
+            )
             if self.team:  # a team server needs its team (and its contributor) first
                 await teams
-                return await provisioner.ensure(
-                    rendered, force=self._force_provision, progress=self._report_progress
-                )
+                return await ensure
             # a personal server does not wait for the teams (their failures are logged)
-            _, result = await asyncio.gather(
-                teams,
-                provisioner.ensure(
-                    rendered, force=self._force_provision, progress=self._report_progress
-                ),
-            )
+            _, result = await asyncio.gather(teams, ensure)
             return result
-        except ProvisioningError as e:
+        except DnaHubError as e:
             self.log.error("Provisioning profile %s failed: %s", self.namespace, e)
             raise
 
     async def profile_owner(self) -> str:
         """The identity Kubeflow sees for this user: from auth_state, or the fallback."""
-        auth_state = await self.user.get_auth_state() or {}
-        owner = auth_state.get(self.profile_owner_auth_state_key)
-        if isinstance(owner, str) and owner.strip():
-            return owner
-        if self.profile_owner_fallback:
-            if getattr(self.authenticator, "enable_auth_state", None) is False:
-                fallback = self.profile_owner_fallback.format(username=self.user.name)
-                self.log.warning(
-                    "Profile owner of %s built from the hub name by profile_owner_fallback: %s",
-                    self.user.name,
-                    fallback,
-                )
-                return fallback
-            self.log.warning(
-                "profile_owner_fallback ignored for %s: it applies only with auth_state off",
-                self.user.name,
-            )
-        raise ConfigurationError(
-            "Your login did not provide the identity Kubeflow needs. Please log out and in again.",
-            f"auth_state of {self.user.name} has no {self.profile_owner_auth_state_key!r} "
-            "and DnaSpawner.profile_owner_fallback is not set",
-        )
+        return self._owner(await self.user.get_auth_state())
 
-    def profile_context(self, owner: str) -> ProfileContext:
-        return ProfileContext(
+    def _owner(self, auth_state: dict[str, Any] | None) -> str:
+        enabled = getattr(self.authenticator, "enable_auth_state", None) is not False
+        return self.owner_of(self.user.name, auth_state, auth_state_enabled=enabled)
+
+    def user_groups(self) -> list[str]:
+        """The user's hub groups (per-group quotas come from these)."""
+        return [g.name for g in getattr(self.user, "groups", []) or []]
+
+    def render_profile(self, owner: str) -> RenderedProfile:
+        """This user's personal profile, rendered."""
+        return self.render_personal(
             username=self.user.name,
             namespace=self.namespace,
             owner=owner,
-            hub_namespace=self.hub_namespace,
-            groups=tuple(sorted(g.name for g in getattr(self.user, "groups", []) or [])),
-            service_account=self.service_account or "default-editor",
-            notebook_port=self.port,
-            kfp_namespace=self.kfp_namespace,
-            resource_quota=resource_quota_for(
-                (g.name for g in getattr(self.user, "groups", []) or []),
-                self.profile_group_resource_quotas,
-                self.profile_resource_quota,
-            ),
-            limit_range=self.profile_limit_range or None,
-            legacy_envoy_filter=self.legacy_envoy_filter,
-            legacy_ml_pipeline_policy=self.legacy_ml_pipeline_policy,
-            extra=self.profile_template_variables,
-            blocked_egress_cidrs=tuple(self.notebook_egress_blocked_cidrs),
+            groups=self.user_groups(),
+            server=self.notebook_server,
         )
-
-    def render_profile(self, owner: str) -> RenderedProfile:
-        problem = kubeflow_identity_problem(owner)  # auth_state may be edited, or --owner
-        if problem is not None:
-            raise ConfigurationError(
-                "Your login did not provide a usable Kubeflow identity. "
-                "Please contact your platform administrator.",
-                f"the Profile owner {owner!r} of {self.user.name} {problem}",
-                reason="config",
-            )
-        try:
-            return render_profile(self.profile_context(owner), self.profile_template_dirs)
-        except TemplateError as e:
-            raise ConfigurationError(
-                "Your Kubeflow profile could not be prepared. "
-                "Please contact your platform administrator.",
-                str(e),
-                reason="template",
-            ) from e
 
     # --- offboarding ---------------------------------------------------------------------------
 
@@ -796,7 +439,7 @@ class DnaSpawner(KubeSpawner):
         await self.offboard_profile()
 
     async def offboard_profile(self) -> Offboarded:
-        api = KubeApi(self.api.api_client, request_timeout=self.k8s_api_request_timeout)
+        api = self.profile_clients().api
         return await offboard(
             api, self.namespace, self.user.name, self.profile_retention, logger=self.log
         )
@@ -840,7 +483,7 @@ class DnaSpawner(KubeSpawner):
     async def _make_create_pod_request(self, pod: Any, request_timeout: float) -> bool:
         created = await self._create_pod(pod, request_timeout)
         if created:
-            api = KubeApi(self.api.api_client, request_timeout=self.k8s_api_request_timeout)
+            api = self.profile_clients().api
             found = await api.get(POD_KIND, self.pod_name, self.namespace)
             if found is None:
                 return False  # gone again already: KubeSpawner creates it anew

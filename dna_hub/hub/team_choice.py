@@ -1,100 +1,76 @@
-"""JupyterHub glue for team profiles: what DnaSpawner calls, kept out of the spawner class.
+"""Team profiles at the hub: the spawn form's choices, the re-check at spawn, the sync.
 
 - the spawn form (KubeSpawner's ``profile_list``, computed per user and server): the
   personal profile and each team profile the user may run notebooks in (``edit`` members
   only), offered for named servers — the default server is the personal one, its
   namespace fixed by policy;
 - the server-side re-check at spawn of whatever the form posted;
-- team rendering (the same templates; a team is data in the template context) and the
-  per-spawn sync of team profiles and contributor bindings (:mod:`dna_hub.profiles.contributors`).
+- the sync of team profiles and contributor bindings (:mod:`dna_hub.profiles.contributors`)
+  at a spawn and at a login.
 
 Groups come only from the verified token: ``auth_state[team_groups_auth_state_key]``, which
-the authenticator writes from the id_token's groups claim.
+the authenticator writes from the id_token's groups claim. Every function takes the settings
+and plain values; none takes a spawner.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
-from traitlets import TraitError
-
-from dna_hub.errors import ConfigurationError, ProvisioningError
-from dna_hub.k8s.api import KubeApi
-from dna_hub.policy.naming import NamespacePolicyError, namespace_for
-from dna_hub.policy.rendering import RenderedProfile, TemplateError, render_profile
-from dna_hub.policy.teams import Team, TeamConfigError, TeamPlan, parse_teams, plan_for
+from dna_hub.errors import DnaHubError, NamingError, TeamNotAllowed, TeamUnavailable
+from dna_hub.hub.settings import DnaSettings, NotebookServer
+from dna_hub.policy.teams import Team, TeamPlan, plan_for
 from dna_hub.profiles.contributors import ContributorSync, TeamSyncResult, describe_result
-from dna_hub.profiles.provisioning import ProfileProvisioner, Progress
+from dna_hub.profiles.provisioning import Progress
 
-if TYPE_CHECKING:
-    from dna_hub.hub.spawner import DnaSpawner
+__all__ = [
+    "PERSONAL_SLUG",
+    "chosen_team",
+    "form_choices",
+    "saved_team",
+    "sync_at_spawn",
+    "sync_teams",
+    "team_plan",
+    "verified_groups",
+]
 
 PERSONAL_SLUG = "personal"
 
 
-def check_config(spawner: DnaSpawner, **override: Any) -> dict[str, Team]:
-    """Parse the team settings (with ``override`` for a value being validated)."""
-    settings = {
-        "team_profiles": spawner.team_profiles,
-        "team_namespace_template": spawner.team_namespace_template,
-        **override,
-    }
-    try:
-        return parse_teams(
-            settings["team_profiles"],
-            template=settings["team_namespace_template"],
-            owner="validation-only",
-        )
-    except TeamConfigError as e:
-        raise TraitError(str(e)) from e
-
-
-def teams(spawner: DnaSpawner) -> dict[str, Team]:
-    try:
-        return parse_teams(
-            spawner.team_profiles,
-            template=spawner.team_namespace_template,
-            owner=spawner.team_profile_owner,
-        )
-    except TeamConfigError as e:
-        raise ConfigurationError(
-            "The team profiles are misconfigured. Please contact your platform administrator.",
-            str(e),
-            reason="config",
-        ) from e
-
-
-def personal_namespace(spawner: DnaSpawner) -> str | None:
-    try:
-        return namespace_for(spawner.user.name, spawner.namespace_template)
-    except NamespacePolicyError:
-        return None
-
-
-async def verified_groups(spawner: DnaSpawner) -> list[Any]:
+def verified_groups(settings: DnaSettings, auth_state: Mapping[str, Any] | None) -> list[Any]:
     """The groups of the verified token, as the authenticator stored them."""
-    auth_state = await spawner.user.get_auth_state() or {}
-    groups = auth_state.get(spawner.team_groups_auth_state_key)
+    groups = (auth_state or {}).get(settings.team_groups_auth_state_key)
     return list(groups) if isinstance(groups, list) else []
 
 
-async def plan(spawner: DnaSpawner) -> TeamPlan:
-    if not spawner.team_profiles:
+def team_plan(
+    settings: DnaSettings, username: str, auth_state: Mapping[str, Any] | None
+) -> TeamPlan:
+    """The teams this login's verified groups give (an empty plan without teams)."""
+    if not settings.team_profiles:
         return TeamPlan()
-    return plan_for(await verified_groups(spawner), teams(spawner), personal_namespace(spawner))
+    try:
+        personal: str | None = settings.personal_namespace(username)
+    except NamingError:
+        personal = None
+    return plan_for(verified_groups(settings, auth_state), settings.teams(), personal)
 
 
-async def profile_list(spawner: DnaSpawner) -> list[dict[str, Any]]:
+def form_choices(
+    settings: DnaSettings, username: str, server_name: str, auth_state: Mapping[str, Any] | None
+) -> list[dict[str, Any]]:
     """The spawn form's choices for this user and server (empty: no form)."""
-    if not spawner.name:
+    if not server_name:
         return []  # the default server is the personal one
-    editable = (await plan(spawner)).editable()
+    editable = team_plan(settings, username, auth_state).editable()
     if not editable:
         return []
-    personal = personal_namespace(spawner) or "your profile"
+    try:
+        personal = settings.personal_namespace(username)
+    except NamingError:
+        personal = "your profile"
     choices = [
         {
             "display_name": "Personal profile",
@@ -115,163 +91,116 @@ async def profile_list(spawner: DnaSpawner) -> list[dict[str, Any]]:
     return choices
 
 
-async def profile_list_of(spawner: DnaSpawner, current: DnaSpawner) -> list[dict[str, Any]]:
-    """The spawn form's choices, whatever ``profile_list`` is (a list or a callable)."""
-    choices = spawner.profile_list
-    if callable(choices):
-        choices = choices(current)
-        if inspect.isawaitable(choices):
-            choices = await choices
-    return list(choices or [])
+async def chosen_team(
+    settings: DnaSettings,
+    *,
+    slug: str | None,
+    username: str,
+    server_name: str,
+    load_auth_state: Callable[[], Awaitable[Mapping[str, Any] | None]],
+) -> Team | None:
+    """The team the posted form chose, re-checked against the user's verified groups now.
 
-
-async def chosen_team(spawner: DnaSpawner) -> Team | None:
-    """The team the posted form chose, re-checked against the user's verified groups now."""
-    slug = (spawner.user_options or {}).get("profile")
-    if not slug or not spawner.team_profiles:
+    ``load_auth_state`` (JupyterHub's ``User.get_auth_state``, which decrypts) is awaited only
+    when the choice names a team.
+    """
+    if not slug or not settings.team_profiles:
         return None
-    if slug not in {team.slug for team in teams(spawner).values()}:
+    if slug not in {team.slug for team in settings.teams().values()}:
         return None  # the personal profile, or a choice of an admin's own profile_list
-    if not spawner.name:
-        raise ConfigurationError(
+    if not server_name:
+        raise TeamNotAllowed(
             "Team notebooks run as named servers; your default server is your personal one.",
-            f"{spawner.user.name} asked for profile {slug!r} on the default server",
-            reason="team",
+            f"{username} asked for profile {slug!r} on the default server",
         )
-    for team in (await plan(spawner)).editable():
+    for team in team_plan(settings, username, await load_auth_state()).editable():
         if team.slug == slug:
             return team
-    raise ConfigurationError(
+    raise TeamNotAllowed(
         "You may not start a notebook in that team profile (you are not an editor of it).",
-        f"{spawner.user.name} asked for profile {slug!r}, not among their edit teams",
-        reason="team",
+        f"{username} asked for profile {slug!r}, not among their edit teams",
     )
 
 
-def render_team(spawner: DnaSpawner, team: Team) -> RenderedProfile:
-    """The team profile: the user's template context with the team's data, member-free."""
-    base = spawner.profile_context(team.owner)
-    context = dataclasses.replace(
-        base,
-        username=team.group,
-        namespace=team.namespace,
-        owner=team.owner,
-        groups=(),
-        resource_quota=team.resource_quota or spawner.profile_resource_quota or None,
-        team=team.group,
-    )
-    try:
-        return render_profile(context, spawner.profile_template_dirs)
-    except TemplateError as e:
-        raise ConfigurationError(
-            "Your team's Kubeflow profile could not be prepared. "
-            "Please contact your platform administrator.",
-            str(e),
-            reason="template",
-        ) from e
-
-
-async def sync(
-    spawner: DnaSpawner,
-    api: KubeApi,
-    provisioner: ProfileProvisioner,
+async def sync_teams(
+    settings: DnaSettings,
+    contributors: ContributorSync,
+    *,
+    username: str,
+    auth_state: Mapping[str, Any] | None,
     identity: str,
+    server: NotebookServer,
     progress: Mapping[str, Progress] | None = None,
 ) -> TeamSyncResult | None:
     """Team profiles and contributor bindings for this user, as their groups say now."""
-    if not spawner.team_profiles:
+    if not settings.team_profiles:
         return None
-    team_plan = await plan(spawner)
-    return await ContributorSync(
-        api,
-        provisioner,
-        principals=spawner.team_contributor_principals,
-        ready_timeout=spawner.profile_ready_timeout,
-        log=spawner.log,
-    ).sync(identity, team_plan, lambda team: render_team(spawner, team), progress=progress)
+    plan = team_plan(settings, username, auth_state)
+
+    def render(team: Team) -> Any:
+        return settings.render_team(team, server)
+
+    return await contributors.sync(identity, plan, render, progress=progress)
 
 
-def clients(spawner: DnaSpawner) -> tuple[KubeApi, ProfileProvisioner]:
-    """A KubeApi (its own request count) and provisioner with the spawner's settings."""
-    api = KubeApi(
-        spawner.api.api_client,
-        request_timeout=spawner.k8s_api_request_timeout,
-        max_watches=spawner.max_concurrent_watches,
-    )
-    provisioner = ProfileProvisioner(
-        api,
-        ready_timeout=spawner.profile_ready_timeout,
-        service_account=spawner.service_account or "default-editor",
-        log=spawner.log,
-        max_concurrent=spawner.max_concurrent_provisioning,
-    )
-    return api, provisioner
-
-
-async def sync_at_spawn(spawner: DnaSpawner, identity: str) -> TeamSyncResult | None:
+async def sync_at_spawn(
+    settings: DnaSettings,
+    contributors: ContributorSync,
+    *,
+    username: str,
+    auth_state: Mapping[str, Any] | None,
+    identity: str,
+    server: NotebookServer,
+    team: Team | None,
+    report: Callable[[str], None],
+    log: logging.Logger,
+) -> TeamSyncResult | None:
     """The sync at a spawn: a team server needs its team ready; a personal server goes on
     whatever happens to the teams (the failure is logged for the admin)."""
-    team = getattr(spawner, "team", None)
-    if not spawner.team_profiles:
+    if not settings.team_profiles:
         return None
     try:
         # a spawn in a team shows that team's provisioning steps on its progress page
-        progress = {team.group: spawner._report_progress} if team else None
-        result = await sync(spawner, *clients(spawner), identity, progress)
-    except ProvisioningError as e:
+        result = await sync_teams(
+            settings,
+            contributors,
+            username=username,
+            auth_state=auth_state,
+            identity=identity,
+            server=server,
+            progress={team.group: report} if team else None,
+        )
+    except DnaHubError as e:
         if team:
             raise
-        spawner.log.error("Team profiles of %s not synchronised: %s", spawner.user.name, e)
+        log.error("Team profiles of %s not synchronised: %s", username, e)
         return None
     if result is not None:
-        spawner.log.info("Teams of %s: %s", spawner.user.name, describe_result(result))
+        log.info("Teams of %s: %s", username, describe_result(result))
     if team and (result is None or team.group in result.failed or team not in result.ready):
         reason = str(result.failed.get(team.group, "not ready")) if result else "no teams"
-        raise ConfigurationError(
+        raise TeamUnavailable(
             f"The team profile {team.namespace} is not available. "
             "Please contact your platform administrator.",
-            f"team {team.group!r} for {spawner.user.name}: {reason}",
-            reason="team",
+            f"team {team.group!r} for {username}: {reason}",
         )
     return result
 
 
-def saved_team(spawner: DnaSpawner, group: str) -> Team | None:
+def saved_team(
+    settings: DnaSettings, group: str, *, username: str, server_name: str, log: logging.Logger
+) -> Team | None:
     """The team of a server saved in the hub's state, by the policy of today's config."""
     try:
-        team = teams(spawner).get(group)
-    except ConfigurationError as e:
-        spawner.log.error("Team %r of %s's server: %s", group, spawner.user.name, e)
+        team = settings.teams().get(group)
+    except DnaHubError as e:
+        log.error("Team %r of %s's server: %s", group, username, e)
         return None
     if team is None:
-        spawner.log.warning(
+        log.warning(
             "Server %s of %s ran in team %r, which is no longer configured",
-            spawner.name,
-            spawner.user.name,
+            server_name,
+            username,
             group,
         )
     return team
-
-
-def check_personal_namespace(spawner: DnaSpawner) -> None:
-    """A personal profile must never be a configured team's namespace."""
-    if not spawner.team_profiles or getattr(spawner, "team", None):
-        return
-    for team in teams(spawner).values():
-        if team.namespace == spawner.namespace:
-            raise ConfigurationError(
-                "Your username maps to a team's Kubeflow profile, so your own profile cannot "
-                "be created. Please contact your platform administrator.",
-                f"{spawner.user.name}'s personal namespace {spawner.namespace} is team "
-                f"{team.group!r}'s namespace; nothing written",
-                reason="naming",
-            )
-
-
-__all__ = [
-    "PERSONAL_SLUG",
-    "chosen_team",
-    "profile_list",
-    "render_team",
-    "sync",
-]

@@ -13,37 +13,32 @@ team profiles exist and the user's contributor bindings match the groups of *thi
 identity provider takes effect at the next login, before any notebook starts. The login is
 never delayed or failed by it: the outcome goes to the hub log (and every spawn syncs again).
 
-The DnaSpawner settings are the hub's own (the authenticator's config); the spawner is built
-for the logging-in user as ``dna-hub render`` builds one — the same code path, no copy.
+The settings are the hub's own (:meth:`DnaSettings.from_config` of the authenticator's
+config); the Kubernetes client is KubeSpawner's shared one, loaded as a spawner loads it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 from typing import Any
 
-from dna_hub.errors import ProvisioningError
+from kubespawner.clients import load_config, shared_client
+from traitlets.config import Config
+
+from dna_hub.errors import DnaHubError
+from dna_hub.hub import team_choice
+from dna_hub.hub.settings import (
+    DnaSettings,
+    notebook_server_from_config,
+    request_timeout_from_config,
+    spawner_config_section,
+)
+from dna_hub.profiles.contributors import describe_result
 
 __all__ = ["pending", "sync_teams_at_login"]
 
 #: Background syncs still running (held so they are not garbage-collected mid-flight).
 _running: set[asyncio.Task[Any]] = set()
-
-
-class _LoginUser:
-    """What a spawner needs of JupyterHub's User, for a login whose User is not saved yet."""
-
-    def __init__(self, name: str, auth_state: dict[str, Any]) -> None:
-        self.name = name
-        self.id = 0
-        self.url = f"/user/{name}/"
-        self.groups: list[Any] = []
-        self.settings: dict[str, Any] = {}
-        self._auth_state = auth_state
-
-    async def get_auth_state(self) -> dict[str, Any]:
-        return self._auth_state
 
 
 def pending() -> set[asyncio.Task[Any]]:
@@ -55,33 +50,57 @@ async def sync_teams_at_login(
     authenticator: Any, handler: Any, authentication: dict[str, Any]
 ) -> dict[str, Any]:
     """``post_auth_hook``: start the team sync for this login; return the model unchanged."""
-    task = asyncio.ensure_future(_sync(authenticator, handler, authentication))
+    task = asyncio.ensure_future(_sync(authenticator, authentication))
     _running.add(task)
     task.add_done_callback(_running.discard)
     return authentication
 
 
-async def _sync(authenticator: Any, handler: Any, authentication: dict[str, Any]) -> None:
-    from dna_hub.hub import team_choice
-    from dna_hub.hub.spawner import DnaSpawner
+def _kube_api_client(config: Config) -> Any:
+    """KubeSpawner's shared client, configured as a DnaSpawner with this config would do."""
+    section = spawner_config_section(config)
+    # lru-cached by these arguments in KubeSpawner: the spawners' own call shares it
+    load_config(
+        host=section.get("k8s_api_host"),
+        ssl_ca_cert=section.get("k8s_api_ssl_ca_cert"),
+        verify_ssl=section.get("k8s_api_verify_ssl"),
+    )
+    return shared_client("CoreV1Api").api_client
 
+
+async def _sync(authenticator: Any, authentication: dict[str, Any]) -> None:
     name = authentication["name"]
     log = authenticator.log
+    auth_state = dict(authentication.get("auth_state") or {})
     try:
-        spawner = DnaSpawner(
-            config=authenticator.config,
-            user=_LoginUser(name, dict(authentication.get("auth_state") or {})),
-            hub=getattr(handler, "hub", None) or SimpleNamespace(api_url="", base_url="/hub/"),
-        )
-        if not spawner.team_profiles:
+        settings = DnaSettings.from_config(authenticator.config, log=log)
+        if not settings.team_profiles:
             return
-        identity = await spawner.profile_owner()
-        result = await team_choice.sync(spawner, *team_choice.clients(spawner), identity)
-    except ProvisioningError as e:
+        server = notebook_server_from_config(authenticator.config)
+        identity = settings.owner_of(
+            name,
+            auth_state,
+            auth_state_enabled=getattr(authenticator, "enable_auth_state", False) is not False,
+        )
+        clients = settings.clients(
+            _kube_api_client(authenticator.config),
+            request_timeout=request_timeout_from_config(authenticator.config),
+            server=server,
+            log=log,
+        )
+        result = await team_choice.sync_teams(
+            settings,
+            clients.contributors,
+            username=name,
+            auth_state=auth_state,
+            identity=identity,
+            server=server,
+        )
+    except DnaHubError as e:
         log.error("Teams of %s not synchronised at login: %s", name, e)
         return
     except Exception:
         log.exception("Teams of %s not synchronised at login", name)
         return
     if result is not None:
-        log.info("Teams of %s at login: %s", name, team_choice.describe_result(result))
+        log.info("Teams of %s at login: %s", name, describe_result(result))

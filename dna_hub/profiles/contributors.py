@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from dna_hub.errors import ApiFailure, ConfigurationError, ProfileNotReady, ProvisioningError
+from dna_hub.errors import ApiFailure, DnaHubError, NamingError, ProfileNotReady
 from dna_hub.k8s.api import AUTHORIZATION_POLICY, ROLE_BINDING, Kind, KubeApi
 from dna_hub.k8s.retry import describe
 from dna_hub.policy.rendering import MANAGED_BY, MANAGED_BY_LABEL, RenderedProfile
@@ -64,7 +64,7 @@ class TeamSyncResult:
     its namespace) to the error, whose ``str`` is the admin-facing reason."""
 
     ready: list[Team] = field(default_factory=list)
-    failed: dict[str, ProvisioningError] = field(default_factory=dict)
+    failed: dict[str, DnaHubError] = field(default_factory=dict)
     created: list[Key] = field(default_factory=list)
     deleted: list[Key] = field(default_factory=list)
     #: Bindings of a contributor's name that dna_hub did not make: left alone.
@@ -111,8 +111,8 @@ class ContributorSync:
         async with lock:
             result = TeamSyncResult()
             for group, reason in plan.refused:
-                result.failed[group] = ConfigurationError(
-                    "This team's profile is not available to you.", reason, reason="naming"
+                result.failed[group] = NamingError(
+                    "This team's profile is not available to you.", reason
                 )
                 self.log.warning("Team of group %r refused for %s: %s", group, identity, reason)
             await asyncio.gather(
@@ -134,7 +134,7 @@ class ContributorSync:
         try:
             rendered = await asyncio.to_thread(render, team)
             await self.provisioner.ensure(rendered, progress=progress)
-        except ProvisioningError as e:
+        except DnaHubError as e:
             result.failed[team.group] = e
             self.log.error(
                 "Team profile %s of group %r not provisioned; its contributors are not updated: %s",
@@ -193,7 +193,7 @@ class ContributorSync:
         try:
             await self._wait_for_owner_binding(namespace)
             await self._create(ROLE_BINDING, binding, result)
-        except ProvisioningError as e:
+        except DnaHubError as e:
             result.failed[namespace] = e
             self.log.error("Contributor binding in %s not created: %s", namespace, e)
 

@@ -50,10 +50,14 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from dna_hub.errors import (
     ApiFailure,
-    ConfigurationError,
+    ApiForbidden,
+    DnaHubError,
+    InvalidObject,
     OwnershipConflict,
+    ProfileDeleting,
     ProfileNotReady,
     ProvisioningError,
+    TemplateRenderError,
 )
 from dna_hub.k8s.api import NAMESPACE, PROFILE, SERVICE_ACCOUNT, Kind, KubeApi
 from dna_hub.k8s.concurrency import LoopLimit
@@ -178,7 +182,7 @@ class ProfileProvisioner:
                 async with slots:
                     up_to_date = await self._ensure(rendered, force, report)
             path = "fast" if up_to_date else "full"
-        except ProvisioningError as e:
+        except DnaHubError as e:
             PROVISIONING_FAILURES.labels(e.reason).inc()
             PROVISIONING_DURATION.labels("failure", path).observe(time.perf_counter() - started)
             raise
@@ -338,20 +342,18 @@ class ProfileProvisioner:
                     f"look up {what}", self.api.kind_for(obj["apiVersion"], obj["kind"])
                 )
             except ValueError as e:
-                raise ConfigurationError(
+                raise TemplateRenderError(
                     "Your Kubeflow profile's templates are invalid. "
                     "Please contact your platform administrator.",
                     f"profile template renders {what}: {e}",
-                    reason="template",
                 ) from e
             if not kind.namespaced:
-                raise ConfigurationError(
+                raise TemplateRenderError(
                     "Your Kubeflow profile's templates are invalid. "
                     "Please contact your platform administrator.",
                     f"profile template renders {what}, which the API server reports as "
                     "cluster-scoped; profile templates may only render namespaced objects; "
                     "nothing written",
-                    reason="template",
                 )
 
     async def _apply_namespaced(self, objects: Sequence[Mapping[str, Any]]) -> None:
@@ -401,10 +403,9 @@ class ProfileProvisioner:
                 f"Profile {name} is owned by {found.get('name')!r}, not {owner!r}; nothing written",
             )
         if profile["metadata"].get("deletionTimestamp"):
-            raise ProvisioningError(
+            raise ProfileDeleting(
                 f"Your Kubeflow profile {name} is being deleted. Try again when it is gone.",
                 f"Profile {name} has a deletionTimestamp",
-                reason="deleting",
             )
 
     def _check_namespace(self, namespace: Mapping[str, Any], owner: str) -> None:
@@ -555,18 +556,16 @@ class ProfileProvisioner:
 
     def _api_failure(self, what: str, error: ApiException) -> ProvisioningError:
         if error.status == 403:
-            return ApiFailure(
+            return ApiForbidden(
                 "JupyterHub is not allowed to set up your Kubeflow profile. "
                 "Please contact your platform administrator.",
                 f"{what}: {describe(error)} — check helm-values/hub-rbac.yaml is applied",
-                reason="forbidden",
             )
         if error.status in (400, 422):
-            return ApiFailure(
+            return InvalidObject(
                 "Your Kubeflow profile's configuration was rejected by the cluster. "
                 "Please contact your platform administrator.",
                 f"{what}: {describe(error)} — check the profile templates",
-                reason="invalid",
             )
         return ApiFailure(
             "The Kubernetes API failed while setting up your Kubeflow profile. "

@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from dna_hub.errors import ProvisioningError
+from dna_hub.errors import DnaHubError
 from dna_hub.k8s.api import KNOWN_KINDS, PROFILE, Kind, KubeApi
 from dna_hub.k8s.retry import describe
 from dna_hub.policy.rendering import PROFILE_LABEL, RenderedProfile, TemplateError
@@ -310,7 +310,7 @@ class ProfileSync:
                 ).ensure(rendered, force=True)
                 result.changes = await self._prune(rendered)
                 result.status = "converged"
-        except ProvisioningError as e:
+        except DnaHubError as e:
             result.detail = e.detail or e.user_message
         except (TemplateError, ValueError) as e:
             result.detail = str(e)

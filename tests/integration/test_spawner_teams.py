@@ -16,7 +16,7 @@ from kubernetes_asyncio.client import ApiClient
 
 from devstack.standins import Kube
 from dna_hub import DnaSpawner
-from dna_hub.errors import ConfigurationError
+from dna_hub.errors import TeamNotAllowed
 from dna_hub.policy.naming import namespace_for
 from dna_hub.policy.teams import contributor_binding_name, team_namespace
 from tests.integration.test_contributors import may
@@ -105,7 +105,7 @@ async def test_the_form_choice_is_rechecked_at_spawn(
             make_spawner(username, owner, server_name=server, team_profiles=teams), *groups
         )
         spawner.user_options = {"profile": slug}
-        with pytest.raises(ConfigurationError) as info:
+        with pytest.raises(TeamNotAllowed) as info:
             await start_with_progress(spawner)
         assert message in info.value.jupyterhub_message
         assert spawner.namespace == namespace_for(username)

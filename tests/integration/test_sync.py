@@ -21,9 +21,9 @@ from kubernetes_asyncio.client import ApiClient
 
 from devstack.controlplane import ControlPlane
 from devstack.paths import REPO_ROOT
+from dna_hub.cli.context import settings_from
 from dna_hub.cli.render import load_hub_config
-from dna_hub.cli.sync import offline_spawner, renderer, team_renderer
-from dna_hub.hub import team_choice
+from dna_hub.cli.sync import renderer, team_renderer
 from dna_hub.k8s.api import AUTHORIZATION_POLICY, PROFILE, ROLE_BINDING, KubeApi
 from dna_hub.k8s.retry import RetryPolicy
 from dna_hub.policy.naming import namespace_for
@@ -360,7 +360,7 @@ async def test_sync_converges_a_team_profile_and_keeps_its_contributors(
     render_team = team_renderer(hub)
     kube = KubeApi(hub_api, request_timeout=10, retry=RetryPolicy(attempts=4))
     alice = f"alice.{group}@example.com"
-    teams = team_choice.teams(offline_spawner(hub, "dna-hub-sync"))
+    teams = settings_from(hub).teams()
     joined = await ContributorSync(kube, ProfileProvisioner(kube, ready_timeout=60)).sync(
         alice,
         plan_for([group], teams, None),

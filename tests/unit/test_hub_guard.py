@@ -23,9 +23,9 @@ import yaml
 from celpy import celtypes
 
 from devstack.paths import REPO_ROOT
-from dna_hub.cli.render import render_objects
 from dna_hub.policy.rendering import ProfileContext, render_profile
 from dna_hub.profiles.api_token import api_token_secret_manifest
+from tests.unit.test_cli_render import render
 
 HUB = "system:serviceaccount:jupyterhub:hub"
 NS = "kubeflow-alice"
@@ -163,12 +163,13 @@ def objects() -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-async def pod() -> dict[str, Any]:
+def pod() -> dict[str, Any]:
     """The pod KubeSpawner creates for alice, after the PodDefault webhook's mutation."""
-    from traitlets.config import Config
-
-    *_, manifest = await render_objects(Config(), "alice", "alice@example.com", [], True)
-    manifest = copy.deepcopy(manifest)
+    # `dna-hub render --pod` in a process of its own: the preview points that process's
+    # Kubernetes client nowhere (dna_hub.cli.context.isolate_from_cluster)
+    result = render("--user", "alice", "--owner", "alice@example.com", "--pod")
+    assert result.returncode == 0, result.stderr
+    *_, manifest = yaml.safe_load_all(result.stdout)
     manifest["spec"].setdefault("volumes", []).append(
         {
             "name": "volume-kf-pipeline-token",

@@ -383,6 +383,7 @@ def _egress_except(ctx: ProfileContext) -> list[str]:
 async def test_blocked_egress_covers_every_metadata_address_and_is_configurable() -> None:
     import ipaddress
 
+    from dna_hub.hub.settings import NotebookServer
     from tests.unit.test_owner_fallback import spawner
 
     blocked = [ipaddress.ip_network(c) for c in _egress_except(context())]
@@ -391,12 +392,18 @@ async def test_blocked_egress_covers_every_metadata_address_and_is_configurable(
     custom = ("169.254.0.0/16", "192.0.2.10/32")
     assert _egress_except(context(blocked_egress_cidrs=custom)) == list(custom)
     hub_spawner = spawner(True, {})
-    assert hub_spawner.profile_context("x").blocked_egress_cidrs == (
+
+    def spawner_context() -> Any:
+        return hub_spawner.profile_context(
+            username="x", namespace="kubeflow-x", owner="x", groups=(), server=NotebookServer()
+        )
+
+    assert spawner_context().blocked_egress_cidrs == (
         "169.254.0.0/16",
         "100.100.100.200/32",
     )
     hub_spawner.notebook_egress_blocked_cidrs = ["10.0.0.0/8"]
-    assert hub_spawner.profile_context("x").blocked_egress_cidrs == ("10.0.0.0/8",)
+    assert spawner_context().blocked_egress_cidrs == ("10.0.0.0/8",)
     with pytest.raises(ValueError, match="not an IPv4 CIDR"):
         hub_spawner.notebook_egress_blocked_cidrs = ["fd00:ec2::254/128"]
 

@@ -298,44 +298,56 @@ async def test_team_defaults() -> None:
 
 
 async def test_user_named_like_a_team_is_refused() -> None:
-    from dna_hub.errors import ConfigurationError
-    from dna_hub.hub import team_choice
+    from dna_hub.errors import NamingError
 
     s = spawner("team-alice", team_profiles={"alice": "edit"})
     assert s.namespace == "kubeflow-team-alice"
-    with pytest.raises(ConfigurationError, match=r"team 'alice'.*nothing written") as e:
-        team_choice.check_personal_namespace(s)
+    with pytest.raises(NamingError, match=r"team 'alice'.*nothing written") as e:
+        s.check_personal_namespace(s.user.name, s.namespace)
     assert "maps to a team" in e.value.user_message
-    team_choice.check_personal_namespace(spawner("team-alice", team_profiles={"bob": "edit"}))
+    other = spawner("team-alice", team_profiles={"bob": "edit"})
+    other.check_personal_namespace(other.user.name, other.namespace)
+
+
+async def chosen_team(s: Any) -> Any:
+    """The team a spawn of ``s`` would run in, as DnaSpawner._start asks for it."""
+    from dna_hub.hub import team_choice
+
+    return await team_choice.chosen_team(
+        s,
+        slug=(s.user_options or {}).get("profile"),
+        username=s.user.name,
+        server_name=s.name,
+        load_auth_state=lambda: s.user.get_auth_state(),
+    )
 
 
 async def test_only_configured_team_slugs_are_team_choices() -> None:
     from unittest import mock
 
-    from dna_hub.errors import ConfigurationError
-    from dna_hub.hub import team_choice
+    from dna_hub.errors import TeamNotAllowed
 
     # an admin's own profile_list keeps working, with or without teams
     s = spawner(profile_list=[{"display_name": "GPU", "slug": "gpu"}])
     s.user_options = {"profile": "gpu"}
-    assert await team_choice.chosen_team(s) is None
+    assert await chosen_team(s) is None
     s = spawner(team_profiles={"fraud": "edit"})
     for slug in ("gpu", "personal", "kubeflow-alice", ""):
         s.user_options = {"profile": slug}
-        assert await team_choice.chosen_team(s) is None
+        assert await chosen_team(s) is None
     # a team's slug is re-checked against the verified groups, whatever the form posted
     s.orm_spawner = SimpleNamespace(name="t", server=None)
     s.user_options = {"profile": "kubeflow-team-fraud"}
     s.user.get_auth_state = mock.AsyncMock(return_value={"groups": ["Fraud", "fraud "]})
-    with pytest.raises(ConfigurationError, match="not among their edit teams"):
-        await team_choice.chosen_team(s)
+    with pytest.raises(TeamNotAllowed, match="not among their edit teams"):
+        await chosen_team(s)
     s.user.get_auth_state = mock.AsyncMock(return_value={"groups": ["fraud"]})
-    assert (await team_choice.chosen_team(s)).namespace == "kubeflow-team-fraud"
+    assert (await chosen_team(s)).namespace == "kubeflow-team-fraud"
     # groups posted anywhere but the verified token's auth_state count for nothing
     s.user.groups = [SimpleNamespace(name="fraud")]
     s.user.get_auth_state = mock.AsyncMock(return_value={})
-    with pytest.raises(ConfigurationError):
-        await team_choice.chosen_team(s)
+    with pytest.raises(TeamNotAllowed):
+        await chosen_team(s)
 
 
 async def test_spawn_form_only_where_there_is_a_choice() -> None:
