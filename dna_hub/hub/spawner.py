@@ -20,7 +20,7 @@ from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default, 
 
 from dna_hub.auth.claims import kubeflow_identity_problem
 from dna_hub.errors import ConfigurationError, ProvisioningError
-from dna_hub.hub import startup_heap, team_choice
+from dna_hub.hub import spawn_errors, startup_heap, team_choice
 from dna_hub.hub.reflectors import LEAN_REFLECTORS
 from dna_hub.k8s.api import KNOWN_KINDS, KubeApi
 from dna_hub.k8s.retry import asks_to_retry, describe
@@ -612,7 +612,10 @@ class DnaSpawner(KubeSpawner):
                 result.requests,
                 result.seconds,
             )
-            started = await super()._start()
+            # A 4xx refusal of an object the spawn creates ends it in people's words.
+            started = await spawn_errors.refusals_explained(
+                super()._start(), namespace=self.namespace
+            )
         except BaseException:
             # The next spawn re-applies everything instead of trusting the digest.
             self._force_provision = True
@@ -656,6 +659,9 @@ class DnaSpawner(KubeSpawner):
                 # KubeSpawner's own handling: delete the stale pod, then retry.
                 return await super()._make_create_pod_request(pod, request_timeout)
             self.log.error("Creating pod %s failed: %s", pod.metadata.name, describe(e))
+            spawn_errors.raise_refusal(
+                e, kind="Pod", name=pod.metadata.name, namespace=self.namespace
+            )
             raise
         return True
 
@@ -844,7 +850,7 @@ class DnaSpawner(KubeSpawner):
             found = await api.get(POD_KIND, self.pod_name, self.namespace)
             if found is None:
                 return False  # gone again already: KubeSpawner creates it anew
-            await create_api_token_secret(
+            secret = create_api_token_secret(
                 api,
                 name=self.api_token_secret,
                 namespace=self.namespace,
@@ -852,7 +858,16 @@ class DnaSpawner(KubeSpawner):
                 pod_name=self.pod_name,
                 pod_uid=found["metadata"]["uid"],
             )
+            await spawn_errors.refusals_explained(
+                secret, kind="Secret", name=self.api_token_secret, namespace=self.namespace
+            )
         return created
+
+    async def _make_create_pvc_request(self, pvc: Any, request_timeout: float) -> bool:
+        created = super()._make_create_pvc_request(pvc, request_timeout)
+        return await spawn_errors.refusals_explained(
+            created, kind="PersistentVolumeClaim", name=pvc.metadata.name, namespace=self.namespace
+        )
 
     # --- progress -----------------------------------------------------------------------------
 
