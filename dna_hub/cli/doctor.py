@@ -22,7 +22,8 @@ from kubernetes_asyncio.client import ApiClient, AuthorizationV1Api, Configurati
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from dna_hub.cli.guard_check import check_guards
-from dna_hub.cli.render import load_hub_config
+from dna_hub.cli.render import load_hub_config, offline_spawner
+from dna_hub.errors import ProvisioningError
 from dna_hub.k8s.retry import describe
 from dna_hub.policy.permissions import HUB_PERMISSIONS, REQUIRED_KINDS
 
@@ -197,14 +198,36 @@ async def check_resolvable(label: str, url: str, seconds: float) -> Check:
     return Check(name, True, ", ".join(sorted({i[4][0] for i in infos})))
 
 
+async def check_name_templates(config: Any) -> Check:
+    """What the hub checks when it starts: the spawner's name-bearing templates give valid
+    Kubernetes names for hard usernames (dna_hub/hub/name_check.py). No cluster needed."""
+    from dna_hub.hub.name_check import spawner_name_templates
+    from dna_hub.policy.name_templates import HARD_USERNAMES
+
+    name = "name templates give valid Kubernetes names"
+    try:
+        spawner = offline_spawner(config, "dna-hub-doctor", [])
+    except ProvisioningError as e:
+        return Check(
+            name,
+            False,
+            e.detail or e.user_message,
+            "change the DnaSpawner settings named above (use {username}, {user_server}, "
+            "{pvc_name}: KubeSpawner's safe names); the hub refuses to start with them",
+        )
+    checked = len(spawner_name_templates(spawner))
+    return Check(name, True, f"{checked} settings checked for {len(HARD_USERNAMES)} usernames")
+
+
 async def run_checks(args: argparse.Namespace) -> list[Check]:
     config = load_hub_config(args.config)
+    names = await check_name_templates(config)
     checks: list[Check] = []
     api = await load_client(args)
     async with api:
         checks.append(await check_api(api, args.timeout))
         if not checks[0].ok:
-            return checks
+            return [*checks, names]
         for kind in REQUIRED_KINDS:
             if kind.setting and not spawner_setting(config, kind.setting):
                 continue
@@ -218,6 +241,7 @@ async def run_checks(args: argparse.Namespace) -> list[Check]:
         )
     for label in ("kfp_endpoint", "kfp_ui_endpoint"):
         checks.append(await check_resolvable(label, spawner_setting(config, label), args.timeout))
+    checks.append(names)
     return checks
 
 
@@ -231,7 +255,8 @@ def format_table(checks: list[Check]) -> str:
     width = max(len(c.name) for c in checks)
     lines = [f"{'CHECK':<{width}}  RESULT  DETAIL / FIX"]
     for c in checks:
-        lines.append(f"{c.name:<{width}}  {c.result:<6}  {c.detail}")
+        detail = c.detail.replace("\n", "\n" + " " * (width + 10))  # a multi-line detail
+        lines.append(f"{c.name:<{width}}  {c.result:<6}  {detail}")
         if not c.ok and c.fix:
             lines.append(f"{'':<{width}}          {'how' if c.skipped else 'fix'}: {c.fix}")
     failed = sum(c.failed for c in checks)

@@ -76,9 +76,13 @@ def _no_kubernetes_credentials():
         yield
 
 
-async def render_objects(
-    config: Config, user: str, owner: str | None, groups: list[str], with_pod: bool
-) -> list[dict[str, Any]]:
+def offline_spawner(config: Config, user: str, groups: list[str]) -> Any:
+    """A real DnaSpawner of ``config`` for ``user``, as the hub would make it, with no cluster.
+
+    Constructing it runs the checks the hub runs when it starts (traits' validation, the
+    name-bearing templates: :mod:`dna_hub.hub.name_check`): an invalid configuration is a
+    :class:`ConfigurationError`. Needs a running event loop (KubeSpawner's shared client).
+    """
     from dna_hub.hub.spawner import DnaSpawner
 
     hub = SimpleNamespace(
@@ -100,6 +104,13 @@ async def render_objects(
     except (TraitError, ValueError) as e:
         # traitlets validators raise either: both mean the configuration is invalid
         raise ConfigurationError("invalid DnaSpawner configuration", str(e)) from e
+    return spawner
+
+
+async def render_objects(
+    config: Config, user: str, owner: str | None, groups: list[str], with_pod: bool
+) -> list[dict[str, Any]]:
+    spawner = offline_spawner(config, user, groups)
     spawner.user.auth_state[spawner.team_groups_auth_state_key] = list(groups)
     spawner._apply_namespace_policy(strict=True)
     team_choice.check_personal_namespace(spawner)

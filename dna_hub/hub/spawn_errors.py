@@ -10,7 +10,7 @@ shows "500 : Unhandled error starting server …". Here such a refusal becomes a
 - for the operator (``str(error)``, in the hub log): the object (kind, namespace/name), the
   HTTP status, the fields Kubernetes names and its message, and where to look.
 
-The errors here are JupyterHub ``SpawnException`` s (a ``tornado.web.HTTPError``)
+Both error classes here are JupyterHub ``SpawnException`` s (a ``tornado.web.HTTPError``)
 as well as dna_hub :class:`~dna_hub.errors.ProvisioningError` s: a spawn that fails within
 its first second is answered by JupyterHub's spawn handler itself, which shows our message
 only for an ``HTTPError`` (anything else is "Unhandled error"); later failures are shown
@@ -26,11 +26,12 @@ from typing import TypeVar
 from jupyterhub.spawner import SpawnException
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from dna_hub.errors import ApiFailure, ProvisioningError
+from dna_hub.errors import ApiFailure, ConfigurationError, ProvisioningError
 from dna_hub.k8s.retry import api_message, api_status
 
 __all__ = [
     "KubernetesRefused",
+    "NameTemplateRefused",
     "raise_refusal",
     "refusal",
     "refusals_explained",
@@ -115,6 +116,12 @@ class KubernetesRefused(_ShownByJupyterHub, ApiFailure):
         self.status = status
         self.fields = fields
         self.api_message = api_message
+
+
+class NameTemplateRefused(_ShownByJupyterHub, ConfigurationError):
+    """A name-bearing template of the spawner configuration gives names Kubernetes refuses."""
+
+    label = "config"
 
 
 def refusal(

@@ -20,7 +20,7 @@ from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default, 
 
 from dna_hub.auth.claims import kubeflow_identity_problem
 from dna_hub.errors import ConfigurationError, ProvisioningError
-from dna_hub.hub import spawn_errors, startup_heap, team_choice
+from dna_hub.hub import name_check, spawn_errors, startup_heap, team_choice
 from dna_hub.hub.reflectors import LEAN_REFLECTORS
 from dna_hub.k8s.api import KNOWN_KINDS, KubeApi
 from dna_hub.k8s.retry import asks_to_retry, describe
@@ -531,6 +531,8 @@ class DnaSpawner(KubeSpawner):
         #: The team profile this server runs in (None: the user's personal profile).
         self.team: Team | None = None
         self._apply_namespace_policy(strict=False)
+        # Templates that give names Kubernetes refuses: refused here, once per configuration.
+        name_check.check_spawner_names(self)
 
     def _apply_namespace_policy(self, *, strict: bool) -> None:
         """Put the notebook in the namespace the policy gives, whatever state or options say."""
@@ -582,6 +584,7 @@ class DnaSpawner(KubeSpawner):
         await super().load_user_options()
         # A profile_list override must not move a notebook out of its owner's namespace.
         self._apply_namespace_policy(strict=True)
+        name_check.check_spawner_names(self)  # nor bring templates that give invalid names
 
     async def _ensure_namespace(self) -> None:
         """The profile controller creates the namespace, never KubeSpawner (see _start)."""
