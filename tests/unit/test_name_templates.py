@@ -19,7 +19,7 @@ from unittest import mock
 import pytest
 from jupyterhub.auth import Authenticator
 from jupyterhub.slugs import is_valid_safe_slug
-from traitlets.config import Config
+from traitlets.config import Config, PyFileConfigLoader
 
 from dna_hub import DnaSpawner
 from dna_hub.errors import ConfigurationError
@@ -347,6 +347,66 @@ async def test_a_profile_list_override_is_checked_at_the_spawn() -> None:
     with pytest.raises(NameTemplateRefused) as refused:
         await spawner.load_user_options()
     assert "big-carol@example.com" in refused.value.detail
+
+
+# --- the demo's configuration ---------------------------------------------------------------
+
+
+def demo_config(tmp_path: Path) -> Config:
+    """The demo's hub configuration (devstack/demo.py + devstack/notebook_containers.py)."""
+    from devstack.demo import DNA_SPAWNER_CONFIG
+    from devstack.notebook_containers import container_spawner_config
+    from devstack.pod_network import PodNetwork
+
+    network = PodNetwork(name="dna-hub-test", subnet="10.99.0.0/24", gateway="10.99.0.1")
+    text = (
+        'c.JupyterHub.load_roles = [{"name": "admin-service", "scopes": []}]\n'
+        + DNA_SPAWNER_CONFIG
+        + container_spawner_config(
+            "dna-hub/singleuser:test", network, "http://10.99.0.1:8888", tmp_path / "admin.conf"
+        )
+    )
+    (tmp_path / "jupyterhub_config.py").write_text(text)
+    return PyFileConfigLoader("jupyterhub_config.py", path=str(tmp_path)).load_config()
+
+
+@pytest.mark.parametrize("username", ["alice", "bob", EMAIL])
+async def test_the_demo_names_each_login_home_claim_validly(username: str, tmp_path: Path) -> None:
+    config = demo_config(tmp_path)
+    spawner = spawner_for(username, config=config)
+    spawner.api_token = "token"
+    spawner.oauth_client_id = "jupyterhub-user-test"
+    pod = await spawner.get_pod_manifest()
+    volumes = spawner.api.api_client.sanitize_for_serialization(pod)["spec"]["volumes"]
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in volumes
+              if "persistentVolumeClaim" in v]  # fmt: skip
+    assert claims == [spawner.pvc_name]
+    assert DNS_1123_SUBDOMAIN.valid(spawner.pvc_name), spawner.pvc_name
+    assert spawner.pvc_name.startswith("home-")
+
+    # The demo's stand-in for the storage admin creates the claim by that same name.
+    created: list[Any] = []
+
+    class CoreV1:
+        def __init__(self, api: Any) -> None:
+            pass
+
+        async def create_namespaced_persistent_volume_claim(self, namespace, claim, **kw):
+            created.append((namespace, claim.metadata.name))
+
+    class Client:
+        async def close(self) -> None:
+            pass
+
+    async def new_client(**kw: Any) -> Client:
+        return Client()
+
+    with (
+        mock.patch("kubernetes_asyncio.config.new_client_from_config", new_client),
+        mock.patch("kubernetes_asyncio.client.CoreV1Api", CoreV1),
+    ):
+        assert await config.DnaSpawner.modify_pod_hook(spawner, pod) is pod
+    assert created == [(spawner.namespace, spawner.pvc_name)]
 
 
 # --- the admin's tools say the same -------------------------------------------------------
