@@ -16,6 +16,9 @@ there (nodeSelector + toleration, the image, ``kfp_endpoint``, a restricted secu
 context, a home volume). Its ``modify_pod_hook`` is a stand-in for the storage
 administrator: there is no provisioner here and the hub may not create PVCs (least
 privilege), so it creates the user's home claim as the cluster admin, just before the pod.
+The claim is named by ``pvc_name_template`` (``home-{username}``: KubeSpawner's safe slug,
+valid for every hub username) and the volume and the hook both use that name
+(``{pvc_name}``, ``spawner.pvc_name``).
 The hub's API must listen on the gateway (``hub_settings``) so the notebook can reach it.
 """
 
@@ -56,8 +59,11 @@ c.DnaSpawner.container_security_context = {{
     "capabilities": {{"drop": ["ALL"]}}, "seccompProfile": {{"type": "RuntimeDefault"}},
     "readOnlyRootFilesystem": True,
 }}
+# The home claim's name: KubeSpawner's safe slug of the user ({{username}}), a valid name
+# for every hub username ("carol@example.com" too); the volume and the hook use {{pvc_name}}.
+c.DnaSpawner.pvc_name_template = "home-{{username}}"
 c.DnaSpawner.volumes = [
-    {{"name": "home", "persistentVolumeClaim": {{"claimName": "home-{{username}}"}}}},
+    {{"name": "home", "persistentVolumeClaim": {{"claimName": "{{pvc_name}}"}}}},
     {{"name": "tmp", "emptyDir": {{}}}},
 ]
 c.DnaSpawner.volume_mounts = [
@@ -75,7 +81,8 @@ async def _home_claim(spawner, pod):
     api = await config.new_client_from_config(config_file={admin_kubeconfig!r})
     try:
         claim = client.V1PersistentVolumeClaim(
-            metadata=client.V1ObjectMeta(name="home-" + spawner.user.name),
+            # the name the pod's volume refers to (never the raw hub username)
+            metadata=client.V1ObjectMeta(name=spawner.pvc_name),
             spec=client.V1PersistentVolumeClaimSpec(
                 access_modes=["ReadWriteOnce"],
                 resources=client.V1ResourceRequirements(requests={{"storage": "1Gi"}}),

@@ -157,14 +157,50 @@ async def check_resolvable(label: str, url: str, seconds: float) -> Check:
     return Check(name, True, ", ".join(sorted({i[4][0] for i in infos})))
 
 
+async def check_name_templates(config_path: str | None) -> Check:
+    """What the hub checks when it starts: the spawner's name-bearing templates give valid
+    Kubernetes names for hard usernames (dna_hub/hub/name_check.py). No cluster needed.
+
+    Asked of ``dna-hub render`` in a process of its own: building the spawner that check
+    runs in loads a Kubernetes client configuration for the whole process, and doctor's own
+    client must stay the caller's.
+    """
+    from dna_hub.policy.name_templates import HARD_USERNAMES
+
+    name = "name templates give valid Kubernetes names"
+    args = [sys.executable, "-m", "dna_hub.cli", "render", "--user", "dna-hub-doctor"]
+    args += ["--owner", "dna-hub-doctor@example.invalid"]
+    if config_path:
+        args += ["--config", config_path]
+    process = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+    except TimeoutError:
+        process.kill()
+        return Check(name, False, "dna-hub render did not finish in 120 s", "")
+    if process.returncode != 0:
+        detail = stderr.decode(errors="replace").strip().removeprefix("dna-hub render: ")
+        return Check(
+            name,
+            False,
+            detail,
+            "change the DnaSpawner settings named above (use {username}, {user_server}, "
+            "{pvc_name}: KubeSpawner's safe names); the hub refuses to start with them",
+        )
+    return Check(name, True, f"checked for {len(HARD_USERNAMES)} usernames")
+
+
 async def run_checks(args: argparse.Namespace) -> list[Check]:
     config = load_hub_config(args.config)
+    names = await check_name_templates(args.config)
     checks: list[Check] = []
     api = await load_client(args)
     async with api:
         checks.append(await check_api(api, args.timeout))
         if not checks[0].ok:
-            return checks
+            return [*checks, names]
         for kind in REQUIRED_KINDS:
             if kind.setting and not spawner_setting(config, kind.setting):
                 continue
@@ -178,6 +214,7 @@ async def run_checks(args: argparse.Namespace) -> list[Check]:
         )
     for label in ("kfp_endpoint", "kfp_ui_endpoint"):
         checks.append(await check_resolvable(label, spawner_setting(config, label), args.timeout))
+    checks.append(names)
     return checks
 
 
@@ -189,7 +226,8 @@ def format_table(checks: list[Check]) -> str:
     width = max(len(c.name) for c in checks)
     lines = [f"{'CHECK':<{width}}  RESULT  DETAIL / FIX"]
     for c in checks:
-        lines.append(f"{c.name:<{width}}  {c.result:<6}  {c.detail}")
+        detail = c.detail.replace("\n", "\n" + " " * (width + 10))  # a multi-line detail
+        lines.append(f"{c.name:<{width}}  {c.result:<6}  {detail}")
         if not c.ok and c.fix:
             lines.append(f"{'':<{width}}          {'how' if c.skipped else 'fix'}: {c.fix}")
     failed = sum(c.failed for c in checks)

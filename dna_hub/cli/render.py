@@ -2,9 +2,10 @@
 
 It builds the hub's :class:`~dna_hub.hub.settings.DnaSettings` from its config and renders
 what a spawn would apply — the settings' own builders, the spawn's code, not a copy of it.
-``--pod`` adds the notebook pod, which KubeSpawner builds: for that one object a DnaSpawner
-is made for the user, in a process whose Kubernetes client points nowhere
-(:func:`~dna_hub.cli.context.isolate_from_cluster`).
+It also makes the DnaSpawner the hub would make for the user — in a process whose
+Kubernetes client points nowhere (:func:`~dna_hub.cli.context.isolate_from_cluster`) — so
+the checks a hub runs when it starts refuse here what they would refuse there, and
+``--pod`` prints the pod KubeSpawner builds.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,12 @@ async def render_objects(
     server = notebook_server(config)
     # What the authenticator would have stored: the groups of the verified token.
     auth_state = {settings.team_groups_auth_state_key: list(groups)}
+    # The spawner the hub would make for this user: constructing it runs the checks a hub
+    # runs at start (every trait's validation, the name-bearing templates:
+    # dna_hub.hub.name_check), so a preview refuses what the hub would refuse.
+    spawner = preview_spawner(
+        config, PreviewUser(user, groups=[_Group(g) for g in groups], auth_state=auth_state)
+    )
     namespace = settings.personal_namespace(user)
     settings.check_personal_namespace(user, namespace)
     if owner is None:
@@ -71,7 +79,6 @@ async def render_objects(
     objects = [with_digest(rendered.profile, rendered.digest), *rendered.namespaced]
     objects.extend(_team_objects(settings, server, user, auth_state, owner))
     if with_pod:
-        spawner = preview_spawner(config, PreviewUser(user, auth_state=auth_state))
         spawner.api_token = PLACEHOLDER
         spawner.oauth_client_id = f"jupyterhub-user-{user}"
         pod = await spawner.get_pod_manifest()
@@ -79,6 +86,13 @@ async def render_objects(
         manifest["metadata"]["namespace"] = spawner.namespace  # set by KubeSpawner at create
         objects.append(manifest)
     return objects
+
+
+@dataclass(frozen=True)
+class _Group:
+    """A hub group as a spawner sees it (``user.groups`` holds objects with a name)."""
+
+    name: str
 
 
 def _with_template_path(error: DnaHubError, settings: DnaSettings) -> str:
@@ -113,8 +127,7 @@ def _team_objects(
 
 
 def run_render(args: argparse.Namespace) -> int:
-    if args.pod:
-        isolate_from_cluster()
+    isolate_from_cluster()
     try:
         objects = asyncio.run(
             render_objects(

@@ -16,7 +16,7 @@ from kubespawner import KubeSpawner
 from traitlets import default, validate
 
 from dna_hub.errors import DnaHubError, NamingError
-from dna_hub.hub import startup_heap, team_choice
+from dna_hub.hub import name_check, spawn_errors, startup_heap, team_choice
 from dna_hub.hub.reflectors import LEAN_REFLECTORS
 from dna_hub.hub.settings import (
     DEFAULT_SERVICE_ACCOUNT,
@@ -191,6 +191,8 @@ class DnaSpawner(DnaSettings, KubeSpawner):
         #: The team profile this server runs in (None: the user's personal profile).
         self.team: Team | None = None
         self._apply_namespace_policy(strict=False)
+        # Templates that give names Kubernetes refuses: refused here, once per configuration.
+        name_check.check_spawner_names(self)
 
     def _apply_namespace_policy(self, *, strict: bool) -> None:
         """Put the notebook in the namespace the policy gives, whatever state or options say."""
@@ -247,6 +249,7 @@ class DnaSpawner(DnaSettings, KubeSpawner):
         await super().load_user_options()
         # A profile_list override must not move a notebook out of its owner's namespace.
         self._apply_namespace_policy(strict=True)
+        name_check.check_spawner_names(self)  # nor bring templates that give invalid names
 
     async def _ensure_namespace(self) -> None:
         """The profile controller creates the namespace, never KubeSpawner (see _start)."""
@@ -283,9 +286,16 @@ class DnaSpawner(DnaSettings, KubeSpawner):
                 result.requests,
                 result.seconds,
             )
-            started = await super()._start()
-        except BaseException:
+            # A 4xx refusal of an object the spawn creates ends it in people's words.
+            started = await spawn_errors.refusals_explained(
+                super()._start(), namespace=self.namespace
+            )
+        except DnaHubError as e:
             # The next spawn re-applies everything instead of trusting the digest.
+            self._force_provision = True
+            # Shown in the user's words even when the spawn fails within its first second.
+            raise spawn_errors.shown_by_jupyterhub(e) from e.__cause__
+        except BaseException:
             self._force_provision = True
             raise
         self._force_provision = False
@@ -327,6 +337,9 @@ class DnaSpawner(DnaSettings, KubeSpawner):
                 # KubeSpawner's own handling: delete the stale pod, then retry.
                 return await super()._make_create_pod_request(pod, request_timeout)
             self.log.error("Creating pod %s failed: %s", pod.metadata.name, describe(e))
+            spawn_errors.raise_refusal(
+                e, kind="Pod", name=pod.metadata.name, namespace=self.namespace
+            )
             raise
         return True
 
@@ -487,7 +500,7 @@ class DnaSpawner(DnaSettings, KubeSpawner):
             found = await api.get(POD_KIND, self.pod_name, self.namespace)
             if found is None:
                 return False  # gone again already: KubeSpawner creates it anew
-            await create_api_token_secret(
+            secret = create_api_token_secret(
                 api,
                 name=self.api_token_secret,
                 namespace=self.namespace,
@@ -495,7 +508,16 @@ class DnaSpawner(DnaSettings, KubeSpawner):
                 pod_name=self.pod_name,
                 pod_uid=found["metadata"]["uid"],
             )
+            await spawn_errors.refusals_explained(
+                secret, kind="Secret", name=self.api_token_secret, namespace=self.namespace
+            )
         return created
+
+    async def _make_create_pvc_request(self, pvc: Any, request_timeout: float) -> bool:
+        created = super()._make_create_pvc_request(pvc, request_timeout)
+        return await spawn_errors.refusals_explained(
+            created, kind="PersistentVolumeClaim", name=pvc.metadata.name, namespace=self.namespace
+        )
 
     # --- progress -----------------------------------------------------------------------------
 

@@ -119,6 +119,11 @@ def _status(error: ApiException) -> dict:
     return status if isinstance(status, dict) else {}
 
 
+def api_status(error: ApiException) -> dict:
+    """The Kubernetes ``Status`` an error answered with (``reason``, ``details``), or {}."""
+    return _status(error)
+
+
 def _status_reason(error: ApiException) -> str | None:
     return _status(error).get("reason")
 

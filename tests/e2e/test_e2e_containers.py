@@ -26,15 +26,17 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from kubespawner.slugs import safe_slug
 
 from devstack.controlplane import ControlPlane
-from devstack.demo import DNA_SPAWNER_CONFIG
+from devstack.demo import DNA_SPAWNER_CONFIG, demo_logins
 from devstack.kfp_standin import KfpStandIn, KubeAuth, security_contexts
 from devstack.notebook_containers import container_spawner_config
 from devstack.oidc_stack import HubProcess, OIDCProvider, start_hub
 from devstack.pod_network import POD_ON_CONTAINERS, PodNetwork
 from devstack.standins import Kube
 from devstack.standins_process import StandIns
+from dna_hub.policy.naming import namespace_for
 from tests.support.jupyter_kernel import Kernel
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.slow]
@@ -359,6 +361,36 @@ async def test_alice_notebook_container_kfp_and_kale(
         groups={seen["groups"]} mounts={seen["mounts"]}
         """)
     )
+
+
+async def test_every_login_the_demo_admits_gets_a_server(
+    container_hub: HubProcess, standins_kube: Kube
+) -> None:
+    """Each login the demo's banner admits gets a notebook server with the demo's configuration:
+    carol's hub name is her email, which once made the home claim "home-carol@example.com"
+    and a 422 (issue #29)."""
+    hub, kube = container_hub, standins_kube
+    admitted = [line.split()[0] for line in demo_logins()[:-1] if "refused" not in line]
+    assert sorted(admitted) == ["alice", "bob", "carol"]
+    names = {}
+    for login in admitted:
+        before = set(await hub.user_names())
+        async with httpx.AsyncClient(follow_redirects=True, timeout=60) as http:
+            page = await hub.login(http, login)
+            assert page.status_code == 200, (login, page.status_code, page.text)
+        (names[login],) = set(await hub.user_names()) - before
+    assert names["carol"] == "carol@example.com"
+    for login, name in names.items():
+        await _start(hub, name)
+        model = await hub.user_model(name)
+        assert model is not None and model["servers"][""]["ready"], (login, model)
+        # KubeSpawner's pod_name_template 'jupyter-{user_server}', in the policy's namespace
+        pod_name = "jupyter-" + safe_slug(name, max_length=48)
+        pod = await kube.get(f"/api/v1/namespaces/{namespace_for(name)}/pods/{pod_name}")
+        claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]
+                  if "persistentVolumeClaim" in v]  # fmt: skip
+        assert claims == ["home-" + safe_slug(name, max_length=48)], claims
+        await _stop(hub, name)
 
 
 @pytest.mark.browser
