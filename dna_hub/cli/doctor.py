@@ -101,7 +101,7 @@ async def check_kind(api: ApiClient, kind: Any, seconds: float) -> Check:
 async def check_permission(api: ApiClient, permission: Any, seconds: float) -> Check:
     group = permission.group or "core"
     name = f"may {permission.verb} {permission.resource}.{group} in all namespaces"
-    body = {
+    body: Any = {
         "apiVersion": "authorization.k8s.io/v1",
         "kind": "SelfSubjectAccessReview",
         "spec": {
@@ -154,7 +154,7 @@ async def check_resolvable(label: str, url: str, seconds: float) -> Check:
             f"{type(e).__name__}: {e}",
             f"set DnaSpawner.{label} to the in-cluster URL of Kubeflow Pipelines",
         )
-    return Check(name, True, ", ".join(sorted({i[4][0] for i in infos})))
+    return Check(name, True, ", ".join(sorted({str(i[4][0]) for i in infos})))
 
 
 async def check_name_templates(config_path: str | None) -> Check:

@@ -57,7 +57,7 @@ async def gc(args: argparse.Namespace, older_than: timedelta) -> list[tuple[str,
     from datetime import UTC, datetime
 
     now = datetime.now(UTC)
-    rows = []
+    rows: list[tuple[str, ...]] = []
     api_client = await load_client(args)
     async with api_client:
         api = KubeApi(api_client)

@@ -100,7 +100,8 @@ def _with_template_path(error: DnaHubError, settings: DnaSettings) -> str:
     detail = error.detail or error.user_message
     name = getattr(error.__cause__, "template", None)
     if name:
-        for directory in [*settings.profile_template_dirs, default_template_dir()]:
+        directories: list[str | Path] = [*settings.profile_template_dirs, default_template_dir()]
+        for directory in directories:
             if (Path(directory) / name).is_file():
                 return f"{Path(directory) / name}: {detail}"
     return detail

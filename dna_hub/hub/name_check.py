@@ -88,7 +88,7 @@ class _OtherUser:
         self.pvc_name = self.expand(spawner.pvc_name_template)
 
     def expand(self, template: str) -> str:
-        return KubeSpawner._expand_user_properties(self, template)  # type: ignore[arg-type]
+        return KubeSpawner._expand_user_properties(self, template)
 
 
 def _expanders(spawner: Any) -> dict[str, Any]:

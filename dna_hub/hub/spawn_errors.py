@@ -21,7 +21,7 @@ without a traceback.
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from jupyterhub.spawner import SpawnException
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -137,7 +137,7 @@ def shown_by_jupyterhub(error: DnaHubError) -> DnaHubError:
     if isinstance(error, SpawnException):
         return error
     cls = type(error)
-    shown = _shown_classes.get(cls)
+    shown: Any = _shown_classes.get(cls)
     if shown is None:
         shown = _shown_classes[cls] = type(cls.__name__, (_ShownByJupyterHub, cls), {})
         shown.__module__ = cls.__module__
@@ -170,10 +170,10 @@ def refusal(
     if not isinstance(status, int) or not 400 <= status < 500 or status in (409, 429):
         return None
     body = api_status(error)
-    details = body.get("details") if isinstance(body.get("details"), dict) else {}
+    details: dict[str, Any] = body["details"] if isinstance(body.get("details"), dict) else {}
     kind = kind or _KINDS.get(str(details.get("kind", "")).lower(), details.get("kind")) or ""
     name = name or str(details.get("name") or "")
-    causes = details.get("causes") if isinstance(details.get("causes"), list) else []
+    causes: list[Any] = details["causes"] if isinstance(details.get("causes"), list) else []
     fields = tuple(str(c["field"]) for c in causes if isinstance(c, dict) and c.get("field"))
     message = api_message(error)
     quota = status == 403 and "exceeded quota" in message

@@ -167,7 +167,7 @@ class DnaSpawner(DnaSettings, KubeSpawner):
         return CPU_REQUEST
 
     def _byte_spec(self, value: str) -> int:
-        return self.traits()["mem_limit"].validate(self, value)
+        return int(self.traits()["mem_limit"].validate(self, value))  # type: ignore[attr-defined]
 
     @default("extra_labels")
     def _extra_labels_default(self) -> dict[str, str]:
@@ -209,7 +209,7 @@ class DnaSpawner(DnaSettings, KubeSpawner):
             return
         self.namespace = namespace
         dns_name = self.dns_name_template.format(namespace=namespace, name=self.pod_name)
-        if self.dns_name != dns_name:  # e.g. one saved by an older configuration
+        if self.dns_name != dns_name:  # type: ignore[has-type]  # saved by older config
             self.dns_name = dns_name
 
     def get_state(self) -> dict[str, Any]:

@@ -92,7 +92,7 @@ class KubeApi:
     #: Kinds found by discovery, shared by every instance (discovery data is per cluster).
     _discovered: ClassVar[dict[tuple[str, str], Kind]] = {}
     #: At most this many watches open at once per event loop (see ``watch_slots``).
-    max_watches: ClassVar[int] = 40
+    max_watches: int = 40
     #: Shared by every KubeApi in the same event loop.
     watch_limit: ClassVar[LoopLimit] = LoopLimit()
 

@@ -109,7 +109,7 @@ def describe(error: BaseException) -> str:
 
 def _status(error: ApiException) -> dict:
     """The Kubernetes ``Status`` object in an error's body, or an empty dict."""
-    body = error.body
+    body: str | bytes | None = error.body
     if isinstance(body, bytes):
         body = body.decode("utf-8", "replace")
     try:

@@ -220,7 +220,7 @@ def default_template_dir() -> Path:
 
 
 #: JSON's own string encoder (``json.dumps`` of a ``str`` without ``ensure_ascii``).
-_encode_json_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_encode_json_string = json.encoder.encode_basestring
 
 
 def _json_text(value: Any, template: str | None) -> str:
@@ -350,7 +350,7 @@ def _render(template: jinja2.Template, parent: dict[str, Any]) -> str:
     templates of a profile instead of a copy each (the sandbox keeps it unchanged)."""
     environment = template.environment
     try:
-        return environment.concat(  # type: ignore[attr-defined]
+        return environment.concat(
             template.root_render_func(template.new_context(parent, shared=True))
         )
     except Exception:

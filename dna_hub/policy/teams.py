@@ -259,7 +259,7 @@ def contributor_objects(
     dna_hub adds only labels (KFAM ignores them): managed-by, the profile, and the identity's
     hash, which is how it finds — and only ever removes — the bindings it made.
     """
-    metadata = {
+    metadata: dict[str, Any] = {
         "name": contributor.name,
         "namespace": contributor.namespace,
         "annotations": {"user": contributor.identity, "role": contributor.role},

@@ -119,7 +119,7 @@ class Skeleton:
         """Fresh documents with the values in place (``texts``: each value's JSON text)."""
         pieces = []
         for part in self.parts:
-            if type(part) is str:
+            if isinstance(part, str):
                 pieces.append(part)
             else:
                 index, how = part

@@ -136,7 +136,7 @@ class ProfileProvisioner:
     #: At most this many provisionings run at once per event loop (the hub's one loop).
     #: Beyond it they queue: a login storm then costs the loop a bounded amount of work per
     #: iteration (its stalls stay short for everyone), and the API server is not flooded.
-    max_concurrent: ClassVar[int] = 32
+    max_concurrent: int = 32
     provisioning_limit: ClassVar[LoopLimit] = LoopLimit()
 
     def __init__(
@@ -217,7 +217,7 @@ class ProfileProvisioner:
         if profile is not None:
             self._check_profile(profile, owner)
         ready = existing is not None and not _terminating(existing)
-        if ready:
+        if existing is not None and ready:
             self._check_namespace(existing, owner)
         if profile is not None and is_orphaned(profile):
             # The user is back (a deleted hub user's name, same owner): adopt it again

@@ -291,7 +291,8 @@ class ProfileSync:
                     return result
                 rendered = team_profile
             else:
-                rendered = self.render(result.username, owner, hub_groups(profile))
+                # a personal profile without a username was skipped above
+                rendered = self.render(str(result.username), owner, hub_groups(profile))
             if rendered.profile["metadata"]["name"] != name:
                 result.detail = (
                     f"the configuration now maps {result.username!r} to "
