@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 import string
 
-from kubespawner.slugs import is_valid_object_name, safe_slug
+from dna_hub.policy.slugs import is_valid_object_name, safe_slug
 
 __all__ = [
     "DEFAULT_NAMESPACE_TEMPLATE",
