@@ -88,7 +88,7 @@ def test_no_import_circle() -> None:
         state[module] = 1
         for target in graph[module]:
             if state.get(target) == 1:
-                cycle = path[path.index(target) :] + [target]
+                cycle = [*path[path.index(target) :], target]
                 raise AssertionError("import circle: " + " -> ".join(cycle))
             if target not in state:
                 visit(target, [*path, target])
