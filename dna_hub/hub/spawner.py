@@ -28,6 +28,7 @@ from dna_hub.hub.settings import (
 from dna_hub.k8s.api import KNOWN_KINDS
 from dna_hub.k8s.retry import asks_to_retry, describe
 from dna_hub.policy.hub_url import HUB_URL_VARIABLES, qualify_service_url
+from dna_hub.policy.labels import REQUIRED_POD_LABELS
 from dna_hub.policy.naming import NamespacePolicyError, namespace_for
 from dna_hub.policy.notebook_env import NotebookEnvSettings, notebook_environment
 from dna_hub.policy.pod_defaults import CPU_REQUEST, MEMORY_LIMIT, MEMORY_REQUEST, SINGLEUSER_IMAGE
@@ -53,12 +54,6 @@ _RESTRICTED_CONTAINER_SECURITY_CONTEXT = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-
-
-#: Labels every notebook pod carries, whatever extra_labels says (z2jh sets extra_labels from
-#: singleuser.extraLabels, replacing any default): the access-ml-pipeline PodDefault selects
-#: pods by it and mounts the KFP token into them.
-REQUIRED_POD_LABELS = {"access-ml-pipeline": "true"}
 
 
 class DnaSpawner(DnaSettings, KubeSpawner):

@@ -40,6 +40,14 @@ import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from dna_hub.policy import template_skeleton, yaml_json
+from dna_hub.policy.labels import (
+    GROUPS_ANNOTATION,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    PROFILE_LABEL,
+    TEAM_GROUP_ANNOTATION,
+    USERNAME_ANNOTATION,
+)
 from dna_hub.policy.pod_defaults import DEFAULT_LIMIT_RANGE
 
 __all__ = [
@@ -53,11 +61,6 @@ __all__ = [
 ]
 
 TEMPLATE_SUFFIX = ".yaml.j2"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY = "dna-hub"
-#: Marks every object dna_hub renders with the profile it belongs to (a label value is at
-#: most 63 characters — the namespace always is — and the username may not be).
-PROFILE_LABEL = "dna-hub.io/profile"
 
 #: Kinds that are cluster-scoped. Only the user's own Profile may be rendered among them.
 _CLUSTER_SCOPED = {("kubeflow.org", "Profile")}
@@ -460,10 +463,10 @@ def _check_object(name: str, obj: Any, context: ProfileContext) -> dict[str, Any
         if not isinstance(annotations, dict):
             raise TemplateError(f"{what}: metadata.annotations must be a mapping")
         if context.team is None:
-            annotations["dna-hub.io/hub-username"] = context.username
-            annotations["dna-hub.io/hub-groups"] = json.dumps(sorted(context.groups))
+            annotations[USERNAME_ANNOTATION] = context.username
+            annotations[GROUPS_ANNOTATION] = json.dumps(sorted(context.groups))
         else:
-            annotations["dna-hub.io/team-group"] = context.team
+            annotations[TEAM_GROUP_ANNOTATION] = context.team
     return obj
 
 

@@ -24,8 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dna_hub.policy.labels import CONTRIBUTOR_LABEL, MANAGED_BY, MANAGED_BY_LABEL, PROFILE_LABEL
 from dna_hub.policy.naming import NamespacePolicyError, namespace_for
-from dna_hub.policy.rendering import MANAGED_BY, MANAGED_BY_LABEL, PROFILE_LABEL
 
 __all__ = [
     "CONTRIBUTOR_LABEL",
@@ -53,10 +53,6 @@ DEFAULT_INGRESS_GATEWAY_PRINCIPAL = (
     "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
 )
 DEFAULT_KFP_UI_PRINCIPAL = "cluster.local/ns/kubeflow/sa/ml-pipeline-ui"
-#: Label on every contributor object dna_hub makes: a hash of the identity it is for, so
-#: one label-selected list finds exactly this identity's bindings (a label value cannot
-#: hold an email address; the exact identity is the ``user`` annotation).
-CONTRIBUTOR_LABEL = "dna-hub.io/contributor"
 
 _NON_ALNUM = re.compile(r"[^a-zA-Z0-9]+")
 

@@ -26,6 +26,7 @@ from typing import Any
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from dna_hub.k8s.api import Kind, KubeApi
+from dna_hub.policy.labels import API_TOKEN_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 
 __all__ = [
     "API_TOKEN_ENV",
@@ -41,8 +42,6 @@ __all__ = [
 API_TOKEN_ENV = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
 #: The key of the token in the Secret.
 API_TOKEN_KEY = "token"  # noqa: S105 (a key name, not a secret)
-#: Label marking the Secret as a notebook server's API token (the admission guard checks it).
-API_TOKEN_LABEL = "dna-hub.io/api-token-for"  # noqa: S105
 SECRET = Kind("v1", "Secret", "secrets", namespaced=True)
 _SUFFIX = "-api-token-"
 
@@ -75,7 +74,7 @@ def api_token_secret_manifest(
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": {"app.kubernetes.io/managed-by": "dna-hub", API_TOKEN_LABEL: pod_name},
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY, API_TOKEN_LABEL: pod_name},
             "ownerReferences": [
                 {"apiVersion": "v1", "kind": "Pod", "name": pod_name, "uid": pod_uid}
             ],

@@ -14,7 +14,19 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dna_hub.policy.rendering import MANAGED_BY, MANAGED_BY_LABEL, PROFILE_LABEL
+from dna_hub.policy.labels import (
+    FIELD_MANAGER,
+    GROUPS_ANNOTATION,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    MANAGED_SELECTOR,
+    OFFBOARDING_FIELD_MANAGER,
+    ORPHANED_AT_ANNOTATION,
+    ORPHANED_LABEL,
+    PROFILE_LABEL,
+    TEAM_GROUP_ANNOTATION,
+    USERNAME_ANNOTATION,
+)
 
 __all__ = [
     "GROUPS_ANNOTATION",
@@ -29,21 +41,7 @@ __all__ = [
     "parse_age",
 ]
 
-#: The field manager of every object dna_hub renders (dna_hub.profiles.provisioning.FIELD_MANAGER).
-FIELD_MANAGER = "dna-hub"
-#: The hub user a Profile was rendered for, and their hub groups then (JSON list).
-USERNAME_ANNOTATION = "dna-hub.io/hub-username"
-GROUPS_ANNOTATION = "dna-hub.io/hub-groups"
-#: On a team Profile instead of the hub username: the OIDC group of the team
-#: (profile-templates/00-profile.yaml.j2, DnaSpawner.team_profiles).
-TEAM_GROUP_ANNOTATION = "dna-hub.io/team-group"
-#: Set when the hub deleted the user and DnaSpawner.profile_retention is "keep".
-ORPHANED_LABEL = "dna-hub.io/orphaned"
-ORPHANED_AT_ANNOTATION = "dna-hub.io/orphaned-at"
-#: Offboarding writes its marks as its own field manager, so removing them is one apply.
-OFFBOARDING_FIELD_MANAGER = "dna-hub-offboarding"
-
-SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+SELECTOR = MANAGED_SELECTOR
 
 
 def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:

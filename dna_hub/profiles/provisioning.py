@@ -62,6 +62,7 @@ from dna_hub.errors import (
 from dna_hub.k8s.api import NAMESPACE, PROFILE, SERVICE_ACCOUNT, Kind, KubeApi
 from dna_hub.k8s.concurrency import LoopLimit
 from dna_hub.k8s.retry import describe, is_retryable
+from dna_hub.policy.labels import DIGEST_ANNOTATION, FIELD_MANAGER
 from dna_hub.policy.rendering import RenderedProfile
 from dna_hub.profiles.managed import is_orphaned
 from dna_hub.profiles.metrics import (
@@ -73,8 +74,6 @@ from dna_hub.profiles.offboarding import unmark_orphaned
 
 __all__ = ["DIGEST_ANNOTATION", "FIELD_MANAGER", "ProfileProvisioner", "ProvisionResult"]
 
-FIELD_MANAGER = "dna-hub"
-DIGEST_ANNOTATION = "dna-hub.io/applied-digest"
 PENDING = "pending"
 #: The annotation Kubeflow's profile controller puts on a profile namespace.
 NAMESPACE_OWNER_ANNOTATION = "owner"
