@@ -8,11 +8,8 @@ not log in. The authenticator turns `ClaimError` into its 403 login page.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = [
@@ -183,38 +180,3 @@ def check_kubeflow_identity(value: object, source: str) -> str:
         raise ClaimError(f"The Kubeflow identity from {source} {problem}, so it cannot be used.")
     assert isinstance(value, str)
     return value
-
-
-# ---------------------------------------------------------------------- subject binding
-#
-# A hub user is bound to the (issuer, subject) of its first login. The binding is kept
-# in auth_state with a MAC over (hub username, issuer, subject) keyed from the hub's
-# auth_state encryption key: whoever can write auth_state through the REST API cannot
-# move a binding to another subject or copy one from another user without that key.
-
-
-def _binding_key(secret: bytes) -> bytes:
-    return hmac.new(secret, b"dna-hub subject binding v1", hashlib.sha256).digest()
-
-
-def binding_mac(secret: bytes, username: str, issuer: str, subject: str) -> str:
-    """The hex MAC binding `username` to (`issuer`, `subject`) under `secret`."""
-    message = json.dumps([username, issuer, subject], ensure_ascii=True).encode()
-    return hmac.new(_binding_key(secret), message, hashlib.sha256).hexdigest()
-
-
-def make_binding(secret: bytes, username: str, issuer: str, subject: str) -> dict[str, str]:
-    """The binding record stored in auth_state."""
-    return {"iss": issuer, "sub": subject, "mac": binding_mac(secret, username, issuer, subject)}
-
-
-def verify_binding(binding: object, secrets: Iterable[bytes], username: str) -> bool:
-    """True if `binding` is a record made by `make_binding` for `username` with any secret."""
-    if not isinstance(binding, Mapping):
-        return False
-    iss, sub, mac = binding.get("iss"), binding.get("sub"), binding.get("mac")
-    if not (isinstance(iss, str) and isinstance(sub, str) and isinstance(mac, str)):
-        return False
-    return any(
-        hmac.compare_digest(binding_mac(secret, username, iss, sub), mac) for secret in secrets
-    )

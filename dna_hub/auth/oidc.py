@@ -46,6 +46,7 @@ from dna_hub.auth import (
     AUTH_STATE_EXPIRES_AT,
     AUTH_STATE_GROUPS,
     AUTH_STATE_KUBEFLOW_USERID,
+    binding,
 )
 from dna_hub.auth import claims as claim_rules
 from dna_hub.auth.discovery import (
@@ -639,67 +640,13 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
 
     # ------------------------------------------------------------------ subject binding
 
-    def _binding_secrets(self) -> list[bytes]:
-        """The hub's auth_state encryption keys (JUPYTERHUB_CRYPT_KEY), newest first."""
-        try:
-            from jupyterhub.crypto import CryptKeeper
-        except ImportError:  # pragma: no cover - always installed with the hub
-            return []
-        return list(CryptKeeper.instance().keys)
-
     def bind_subject(
         self, username: str, claims: dict[str, Any], stored: dict[str, Any] | None
     ) -> dict[str, str] | None:
-        """The (issuer, subject) binding for `username`, or LoginRejected for another subject.
-
-        `stored` is the user's current auth_state (None for a new user). Its binding must
-        carry a valid MAC and name this login's issuer and subject. A user without one
-        (created before bindings existed) is bound now, unless the claims of their last
-        login name another subject. None if bindings cannot be kept (auth_state off).
-        """
+        """The (issuer, subject) binding for `username` (:func:`dna_hub.auth.binding.bind`)."""
         if not self.enable_auth_state:
             return None
-        secrets = self._binding_secrets()
-        if not secrets:
-            self.log.warning("No auth_state encryption key: cannot bind %s to a subject", username)
-            return None
-        issuer, subject = str(claims.get("iss")), str(claims.get("sub"))
-        binding = (stored or {}).get(AUTH_STATE_BINDING)
-        if binding is not None:
-            if not claim_rules.verify_binding(binding, secrets, username):
-                self._refuse_binding(username, "its stored subject binding is invalid", claims)
-            if (binding["iss"], binding["sub"]) != (issuer, subject):
-                self._refuse_binding(
-                    username, f"it is bound to sub {binding['sub']!r} at {binding['iss']}", claims
-                )
-            return dict(binding)
-        previous = (stored or {}).get(AUTH_STATE_CLAIMS) or {}
-        if previous.get("sub") is not None and (
-            str(previous.get("iss")),
-            str(previous.get("sub")),
-        ) != (issuer, subject):
-            self._refuse_binding(
-                username,
-                f"its last login (before subject binding) was sub {previous.get('sub')!r} "
-                f"at {previous.get('iss')}",
-                claims,
-            )
-        self.log.info("Bound hub user %s to sub %r at %s", username, subject, issuer)
-        return claim_rules.make_binding(secrets[0], username, issuer, subject)
-
-    def _refuse_binding(self, username: str, why: str, claims: dict[str, Any]) -> None:
-        self.log.warning(
-            "Refused login as hub user %s by sub %r at %s: %s (admin re-bind: docs/deploy.md)",
-            username,
-            claims.get("sub"),
-            claims.get("iss"),
-            why,
-        )
-        raise LoginRejected(
-            f"The hub account {username!r} belongs to another account at the identity "
-            "provider, so you cannot use it. If it is yours, ask your hub administrator "
-            "to re-bind it."
-        )
+        return binding.bind(username, claims, stored, binding.hub_secrets(), self.log)
 
     # ------------------------------------------------------------------ login
 

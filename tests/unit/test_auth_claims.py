@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import pytest
 
+from dna_hub.auth.binding import make_binding, verify_binding
 from dna_hub.auth.claims import (
     KUBEFLOW_IDENTITY_MAX_LENGTH,
     ClaimError,
     check_kubeflow_identity,
     groups_from_claims,
     kubeflow_identity_problem,
-    make_binding,
-    verify_binding,
 )
 
 
