@@ -15,7 +15,6 @@ from typing import Any
 __all__ = [
     "KUBEFLOW_IDENTITY_MAX_LENGTH",
     "ClaimError",
-    "binding_mac",
     "check_kubeflow_identity",
     "claim_str",
     "email_verified",
@@ -23,10 +22,8 @@ __all__ = [
     "has_control_characters",
     "kubeflow_identity_problem",
     "kubeflow_userid_from_claims",
-    "make_binding",
     "normalize_username",
     "username_from_claims",
-    "verify_binding",
 ]
 
 #: Longest Kubeflow identity accepted: an email address is at most 254 characters
