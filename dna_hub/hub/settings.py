@@ -36,6 +36,7 @@ from dna_hub.policy.naming import (
     namespace_for,
     validate_namespace_template,
 )
+from dna_hub.policy.notebook_env import NotebookEnvSettings
 from dna_hub.policy.pod_defaults import DEFAULT_LIMIT_RANGE
 from dna_hub.policy.quotas import check_group_quotas, resource_quota_for
 from dna_hub.policy.rendering import (
@@ -633,6 +634,18 @@ class DnaSettings(LoggingConfigurable):
             raise TemplateRenderError(
                 f"{what} Please contact your platform administrator.", str(e)
             ) from e
+
+    def notebook_env_settings(self, namespace: str) -> NotebookEnvSettings:
+        """The Kubeflow Pipelines settings of a notebook running in ``namespace``."""
+        return NotebookEnvSettings(
+            kfp_endpoint=self.kfp_endpoint,
+            kfp_ui_endpoint=self.kfp_ui_endpoint,
+            kfp_ui_link_base=self.kfp_ui_public_url or None,
+            pipeline_uid=self.pipeline_uid,
+            pipeline_gid=self.pipeline_gid,
+            # Kale creates experiments and runs in the notebook's own profile.
+            kfp_namespace=namespace,
+        )
 
     def clients(
         self,

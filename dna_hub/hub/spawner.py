@@ -30,7 +30,7 @@ from dna_hub.k8s.retry import asks_to_retry, describe
 from dna_hub.policy.hub_url import HUB_URL_VARIABLES, qualify_service_url
 from dna_hub.policy.labels import REQUIRED_POD_LABELS
 from dna_hub.policy.naming import NamespacePolicyError, namespace_for
-from dna_hub.policy.notebook_env import NotebookEnvSettings, notebook_environment
+from dna_hub.policy.notebook_env import notebook_environment
 from dna_hub.policy.pod_defaults import CPU_REQUEST, MEMORY_LIMIT, MEMORY_REQUEST, SINGLEUSER_IMAGE
 from dna_hub.policy.rendering import RenderedProfile
 from dna_hub.policy.teams import Team
@@ -454,17 +454,6 @@ class DnaSpawner(DnaSettings, KubeSpawner):
 
     # --- the pod ------------------------------------------------------------------------------
 
-    def notebook_env_settings(self) -> NotebookEnvSettings:
-        return NotebookEnvSettings(
-            kfp_endpoint=self.kfp_endpoint,
-            kfp_ui_endpoint=self.kfp_ui_endpoint,
-            kfp_ui_link_base=self.kfp_ui_public_url or None,
-            pipeline_uid=self.pipeline_uid,
-            pipeline_gid=self.pipeline_gid,
-            # Kale creates experiments and runs in the user's own profile.
-            kfp_namespace=self.namespace,
-        )
-
     def _build_pod_labels(self, extra_labels: dict[str, str]) -> dict[str, str]:
         labels = super()._build_pod_labels(extra_labels)
         labels.update(REQUIRED_POD_LABELS)
@@ -477,7 +466,7 @@ class DnaSpawner(DnaSettings, KubeSpawner):
         for name in HUB_URL_VARIABLES:
             if name in env:
                 env[name] = qualify_service_url(env[name], self.hub_namespace)
-        env.update(notebook_environment(self.notebook_env_settings()))
+        env.update(notebook_environment(self.notebook_env_settings(self.namespace)))
         # The API token lives in a Secret the pod owns, never in the pod spec (api_token.py).
         return env_without_api_token(env, self.api_token_secret)
 
