@@ -25,7 +25,7 @@ spawn converges from:
 6. **Digest** recorded on the Profile.
 
 A brand-new user's first spawn of a profile of N objects (the Profile and N-1 namespaced
-ones) therefore sends N + 5 requests (7 objects: 12) — read Profile ‖ list namespace,
+ones) therefore sends N + 5 requests (8 objects: 13) — read Profile ‖ list namespace,
 create Profile (pending), watch namespace, the namespaced objects ‖ watch
 ``default-editor``, record the digest — whether the controller is faster than the hub or
 not. A repeat spawn of an up-to-date profile sends 2.

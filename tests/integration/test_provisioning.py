@@ -553,7 +553,7 @@ async def eventually_exists(kube: KubeApi, kind: Kind, name: str, namespace: str
 
 
 @pytest.mark.parametrize("controller", ["before the watches", "after each watch opened"])
-async def test_a_first_spawn_sends_twelve_requests(
+async def test_a_first_spawn_sends_thirteen_requests(
     faulty: tuple[FaultProxy, KubeApi],
     admin_kube: KubeApi,
     standins_kube: Kube,
@@ -561,8 +561,8 @@ async def test_a_first_spawn_sends_twelve_requests(
     tmp_path: Path,
     controller: str,
 ) -> None:
-    """A brand-new user, 7 objects: read Profile ‖ list namespace, create Profile, watch
-    namespace from that list, 6 namespaced objects ‖ watch default-editor (no list), record
+    """A brand-new user, 8 objects: read Profile ‖ list namespace, create Profile, watch
+    namespace from that list, 7 namespaced objects ‖ watch default-editor (no list), record
     the digest. The profile controller stand-in is held and let go at a chosen moment, so
     each variant takes its path every time: namespace and default-editor made before the
     hub's watch requests are sent (default-editor then arrives as the watch's synthetic
@@ -572,7 +572,7 @@ async def test_a_first_spawn_sends_twelve_requests(
     rendered = rendered_for(unique_name("count"), template_dir=tmp_path)
     name = rendered.profile["metadata"]["name"]
     owner = rendered.profile["spec"]["owner"]["name"]
-    assert len(rendered.namespaced) == 6
+    assert len(rendered.namespaced) == 7
 
     async def resume_controller() -> None:
         await standins_kube.patch(
@@ -629,7 +629,7 @@ async def test_a_first_spawn_sends_twelve_requests(
         ("PATCH", profile, ""),
     ]  # fmt: skip
     assert request_summary(proxy.records) == sorted(expected)
-    assert result.requests == len(expected) == 12 == len(rendered.namespaced) + 1 + 5
+    assert result.requests == len(expected) == 13 == len(rendered.namespaced) + 1 + 5
 
 
 async def test_a_watch_without_resource_version_starts_with_what_exists(

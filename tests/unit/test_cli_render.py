@@ -39,6 +39,7 @@ def test_render_prints_profile_objects_and_pod() -> None:
         "LimitRange",
         "AuthorizationPolicy",
         "NetworkPolicy",
+        "NetworkPolicy",
         "Role",
         "RoleBinding",
         "Pod",

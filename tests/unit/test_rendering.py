@@ -74,6 +74,7 @@ def test_default_set_secure_by_default() -> None:
         ("LimitRange", "dna-hub-defaults"),
         ("AuthorizationPolicy", "dna-hub-notebook-ingress"),
         ("NetworkPolicy", "dna-hub-notebook-ingress"),
+        ("NetworkPolicy", "dna-hub-metadata-egress"),
         ("Role", "dna-hub-kale-workflows"),
         ("RoleBinding", "dna-hub-kale-workflows"),
     ]
@@ -109,8 +110,14 @@ def test_pod_default_mounts_the_kfp_token() -> None:
     ]
 
 
+def _by_kind(ctx: ProfileContext) -> dict[str, dict[str, Any]]:
+    """The namespaced objects by kind; of the NetworkPolicies, the notebook's."""
+    objs = render_profile(ctx).namespaced
+    return {o["kind"]: o for o in objs if o["metadata"]["name"] != "dna-hub-metadata-egress"}
+
+
 def test_notebook_ingress_is_not_open_to_everyone() -> None:
-    objs = {o["kind"]: o for o in render_profile(context()).namespaced}
+    objs = _by_kind(context())
     policy = objs["AuthorizationPolicy"]["spec"]
     assert policy["action"] == "ALLOW"
     (rule,) = policy["rules"]
@@ -319,7 +326,7 @@ def test_core_kinds_pass_kubernetes_validate_strict() -> None:
             continue
         kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
         checked += 1
-    assert checked == 4  # LimitRange, NetworkPolicy, Role, RoleBinding
+    assert checked == 5  # LimitRange, the two NetworkPolicies, Role, RoleBinding
 
 
 def test_kubernetes_validate_strict_catches_a_typo() -> None:
@@ -373,11 +380,32 @@ def test_an_override_added_later_is_used(tmp_path: Path) -> None:
     assert render_profile(context(), [tmp_path]).digest == before.digest
 
 
-def _egress_except(ctx: ProfileContext) -> list[str]:
-    objs = {o["kind"]: o for o in render_profile(ctx).namespaced}
-    (egress,) = objs["NetworkPolicy"]["spec"]["egress"]
+def _egress_except(ctx: ProfileContext, name: str = "dna-hub-notebook-ingress") -> list[str]:
+    (policy,) = [
+        o
+        for o in render_profile(ctx).namespaced
+        if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == name
+    ]
+    (egress,) = policy["spec"]["egress"]
     (block,) = [p["ipBlock"] for p in egress["to"] if "ipBlock" in p]
     return block["except"]
+
+
+def test_no_pod_of_the_profile_reaches_cloud_metadata() -> None:
+    """Not only the notebook: every pod default-editor or a pipeline step starts there."""
+    (policy,) = [
+        o
+        for o in render_profile(context()).namespaced
+        if o["metadata"]["name"] == "dna-hub-metadata-egress"
+    ]
+    assert policy["kind"] == "NetworkPolicy"
+    assert policy["spec"]["podSelector"] == {}  # every pod of the namespace
+    assert policy["spec"]["policyTypes"] == ["Egress"]  # ingress left as it is
+    assert _egress_except(context(), "dna-hub-metadata-egress") == _egress_except(context())
+    custom = ("169.254.0.0/16", "192.0.2.10/32")
+    assert _egress_except(context(blocked_egress_cidrs=custom), "dna-hub-metadata-egress") == [
+        *custom
+    ]
 
 
 async def test_blocked_egress_covers_every_metadata_address_and_is_configurable() -> None:

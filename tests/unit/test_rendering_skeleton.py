@@ -63,7 +63,7 @@ def test_a_rendered_profile_hands_out_copies_and_stays_frozen() -> None:
     rendered.objects.clear()
     assert rendered.profile["metadata"]["name"] == "kubeflow-alice"
     assert rendered.namespaced[0]["kind"] == "PodDefault"
-    assert len(rendered.objects) == 7
+    assert len(rendered.objects) == 8
     with pytest.raises(dataclasses.FrozenInstanceError):
         rendered.digest = "x"  # type: ignore[misc]
     # hashable and equal by content; pickles as its text
