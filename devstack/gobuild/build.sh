@@ -69,7 +69,7 @@ want=()
 case "${1-}" in
     --bin-dir) print_only=1 ;;
     --all) for t in "${TARGETS[@]}"; do want+=("${t%%|*}"); done ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     "") for t in "${TARGETS[@]}"; do [[ "$t" == *"|default" ]] && want+=("${t%%|*}"); done ;;
     *)
         for name in "$@"; do
