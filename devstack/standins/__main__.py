@@ -101,6 +101,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="kubelet (podman): cluster DNS, service variables, the kubernetes Service",
     )
+    parser.add_argument(
+        "--bind-pods",
+        action="store_true",
+        help="kubelet: bind unscheduled pods to this node itself (only for a cluster "
+        "without kube-scheduler; the devstack control plane runs one)",
+    )
+    parser.add_argument("--max-pods", type=int, default=250, help="kubelet: node capacity")
     parser.add_argument("--no-profile-controller", action="store_true")
     parser.add_argument("--no-webhook", action="store_true")
     parser.add_argument("--no-kubelet", action="store_true")
@@ -163,6 +170,8 @@ async def _run(args: argparse.Namespace) -> int:
                     taints=taints,
                     cluster_networking=args.cluster_networking,
                     pod_cidr=args.pod_cidr,
+                    bind_pods=args.bind_pods,
+                    max_pods=args.max_pods,
                 ),
                 podman,
             )

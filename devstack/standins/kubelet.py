@@ -11,11 +11,15 @@ Common to both runtimes:
 * node registration: a ``Node`` (default ``standin-node``) with Ready/pressure conditions,
   addresses, capacity, labels (``dna-hub.test/runtime``: ``podman``/``process``) and the
   configured taints, and a ``kube-node-lease`` Lease renewed every 10 s;
-* scheduling: every pod without ``spec.nodeName`` (default scheduler) whose
-  ``nodeSelector`` matches the node's labels and whose tolerations tolerate its
-  NoSchedule/NoExecute taints is bound through ``pods/binding`` (as kube-scheduler does),
-  with a ``Scheduled`` event from ``default-scheduler``; so a process node and a
-  (tainted) container node can share one cluster without racing;
+* scheduling is kube-scheduler's: the devstack control plane runs the real one (1.37),
+  and the registered Node is schedulable for it (Ready, allocatable, no taints but the
+  configured ones; node-lifecycle-controller is off, so it is never tainted not-ready).
+  Only with ``bind_pods`` (``--bind-pods``, for a cluster without a scheduler) does the
+  stand-in bind pods itself: every pod without ``spec.nodeName`` (default scheduler)
+  whose ``nodeSelector`` matches the node's labels and whose tolerations tolerate its
+  NoSchedule/NoExecute taints, through ``pods/binding`` with a ``Scheduled`` event from
+  ``default-scheduler``; so a process node and a (tainted) container node can share one
+  cluster without racing;
 * ``$(VAR)`` expansion; env from ``env`` (``value``; ``valueFrom`` fieldRef — name,
   namespace, uid, labels/annotations, nodeName, serviceAccountName, hostIP, podIP —,
   secretKeyRef, configMapKeyRef, resourceFieldRef) and ``envFrom`` (with prefix); a
@@ -305,6 +309,11 @@ class KubeletConfig:
     #: DNS stand-in on the gateway, pods' ClusterFirst resolv.conf, the service variables
     #: of the pod's namespace, and the ``kubernetes`` Service's clusterIP in each pod.
     cluster_networking: bool = False
+    #: Bind unscheduled pods to this node (kube-scheduler's job; only for a cluster
+    #: without a scheduler: the devstack control plane runs kube-scheduler).
+    bind_pods: bool = False
+    #: Pods the node admits (``status.capacity.pods``); kube-scheduler counts them.
+    max_pods: int = 250
 
 
 class PodWorker:
@@ -1359,6 +1368,8 @@ class Kubelet:
         await self.register_node()
         node = self.config.node_name
         synced = [asyncio.Event(), asyncio.Event()]
+        if not self.config.bind_pods:
+            synced[1].set()
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._renew_lease_forever())
@@ -1372,16 +1383,17 @@ class Kubelet:
                         name="kubelet pods",
                     )
                 )
-                tg.create_task(
-                    list_watch(
-                        self.kube,
-                        "/api/v1/pods",
-                        self._on_unscheduled,
-                        query=[("fieldSelector", "spec.nodeName=")],
-                        synced=synced[1],
-                        name="scheduler pods",
+                if self.config.bind_pods:
+                    tg.create_task(
+                        list_watch(
+                            self.kube,
+                            "/api/v1/pods",
+                            self._on_unscheduled,
+                            query=[("fieldSelector", "spec.nodeName=")],
+                            synced=synced[1],
+                            name="scheduler pods",
+                        )
                     )
-                )
                 await asyncio.gather(*(e.wait() for e in synced))
                 ready.set()
         finally:
@@ -1468,7 +1480,16 @@ class Kubelet:
                 "lastTransitionTime": now,
             }
 
-        capacity = {"cpu": "8", "memory": "16Gi", "pods": "250", "ephemeral-storage": "100Gi"}
+        capacity = {
+            "cpu": "8",
+            "memory": "16Gi",
+            "pods": str(self.config.max_pods),
+            "ephemeral-storage": "100Gi",
+        }
+        if self.config.runtime == "none":
+            # Pods that run nothing use nothing: kube-scheduler must not turn a benchmark's
+            # storm away for requests no process will ever use.
+            capacity.update(cpu="10k", memory="1Pi", **{"ephemeral-storage": "1Pi"})
         return {
             "conditions": [
                 cond("MemoryPressure", "False", "KubeletHasSufficientMemory"),
@@ -1489,8 +1510,8 @@ class Kubelet:
                 "kernelVersion": os.uname().release,
                 "osImage": "dna-hub stand-in",
                 "containerRuntimeVersion": f"{self.config.runtime}://standin",
-                "kubeletVersion": "v1.20.2-standin",
-                "kubeProxyVersion": "v1.20.2-standin",
+                "kubeletVersion": "v1.37.2-standin",
+                "kubeProxyVersion": "v1.37.2-standin",
                 "operatingSystem": "linux",
                 "architecture": "amd64",
             },
