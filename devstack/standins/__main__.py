@@ -33,7 +33,12 @@ from devstack.standins import READY_MARKER, Kube
 from devstack.standins.containers import Podman
 from devstack.standins.kubelet import DEFAULT_NODE_NAME, Kubelet, KubeletConfig
 from devstack.standins.poddefault_webhook import PodDefaultWebhook
-from devstack.standins.profile_controller import ProfileController, ProfileControllerConfig
+from devstack.standins.profile_controller import (
+    NAMESPACE_LABELS_FILE,
+    ProfileController,
+    ProfileControllerConfig,
+    load_namespace_labels,
+)
 
 log = logging.getLogger("standins")
 
@@ -66,6 +71,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile-workers", type=int, default=4)
     parser.add_argument("--userid-header", default="kubeflow-userid")
     parser.add_argument("--userid-prefix", default="")
+    parser.add_argument(
+        "--namespace-labels-path",
+        type=Path,
+        default=NAMESPACE_LABELS_FILE,
+        help="profile controller: namespace labels file (upstream's format; default: the "
+        "devstack's, upstream's kubeflow-pss overlay with enforce: restricted)",
+    )
     parser.add_argument("--node-name", default=DEFAULT_NODE_NAME)
     parser.add_argument(
         "--runtime",
@@ -139,6 +151,7 @@ async def _run(args: argparse.Namespace) -> int:
                     workers=args.profile_workers,
                     userid_header=args.userid_header,
                     userid_prefix=args.userid_prefix,
+                    namespace_labels=load_namespace_labels(args.namespace_labels_path),
                 ),
             )
             readies.append(asyncio.Event())
