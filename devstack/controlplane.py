@@ -880,10 +880,13 @@ async def _start_local(timeout: float) -> ControlPlane:
                     f"--root-ca-file={cp.ca_file}",
                     "--use-service-account-credentials=false",
                     "--leader-elect=false",
-                    # No cloud, no real nodes: the controllers that need them stay off (the
-                    # stand-in kubelet's nodes must not be tainted or evicted either). The
-                    # cloud ones are not in kube-controller-manager any more.
-                    "--controllers=*,-node-ipam-controller,-node-lifecycle-controller,"
+                    # No cloud, no pod network, no attachable volumes: those controllers
+                    # stay off (the cloud ones are not in kube-controller-manager any more).
+                    # node-lifecycle-controller stays ON: a new Node gets the taint
+                    # node.kubernetes.io/not-ready at admission and only this controller
+                    # lifts it once the stand-in kubelet reports Ready and renews its Lease
+                    # (and it taints a node whose stand-in has gone, as in a real cluster).
+                    "--controllers=*,-node-ipam-controller,"
                     "-persistentvolume-attach-detach-controller",
                     "--kube-api-qps=200",
                     "--kube-api-burst=400",

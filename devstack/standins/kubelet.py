@@ -12,8 +12,9 @@ Common to both runtimes:
   addresses, capacity, labels (``dna-hub.test/runtime``: ``podman``/``process``) and the
   configured taints, and a ``kube-node-lease`` Lease renewed every 10 s;
 * scheduling is kube-scheduler's: the devstack control plane runs the real one (1.37),
-  and the registered Node is schedulable for it (Ready, allocatable, no taints but the
-  configured ones; node-lifecycle-controller is off, so it is never tainted not-ready).
+  and the registered Node is schedulable for it once kube-controller-manager's
+  node-lifecycle-controller has lifted the ``node.kubernetes.io/not-ready`` taint every
+  new Node gets (a few seconds after the stand-in reports Ready and renews its Lease).
   Only with ``bind_pods`` (``--bind-pods``, for a cluster without a scheduler) does the
   stand-in bind pods itself: every pod without ``spec.nodeName`` (default scheduler)
   whose ``nodeSelector`` matches the node's labels and whose tolerations tolerate its
@@ -1395,9 +1396,26 @@ class Kubelet:
                         )
                     )
                 await asyncio.gather(*(e.wait() for e in synced))
+                if not self.config.bind_pods:
+                    await self._wait_schedulable()
                 ready.set()
         finally:
             await self.shutdown()
+
+    async def _wait_schedulable(self, timeout: float = 60) -> None:
+        """Until node-lifecycle-controller has lifted the not-ready taint of a new Node, so
+        that "ready" means pods can land here (the Node was registered Ready just before)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            node = await self.kube.get(f"/api/v1/nodes/{self.config.node_name}")
+            taints = (node.get("spec") or {}).get("taints") or []
+            if not any(t.get("key", "").startswith("node.kubernetes.io/") for t in taints):
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("node %s still tainted after %ss: %s", node["metadata"]["name"],
+                            timeout, taints)  # fmt: skip
+                return
+            await asyncio.sleep(0.2)
 
     async def shutdown(self) -> None:
         """Kill every pod process (grace period 0): the node is going away."""
