@@ -21,6 +21,8 @@ Common to both runtimes:
   NoSchedule/NoExecute taints, through ``pods/binding`` with a ``Scheduled`` event from
   ``default-scheduler``; so a process node and a (tainted) container node can share one
   cluster without racing;
+* volumes: a PersistentVolume pre-bound to every unbound PersistentVolumeClaim (a
+  local-path provisioner's part), since kube-scheduler places no pod with unbound claims;
 * ``$(VAR)`` expansion; env from ``env`` (``value``; ``valueFrom`` fieldRef — name,
   namespace, uid, labels/annotations, nodeName, serviceAccountName, hostIP, podIP —,
   secretKeyRef, configMapKeyRef, resourceFieldRef) and ``envFrom`` (with prefix); a
@@ -1395,6 +1397,17 @@ class Kubelet:
                             name="scheduler pods",
                         )
                     )
+                claims_synced = asyncio.Event()
+                tg.create_task(
+                    list_watch(
+                        self.kube,
+                        "/api/v1/persistentvolumeclaims",
+                        self._on_claim,
+                        synced=claims_synced,
+                        name="volume provisioner",
+                    )
+                )
+                synced.append(claims_synced)
                 await asyncio.gather(*(e.wait() for e in synced))
                 if not self.config.bind_pods:
                     await self._wait_schedulable()
@@ -1585,6 +1598,52 @@ class Kubelet:
                     )
             except (KubeError, OSError, TimeoutError) as exc:
                 log.warning("node heartbeat failed: %s", exc)
+
+    # ---- volumes
+
+    async def _on_claim(self, kind: str, claim: JSON) -> None:
+        """A local-path provisioner's part: a PersistentVolume pre-bound to each unbound
+        claim, so the PV controller binds it and kube-scheduler (which refuses pods with
+        unbound claims) places the pod. The data lives in a directory per claim UID (see
+        the podman runtime); the PV is notional and kept (Retain) after the claim goes."""
+        spec = claim.get("spec") or {}
+        if (
+            kind == "DELETED"
+            or spec.get("volumeName")
+            or claim["metadata"].get("deletionTimestamp")
+        ):
+            return
+        meta = claim["metadata"]
+        storage = ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")
+        volume = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {
+                "name": f"pvc-{meta['uid']}",
+                "labels": {"dna-hub.test/standin": "true"},
+                "annotations": {"pv.kubernetes.io/provisioned-by": "dna-hub.test/standin-kubelet"},
+            },
+            "spec": {
+                "capacity": {"storage": storage},
+                "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
+                "volumeMode": spec.get("volumeMode") or "Filesystem",
+                "storageClassName": spec.get("storageClassName") or "",
+                "persistentVolumeReclaimPolicy": "Retain",
+                "claimRef": {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "namespace": meta["namespace"],
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                },
+                "hostPath": {"path": str(self.config.work_dir / "volumes" / meta["uid"])},
+            },
+        }
+        try:
+            await self.kube.create("/api/v1/persistentvolumes", volume)
+        except KubeError as exc:
+            if exc.status != 409:  # 409: made already (another stand-in node, an old event)
+                log.warning("provisioning %s/%s failed: %s", meta["namespace"], meta["name"], exc)
 
     # ---- scheduling
 
