@@ -4,9 +4,12 @@ Why a real one: dna_hub's whole job is to talk to the Kubernetes API as the hub'
 ServiceAccount — create Profiles, PodDefaults and pods in other namespaces. A mock would
 accept what a real API server rejects (schema violations of the real CRDs, RBAC denials,
 the ServiceAccount admission plugin refusing a pod whose ServiceAccount does not exist yet),
-so the tests run against etcd + kube-apiserver + kube-controller-manager 1.20.2 on
-127.0.0.1, with TLS verified everywhere and RBAC on. The binaries come from
-``devstack/build_kube.sh`` (built once from Debian's source package, cached).
+so the tests run against etcd 3.7.3 + kube-apiserver, kube-controller-manager and
+kube-scheduler 1.37.2 on 127.0.0.1, with TLS verified everywhere, Node+RBAC authorization
+and the API server's default admission plugins (ServiceAccount, PodSecurity,
+ValidatingAdmissionPolicy, the admission webhooks, ...). The binaries come from
+``devstack/gobuild/build.sh`` (built once from the Go module proxy at the versions pinned
+in ``devstack/gobuild/go.mod``, cached; see ``devstack/gobuild/NOTES.md`` for the flags).
 
 When ``DNA_HUB_TEST_KUBECONFIG`` names an existing cluster (kind, k3d, ...), that cluster is
 used as admin instead and no process is started; the CRDs, Kubeflow's ClusterRoles and the
@@ -27,6 +30,7 @@ import atexit
 import base64
 import contextlib
 import datetime as dt
+import functools
 import ipaddress
 import json
 import os
@@ -56,9 +60,11 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from devstack import paths
 
-KUBE_VERSION = "1.20.2"
-BIN_DIR = paths.CACHE_DIR / f"kube-{KUBE_VERSION}" / "bin"
-BUILD_SCRIPT = Path(__file__).resolve().with_name("build_kube.sh")
+KUBE_VERSION = "1.37.2"
+ETCD_VERSION = "3.7.3"
+BUILD_SCRIPT = Path(__file__).resolve().parent / "gobuild" / "build.sh"
+#: What build.sh builds by default; all of it is started here (kubectl: for people and tests).
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 HUB_RBAC_FILE = paths.REPO_ROOT / "helm-values" / "hub-rbac.yaml"
 
 HUB_NAMESPACE = "jupyterhub"
@@ -89,14 +95,32 @@ class ControlPlaneError(RuntimeError):
 # --------------------------------------------------------------------------- binaries
 
 
+@functools.cache
+def bin_dir() -> Path:
+    """Where build.sh puts the binaries for the current pins (``build.sh --bin-dir``).
+
+    The directory is named by a hash of the pins and the Go version, so only the script
+    knows it; asking it builds nothing.
+    """
+    try:
+        out = subprocess.run(
+            ["bash", str(BUILD_SCRIPT), "--bin-dir"],
+            capture_output=True, text=True, check=True, timeout=60,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as exc:
+        stderr = getattr(exc, "stderr", "") or ""
+        raise ControlPlaneError(f"{BUILD_SCRIPT} --bin-dir failed: {exc} {stderr}".strip()) from exc
+    return Path(out.strip())
+
+
 def binaries() -> dict[str, Path]:
-    """Paths of the three server binaries (etcd from Debian, the rest from the cache)."""
-    etcd = shutil.which("etcd") or "/usr/bin/etcd"
-    return {
-        "etcd": Path(etcd),
-        "kube-apiserver": BIN_DIR / "kube-apiserver",
-        "kube-controller-manager": BIN_DIR / "kube-controller-manager",
-    }
+    """Paths of the control plane's binaries (all built by devstack/gobuild/build.sh)."""
+    try:
+        directory = bin_dir()
+    except ControlPlaneError:
+        # No go on PATH: report every binary as missing rather than fail here.
+        directory = paths.CACHE_DIR / "gobuild" / "unknown" / "bin"
+    return {name: directory / name for name in BINARIES}
 
 
 def missing_binaries() -> list[Path]:
@@ -494,7 +518,8 @@ class ControlPlane:
     # ---- processes
 
     def log_file(self, name: str) -> Path | None:
-        """Log of one process (``etcd``, ``kube-apiserver``, ``kube-controller-manager``)."""
+        """Log of one process (``etcd``, ``kube-apiserver``, ``kube-controller-manager``,
+        ``kube-scheduler``)."""
         return self.logs_dir / f"{name}.log" if self.logs_dir else None
 
     def log_tail(self, name: str, lines: int = 40) -> str:
@@ -566,7 +591,7 @@ class ControlPlane:
         if self._stopped:
             return
         self._stopped = True
-        # One at a time, controller manager, API server, etcd: each shuts down cleanly
+        # One at a time, scheduler, controller manager, API server, etcd: each shuts down cleanly
         # (~1s) while the one it talks to is still there; all at once, the API server
         # hangs on its vanished etcd until the SIGKILL.
         for proc in reversed(list(self.processes.values())):
@@ -693,7 +718,8 @@ async def _wait_controllers(cp: ControlPlane, api: ApiClient, timeout: float) ->
 async def _start_local(timeout: float) -> ControlPlane:
     if missing := missing_binaries():
         raise ControlPlaneError(
-            f"missing {', '.join(map(str, missing))}: run {BUILD_SCRIPT} (as root)"
+            f"missing {', '.join(map(str, missing))}: run {BUILD_SCRIPT} "
+            "(builds them from the Go module proxy, ~20 min once)"
         )
     bins = binaries()
     workdir = Path(tempfile.mkdtemp(prefix="dna-hub-kube-", dir=_fast_tmp()))
@@ -702,6 +728,7 @@ async def _start_local(timeout: float) -> ControlPlane:
     pki.mkdir()
     logs.mkdir()
     api_port, etcd_port, peer_port = _free_port(), _free_port(), _free_port()
+    kcm_port, scheduler_port = _free_port(), _free_port()
     server = f"https://127.0.0.1:{api_port}"
     cp = ControlPlane(
         server=server,
@@ -730,10 +757,26 @@ async def _start_local(timeout: float) -> ControlPlane:
                 client=True,
             )  # fmt: skip
             sa_key, sa_pub = _service_account_keys(pki)
+            # A second CA for request-header (front-proxy) authentication, as kubeadm makes:
+            # without it kube-controller-manager and kube-scheduler, which delegate the
+            # authentication of their secure ports to the API server, log "missing content
+            # for CA bundle ... requestheader-client-ca-file" many times a second.
+            front_proxy_dir = pki / "front-proxy"
+            front_proxy_dir.mkdir()
+            front_proxy = CertificateAuthority.create(
+                front_proxy_dir, common_name="dna-hub-test-front-proxy-ca"
+            )
+            proxy_client = front_proxy.issue(
+                front_proxy_dir, "front-proxy-client", common_name="front-proxy-client",
+                client=True,
+            )  # fmt: skip
             return {
                 "serving.crt": serving[0], "serving.key": serving[1],
                 "admin.crt": admin[0], "admin.key": admin[1],
                 "sa.key": sa_key, "sa.pub": sa_pub,
+                "front-proxy-ca.crt": front_proxy.cert_file,
+                "front-proxy-client.crt": proxy_client[0],
+                "front-proxy-client.key": proxy_client[1],
             }  # fmt: skip
 
         files = await asyncio.to_thread(make_pki)
@@ -758,6 +801,8 @@ async def _start_local(timeout: float) -> ControlPlane:
                 f"--initial-cluster=default=http://127.0.0.1:{peer_port}",
                 f"--cert-file={files['serving.crt']}",
                 f"--key-file={files['serving.key']}",
+                # metrics on an ephemeral loopback port, never the default :2381
+                "--listen-metrics-urls=http://127.0.0.1:0",
                 "--log-level=warn",
             ],
         )
@@ -770,7 +815,6 @@ async def _start_local(timeout: float) -> ControlPlane:
                 "--advertise-address=127.0.0.1",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={api_port}",
-                "--insecure-port=0",
                 f"--cert-dir={pki}",
                 f"--tls-cert-file={files['serving.crt']}",
                 f"--tls-private-key-file={files['serving.key']}",
@@ -782,10 +826,22 @@ async def _start_local(timeout: float) -> ControlPlane:
                 f"--service-account-key-file={files['sa.pub']}",
                 f"--service-account-signing-key-file={files['sa.key']}",
                 f"--api-audiences={cp.service_account_issuer}",
-                "--authorization-mode=RBAC",
-                "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,"
-                "MutatingAdmissionWebhook,ValidatingAdmissionWebhook,DefaultStorageClass,"
-                "LimitRanger,ResourceQuota",
+                # The master service's endpoints may not be a loopback address; nothing
+                # in-cluster reaches the API server through default/kubernetes here anyway
+                # (stand-ins use the kubeconfig; the container kubelet forwards itself).
+                "--endpoint-reconciler-type=none",
+                "--authorization-mode=Node,RBAC",
+                # The default plugin list stays on (NamespaceLifecycle, LimitRanger,
+                # ServiceAccount, PodSecurity, DefaultStorageClass, the admission webhooks,
+                # ValidatingAdmissionPolicy, ResourceQuota, ...); this only adds to it.
+                "--enable-admission-plugins=NodeRestriction",
+                f"--requestheader-client-ca-file={files['front-proxy-ca.crt']}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={files['front-proxy-client.crt']}",
+                f"--proxy-client-key-file={files['front-proxy-client.key']}",
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--v=1",
@@ -805,31 +861,64 @@ async def _start_local(timeout: float) -> ControlPlane:
         )
         cp._admin_config = await load_configuration(cp.admin_kubeconfig, workdir)
         async with cp.admin_client() as api:
-            await _bootstrap(cp, api, paths.shared_dir() / "crds-k8s-1.20", timeout)
+            await _bootstrap(cp, api, paths.shared_dir() / "crds", timeout)
             # Started once the CRDs are served, so its garbage collector knows Profiles from
             # the start: a deleted Profile's namespace goes at once, not at the next
             # 30-second discovery resync.
+            kubeconfig = f"{cp.admin_kubeconfig}"
             cp._spawn(
                 "kube-controller-manager",
                 [
                     str(bins["kube-controller-manager"]),
-                    f"--kubeconfig={cp.admin_kubeconfig}",
+                    f"--kubeconfig={kubeconfig}",
+                    f"--authentication-kubeconfig={kubeconfig}",
+                    f"--authorization-kubeconfig={kubeconfig}",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={kcm_port}",
+                    f"--cert-dir={workdir / 'kcm-certs'}",
                     f"--service-account-private-key-file={files['sa.key']}",
                     f"--root-ca-file={cp.ca_file}",
                     "--use-service-account-credentials=false",
                     "--leader-elect=false",
-                    # No cloud, no real nodes: the controllers that need them stay off (the
-                    # stand-in kubelet's nodes must not be tainted or evicted either).
-                    "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service,"
-                    "-route,-attachdetach",
-                    "--port=0",
-                    "--secure-port=0",
+                    # No cloud, no pod network, no attachable volumes: those controllers
+                    # stay off (the cloud ones are not in kube-controller-manager any more).
+                    # node-lifecycle-controller stays ON: a new Node gets the taint
+                    # node.kubernetes.io/not-ready at admission and only this controller
+                    # lifts it once the stand-in kubelet reports Ready and renews its Lease
+                    # (and it taints a node whose stand-in has gone, as in a real cluster).
+                    "--controllers=*,-node-ipam-controller,"
+                    "-persistentvolume-attach-detach-controller",
                     "--kube-api-qps=200",
                     "--kube-api-burst=400",
+                    "--profiling=false",
+                    "--v=1",
+                ],
+            )
+            # The real scheduler binds every pod (the stand-in kubelet only registers its
+            # node and runs what is bound to it), and the chart's user-scheduler is one too.
+            cp._spawn(
+                "kube-scheduler",
+                [
+                    str(bins["kube-scheduler"]),
+                    f"--kubeconfig={kubeconfig}",
+                    f"--authentication-kubeconfig={kubeconfig}",
+                    f"--authorization-kubeconfig={kubeconfig}",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={scheduler_port}",
+                    f"--cert-dir={workdir / 'scheduler-certs'}",
+                    "--leader-elect=false",
+                    "--profiling=false",
                     "--v=1",
                 ],
             )
             await _wait_controllers(cp, api, timeout)
+            # Both answer /healthz on their secure port (self-signed: not verified).
+            insecure = ssl.create_default_context()
+            insecure.check_hostname = False
+            insecure.verify_mode = ssl.CERT_NONE
+            for name, port in (("kube-controller-manager", kcm_port),
+                               ("kube-scheduler", scheduler_port)):  # fmt: skip
+                await cp._wait_https(name, f"https://127.0.0.1:{port}/healthz", insecure, timeout)
         cp.check_alive()
         return cp
     except BaseException:
@@ -862,9 +951,12 @@ async def _start_external(kubeconfig: Path, timeout: float) -> ControlPlane:
         async with cp.admin_client() as api:
             version = await client.VersionApi(api).get_code(_request_timeout=REQUEST_TIMEOUT)
             minor = int("".join(ch for ch in version.minor if ch.isdigit()) or 0)
-            # Modern clusters get the upstream CRDs (with their CEL rules); old ones can't.
-            crd_dir = paths.shared_dir() / ("crds" if minor >= 25 else "crds-k8s-1.20")
-            await _bootstrap(cp, api, crd_dir, timeout)
+            # The upstream CRDs carry CEL rules (x-kubernetes-validations, 1.25+).
+            if minor < 25:
+                raise ControlPlaneError(
+                    f"{kubeconfig} is Kubernetes {version.git_version}; the CRDs need >= 1.25"
+                )
+            await _bootstrap(cp, api, paths.shared_dir() / "crds", timeout)
         return cp
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -892,13 +984,14 @@ async def start_control_plane(timeout: float = START_TIMEOUT) -> ControlPlane:
 
 
 def build_binaries(log_file: Path | None = None) -> None:
-    """Run build_kube.sh (idempotent); raise with the log tail on failure."""
+    """Run devstack/gobuild/build.sh (idempotent); raise with the log tail on failure."""
     out = log_file.open("ab") if log_file else None
     try:
         result = subprocess.run(
             ["bash", str(BUILD_SCRIPT)],
-            stdout=out,
-            stderr=subprocess.STDOUT if out else None,
+            # stdout is only the bin dir; the progress (stderr) goes to the log.
+            stdout=subprocess.DEVNULL,
+            stderr=out,
             check=False,
             timeout=3600,
         )

@@ -11,9 +11,9 @@ sha256 before anything is written where the tests look:
 - the Zero to JupyterHub chart 4.4.0 from its Helm repository, and the hub image's
   requirements and Dockerfile at the chart's tag.
 
-Derived locally, never downloaded modified: ``crds-k8s-1.20/`` (the CRDs without their
-``x-kubernetes-validations`` CEL rules, which a 1.20 API server does not know) and
-``schemas/`` (the chart's values schema and defaults).
+Derived locally, never downloaded modified: ``schemas/`` (the chart's values schema and
+defaults). The CRDs are used as published, CEL rules included (the devstack's API server is
+1.37; ``crds-k8s-1.20/``, the CEL-free copies a 1.20 server needed, is no longer made).
 
 The sha256 pins of the upstream files were computed from ``../shared``, whose files are
 those exact upstream bytes, and the Istio bundle's from kubeflow/manifests at the pinned
@@ -137,7 +137,7 @@ SOURCES: tuple[Source, ...] = (
 )
 
 #: What a reference directory must hold to be used (what the tests and the demo read).
-REQUIRED = ("crds", "crds-k8s-1.20", "rbac", "schemas", "charts")
+REQUIRED = ("crds", "rbac", "schemas", "charts")
 
 
 def cache_dir(sources: Iterable[Source] = SOURCES) -> Path:
@@ -248,22 +248,8 @@ def _write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def _strip_cel(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip_cel(v) for k, v in value.items() if k != "x-kubernetes-validations"}
-    if isinstance(value, list):
-        return [_strip_cel(v) for v in value]
-    return value
-
-
 def _derive(root: Path) -> None:
-    """crds-k8s-1.20/ and schemas/ from what was downloaded and verified."""
-    for crd_file in sorted((root / "crds").glob("*.yaml")):
-        docs = [d for d in yaml.safe_load_all(crd_file.read_text()) if d]
-        _write(
-            root / "crds-k8s-1.20" / crd_file.name,
-            yaml.safe_dump_all([_strip_cel(d) for d in docs], sort_keys=False).encode(),
-        )
+    """schemas/ from what was downloaded and verified."""
     chart, schemas = root / "charts" / "jupyterhub", root / "schemas"
     _write(schemas / "z2jh-values.schema.json", (chart / "values.schema.json").read_bytes())
     _write(schemas / "z2jh-values.defaults.yaml", (chart / "values.yaml").read_bytes())

@@ -33,7 +33,12 @@ from devstack.standins import READY_MARKER, Kube
 from devstack.standins.containers import Podman
 from devstack.standins.kubelet import DEFAULT_NODE_NAME, Kubelet, KubeletConfig
 from devstack.standins.poddefault_webhook import PodDefaultWebhook
-from devstack.standins.profile_controller import ProfileController, ProfileControllerConfig
+from devstack.standins.profile_controller import (
+    NAMESPACE_LABELS_FILE,
+    ProfileController,
+    ProfileControllerConfig,
+    load_namespace_labels,
+)
 
 log = logging.getLogger("standins")
 
@@ -66,6 +71,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile-workers", type=int, default=4)
     parser.add_argument("--userid-header", default="kubeflow-userid")
     parser.add_argument("--userid-prefix", default="")
+    parser.add_argument(
+        "--namespace-labels-path",
+        type=Path,
+        default=NAMESPACE_LABELS_FILE,
+        help="profile controller: namespace labels file (upstream's format; default: the "
+        "devstack's, upstream's kubeflow-pss overlay with enforce: restricted)",
+    )
     parser.add_argument("--node-name", default=DEFAULT_NODE_NAME)
     parser.add_argument(
         "--runtime",
@@ -101,6 +113,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="kubelet (podman): cluster DNS, service variables, the kubernetes Service",
     )
+    parser.add_argument(
+        "--bind-pods",
+        action="store_true",
+        help="kubelet: bind unscheduled pods to this node itself (only for a cluster "
+        "without kube-scheduler; the devstack control plane runs one)",
+    )
+    parser.add_argument("--max-pods", type=int, default=250, help="kubelet: node capacity")
     parser.add_argument("--no-profile-controller", action="store_true")
     parser.add_argument("--no-webhook", action="store_true")
     parser.add_argument("--no-kubelet", action="store_true")
@@ -132,6 +151,7 @@ async def _run(args: argparse.Namespace) -> int:
                     workers=args.profile_workers,
                     userid_header=args.userid_header,
                     userid_prefix=args.userid_prefix,
+                    namespace_labels=load_namespace_labels(args.namespace_labels_path),
                 ),
             )
             readies.append(asyncio.Event())
@@ -163,6 +183,8 @@ async def _run(args: argparse.Namespace) -> int:
                     taints=taints,
                     cluster_networking=args.cluster_networking,
                     pod_cidr=args.pod_cidr,
+                    bind_pods=args.bind_pods,
+                    max_pods=args.max_pods,
                 ),
                 podman,
             )

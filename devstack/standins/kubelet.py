@@ -11,11 +11,18 @@ Common to both runtimes:
 * node registration: a ``Node`` (default ``standin-node``) with Ready/pressure conditions,
   addresses, capacity, labels (``dna-hub.test/runtime``: ``podman``/``process``) and the
   configured taints, and a ``kube-node-lease`` Lease renewed every 10 s;
-* scheduling: every pod without ``spec.nodeName`` (default scheduler) whose
-  ``nodeSelector`` matches the node's labels and whose tolerations tolerate its
-  NoSchedule/NoExecute taints is bound through ``pods/binding`` (as kube-scheduler does),
-  with a ``Scheduled`` event from ``default-scheduler``; so a process node and a
-  (tainted) container node can share one cluster without racing;
+* scheduling is kube-scheduler's: the devstack control plane runs the real one (1.37),
+  and the registered Node is schedulable for it once kube-controller-manager's
+  node-lifecycle-controller has lifted the ``node.kubernetes.io/not-ready`` taint every
+  new Node gets (a few seconds after the stand-in reports Ready and renews its Lease).
+  Only with ``bind_pods`` (``--bind-pods``, for a cluster without a scheduler) does the
+  stand-in bind pods itself: every pod without ``spec.nodeName`` (default scheduler)
+  whose ``nodeSelector`` matches the node's labels and whose tolerations tolerate its
+  NoSchedule/NoExecute taints, through ``pods/binding`` with a ``Scheduled`` event from
+  ``default-scheduler``; so a process node and a (tainted) container node can share one
+  cluster without racing;
+* volumes: a PersistentVolume pre-bound to every unbound PersistentVolumeClaim (a
+  local-path provisioner's part), since kube-scheduler places no pod with unbound claims;
 * ``$(VAR)`` expansion; env from ``env`` (``value``; ``valueFrom`` fieldRef — name,
   namespace, uid, labels/annotations, nodeName, serviceAccountName, hostIP, podIP —,
   secretKeyRef, configMapKeyRef, resourceFieldRef) and ``envFrom`` (with prefix); a
@@ -305,6 +312,11 @@ class KubeletConfig:
     #: DNS stand-in on the gateway, pods' ClusterFirst resolv.conf, the service variables
     #: of the pod's namespace, and the ``kubernetes`` Service's clusterIP in each pod.
     cluster_networking: bool = False
+    #: Bind unscheduled pods to this node (kube-scheduler's job; only for a cluster
+    #: without a scheduler: the devstack control plane runs kube-scheduler).
+    bind_pods: bool = False
+    #: Pods the node admits (``status.capacity.pods``); kube-scheduler counts them.
+    max_pods: int = 250
 
 
 class PodWorker:
@@ -1359,6 +1371,8 @@ class Kubelet:
         await self.register_node()
         node = self.config.node_name
         synced = [asyncio.Event(), asyncio.Event()]
+        if not self.config.bind_pods:
+            synced[1].set()
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._renew_lease_forever())
@@ -1372,20 +1386,49 @@ class Kubelet:
                         name="kubelet pods",
                     )
                 )
+                if self.config.bind_pods:
+                    tg.create_task(
+                        list_watch(
+                            self.kube,
+                            "/api/v1/pods",
+                            self._on_unscheduled,
+                            query=[("fieldSelector", "spec.nodeName=")],
+                            synced=synced[1],
+                            name="scheduler pods",
+                        )
+                    )
+                claims_synced = asyncio.Event()
                 tg.create_task(
                     list_watch(
                         self.kube,
-                        "/api/v1/pods",
-                        self._on_unscheduled,
-                        query=[("fieldSelector", "spec.nodeName=")],
-                        synced=synced[1],
-                        name="scheduler pods",
+                        "/api/v1/persistentvolumeclaims",
+                        self._on_claim,
+                        synced=claims_synced,
+                        name="volume provisioner",
                     )
                 )
+                synced.append(claims_synced)
                 await asyncio.gather(*(e.wait() for e in synced))
+                if not self.config.bind_pods:
+                    await self._wait_schedulable()
                 ready.set()
         finally:
             await self.shutdown()
+
+    async def _wait_schedulable(self, timeout: float = 60) -> None:
+        """Until node-lifecycle-controller has lifted the not-ready taint of a new Node, so
+        that "ready" means pods can land here (the Node was registered Ready just before)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            node = await self.kube.get(f"/api/v1/nodes/{self.config.node_name}")
+            taints = (node.get("spec") or {}).get("taints") or []
+            if not any(t.get("key", "").startswith("node.kubernetes.io/") for t in taints):
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("node %s still tainted after %ss: %s", node["metadata"]["name"],
+                            timeout, taints)  # fmt: skip
+                return
+            await asyncio.sleep(0.2)
 
     async def shutdown(self) -> None:
         """Kill every pod process (grace period 0): the node is going away."""
@@ -1468,7 +1511,16 @@ class Kubelet:
                 "lastTransitionTime": now,
             }
 
-        capacity = {"cpu": "8", "memory": "16Gi", "pods": "250", "ephemeral-storage": "100Gi"}
+        capacity = {
+            "cpu": "8",
+            "memory": "16Gi",
+            "pods": str(self.config.max_pods),
+            "ephemeral-storage": "100Gi",
+        }
+        if self.config.runtime == "none":
+            # Pods that run nothing use nothing: kube-scheduler must not turn a benchmark's
+            # storm away for requests no process will ever use.
+            capacity.update(cpu="10k", memory="1Pi", **{"ephemeral-storage": "1Pi"})
         return {
             "conditions": [
                 cond("MemoryPressure", "False", "KubeletHasSufficientMemory"),
@@ -1489,8 +1541,8 @@ class Kubelet:
                 "kernelVersion": os.uname().release,
                 "osImage": "dna-hub stand-in",
                 "containerRuntimeVersion": f"{self.config.runtime}://standin",
-                "kubeletVersion": "v1.20.2-standin",
-                "kubeProxyVersion": "v1.20.2-standin",
+                "kubeletVersion": "v1.37.2-standin",
+                "kubeProxyVersion": "v1.37.2-standin",
                 "operatingSystem": "linux",
                 "architecture": "amd64",
             },
@@ -1546,6 +1598,52 @@ class Kubelet:
                     )
             except (KubeError, OSError, TimeoutError) as exc:
                 log.warning("node heartbeat failed: %s", exc)
+
+    # ---- volumes
+
+    async def _on_claim(self, kind: str, claim: JSON) -> None:
+        """A local-path provisioner's part: a PersistentVolume pre-bound to each unbound
+        claim, so the PV controller binds it and kube-scheduler (which refuses pods with
+        unbound claims) places the pod. The data lives in a directory per claim UID (see
+        the podman runtime); the PV is notional and kept (Retain) after the claim goes."""
+        spec = claim.get("spec") or {}
+        if (
+            kind == "DELETED"
+            or spec.get("volumeName")
+            or claim["metadata"].get("deletionTimestamp")
+        ):
+            return
+        meta = claim["metadata"]
+        storage = ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")
+        volume = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {
+                "name": f"pvc-{meta['uid']}",
+                "labels": {"dna-hub.test/standin": "true"},
+                "annotations": {"pv.kubernetes.io/provisioned-by": "dna-hub.test/standin-kubelet"},
+            },
+            "spec": {
+                "capacity": {"storage": storage},
+                "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
+                "volumeMode": spec.get("volumeMode") or "Filesystem",
+                "storageClassName": spec.get("storageClassName") or "",
+                "persistentVolumeReclaimPolicy": "Retain",
+                "claimRef": {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "namespace": meta["namespace"],
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                },
+                "hostPath": {"path": str(self.config.work_dir / "volumes" / meta["uid"])},
+            },
+        }
+        try:
+            await self.kube.create("/api/v1/persistentvolumes", volume)
+        except KubeError as exc:
+            if exc.status != 409:  # 409: made already (another stand-in node, an old event)
+                log.warning("provisioning %s/%s failed: %s", meta["namespace"], meta["name"], exc)
 
     # ---- scheduling
 

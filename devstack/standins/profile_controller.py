@@ -1,16 +1,28 @@
 """STAND-IN for Kubeflow's profile controller (kubeflow/dashboard components/profile-controller).
 
 This is not the real controller: it is a Python re-implementation, written from reading
-the real one's reconcile loop, for tests that cannot run Kubeflow's Go controllers.
+the real one's reconcile loop (kubeflow/dashboard v2.0.0), for tests that cannot run
+Kubeflow's Go controllers. The real one cannot be built here: the Go module proxy refuses
+every version of ``github.com/kubeflow/dashboard/components/*`` (see
+``devstack/gobuild/NOTES.md``)::
+
+    $ M=github.com/kubeflow/dashboard/components/profile-controller  # tag v2.0.0
+    $ go mod download -json $M@v0.0.0-20260602192831-c80e2c3d5451
+    "Error": "... reading https://proxy.golang.org/$M/@v/v0.0.0-20260602192831-c80e2c3d5451.info:
+      403 Forbidden\n\tserver response: This module version is not available."
+
+(the same 403 for every version, ``@latest``, the other components and the old
+``github.com/kubeflow/kubeflow/components/...`` paths).
 
 Mimicked faithfully (per Profile ``kubeflow.org/v1``, cluster-scoped):
 
 * namespace ``<profile name>`` created with annotation ``owner=<spec.owner.name>``, label
-  ``istio-injection=enabled`` plus the default namespace labels of kubeflow/manifests'
-  ``namespace-labels.yaml`` (``app.kubernetes.io/part-of=kubeflow-profile``,
-  ``pipelines.kubeflow.org/enabled=true``, katib/serving/pod-security labels; an existing
-  label is never overwritten, an empty value removes it), and a controller ownerReference
-  to the Profile;
+  ``istio-injection=enabled`` plus the labels of a namespace-labels file in upstream's
+  format (``-namespace-labels-path``; here ``--namespace-labels-path``, default
+  :data:`NAMESPACE_LABELS_FILE`, the devstack's: upstream's ``kubeflow-pss`` overlay with
+  ``pod-security.kubernetes.io/enforce: restricted`` instead of ``baseline``, because
+  dna_hub requires restricted), and a controller ownerReference to the Profile. As
+  upstream: an existing label is never overwritten, ``key: ""`` removes a label;
 * an existing namespace whose ``owner`` annotation is not the Profile's owner is refused:
   a ``{"type": "Failed", "message": "namespace already exist, but not owned by profile
   creator <owner>"}`` condition is appended to ``status.conditions`` and nothing is
@@ -34,13 +46,15 @@ Mimicked faithfully (per Profile ``kubeflow.org/v1``, cluster-scoped):
   reconcile (controller-runtime ``Owns``), so deleting e.g. ``default-editor`` makes it
   come back; errors requeue with bounded exponential backoff; 409s are retried.
 
-Left out / different:
+Left out / different (what it does not do):
 
-* plugins (``spec.plugins``: GCP workload identity, AWS IAM) are ignored;
+* plugins (``spec.plugins``: GCP workload identity, AWS IAM) are ignored, and so is
+  ``-workload-identity``;
 * the refusal condition is written through the ``status`` subresource and only appended
   once per distinct message (the real one calls ``Update`` on the main resource each
   reconcile; with the CRD's status subresource enabled that write does not persist it);
-* no metrics, no namespace-labels file watch (labels are passed in as configuration);
+* no metrics or health endpoints, no leader election; the namespace-labels file is read
+  once at start, not watched (the real one re-reconciles every Profile when it changes);
 * several reconciles run concurrently (``workers``; the real one runs one at a time), so a
   slow Profile in one test does not hold up another test's Profiles.
 
@@ -62,7 +76,10 @@ import contextlib
 import copy
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from devstack.standins import JSON, Kube, KubeError, WorkQueue, list_watch, owner_reference
 
@@ -80,17 +97,23 @@ DELAY_ANNOTATION = "dna-hub.test/controller-delay-seconds"
 STEP_DELAY_ANNOTATION = "dna-hub.test/controller-step-delay-seconds"
 PAUSED_ANNOTATION = "dna-hub.test/controller-paused"
 
-#: kubeflow/manifests applications/profiles/upstream/base/namespace-labels.yaml
-DEFAULT_NAMESPACE_LABELS: dict[str, str] = {
-    "katib.kubeflow.org/metrics-collector-injection": "enabled",
-    "serving.kubeflow.org/inferenceservice": "enabled",
-    "pipelines.kubeflow.org/enabled": "true",
-    "app.kubernetes.io/part-of": "kubeflow-profile",
-    "pod-security.kubernetes.io/enforce": "restricted",
-    "pod-security.kubernetes.io/enforce-version": "latest",
-    "pod-security.kubernetes.io/warn": "restricted",
-    "pod-security.kubernetes.io/warn-version": "latest",
-}
+#: The devstack's namespace-labels file (upstream's kubeflow-pss overlay, enforce: restricted).
+NAMESPACE_LABELS_FILE = Path(__file__).resolve().with_name("namespace-labels.yaml")
+
+
+def load_namespace_labels(path: Path) -> dict[str, str]:
+    """A namespace-labels file as the real controller reads it: one YAML mapping of label
+    to value (``""``: remove that label). Refuses anything else, naming the file."""
+    doc = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(doc, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in doc.items()
+    ):
+        raise ValueError(f"{path}: expected a mapping of label names to string values")
+    return dict(doc)
+
+
+#: The labels of :data:`NAMESPACE_LABELS_FILE`.
+DEFAULT_NAMESPACE_LABELS: dict[str, str] = load_namespace_labels(NAMESPACE_LABELS_FILE)
 
 #: Owned kinds watched to re-trigger the owning Profile (controller-runtime ``Owns``).
 OWNED_COLLECTIONS = (

@@ -76,6 +76,9 @@ async def cluster(workdir: Path, profile_workers: int) -> AsyncIterator[Cluster]
             # pods Running at once, nothing run (kwok-like): see standins/simulated_pods.py
             "--kubelet-runtime",
             "none",
+            # kube-scheduler counts pods per node; a storm is more than a real node's 250
+            "--max-pods",
+            "100000",
             "--no-webhook",
             "--profile-workers",
             str(profile_workers),

@@ -51,11 +51,10 @@ print("PROBE " + json.dumps(r), flush=True)
 
 async def _namespace(core: client.CoreV1Api, name: str) -> None:
     await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    for _ in range(300):  # 1.20's ServiceAccount admission wants the token Secret
+    for _ in range(300):  # kube-controller-manager makes the namespace's "default" SA
         try:
-            sa = await core.read_namespaced_service_account("default", name)
-            if sa.secrets:
-                return
+            await core.read_namespaced_service_account("default", name)
+            return
         except client.exceptions.ApiException as e:
             if e.status != 404:
                 raise

@@ -146,13 +146,8 @@ async def _namespace(kube: Kube, name: str) -> None:
     await kube.create(
         f"/api/v1/namespaces/{name}/serviceaccounts", {"metadata": {"name": "runner"}}
     )
-
-    # The token controller makes the default secret the 1.20 ServiceAccount admission needs.
-    async def has_token() -> bool:
-        sa = await kube.get(f"/api/v1/namespaces/{name}/serviceaccounts/runner")
-        return bool(sa.get("secrets"))
-
-    await eventually(has_token, timeout=60)
+    # Usable at once: since 1.24 no token Secret is made, and the ServiceAccount admission
+    # wants none (pods get a bound token through the kube-api-access projected volume).
 
 
 def _probe_pod(name: str, image: str, **spec: Any) -> JSON:

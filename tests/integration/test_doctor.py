@@ -149,9 +149,7 @@ async def test_a_missing_crd_is_reported_with_its_fix(
     admin_api: ApiClient, control_plane: ControlPlane, tmp_path: Path
 ) -> None:
     crd_name = "envoyfilters.networking.istio.io"
-    crd: dict[str, Any] = yaml.safe_load(
-        shared_path("crds-k8s-1.20", f"{crd_name}.yaml").read_text()
-    )
+    crd: dict[str, Any] = yaml.safe_load(shared_path("crds", f"{crd_name}.yaml").read_text())
     extensions = ApiextensionsV1Api(admin_api)
     await extensions.delete_custom_resource_definition(crd_name)
     try:

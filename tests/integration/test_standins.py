@@ -37,6 +37,7 @@ from devstack.standins.profile_controller import (
 )
 from devstack.standins_process import StandIns
 from tests.support.faultproxy import FaultProxy
+from tests.support.pod_security import restricted
 
 # --------------------------------------------------------------------------- helpers
 
@@ -388,7 +389,8 @@ async def test_foreign_namespace_is_refused_not_adopted(
         await asyncio.sleep(1)  # give a wrong controller time to do damage
         ns = await kube.get(f"/api/v1/namespaces/{name}")
         assert not ns["metadata"].get("ownerReferences")
-        assert ns["metadata"]["labels"] == {"x": "y"}
+        # untouched: only the label the API server itself puts on every namespace (1.21+)
+        assert ns["metadata"]["labels"] == {"x": "y", "kubernetes.io/metadata.name": name}
         assert "owner" not in (ns["metadata"].get("annotations") or {})
         sa = await kube.get_or_none(f"/api/v1/namespaces/{name}/serviceaccounts/default-editor")
         assert sa is None
@@ -441,17 +443,20 @@ async def test_paused_annotation_simulates_a_controller_outage(
 def _pod_manifest(name: str, argv: list[str], **spec: Any) -> JSON:
     container: JSON = {"name": "main", "image": "python:3.11", "command": argv}
     container.update(spec.pop("container", {}))
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": spec.pop("labels", {})},
-        "spec": {
-            "containers": [container],
-            "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": 5,
-            **spec,
-        },
-    }
+    # profile namespaces enforce Pod Security "restricted"
+    return restricted(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": spec.pop("labels", {})},
+            "spec": {
+                "containers": [container],
+                "automountServiceAccountToken": False,
+                "terminationGracePeriodSeconds": 5,
+                **spec,
+            },
+        }
+    )
 
 
 SLEEP = ["python", "-c", "import time; time.sleep(600)"]

@@ -1,0 +1,10 @@
+// Command etcd is the etcd server (go.etcd.io/etcd/server/v3), as etcd's own main does.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
