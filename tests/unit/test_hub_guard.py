@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +33,10 @@ HUB = "system:serviceaccount:jupyterhub:hub"
 NS = "kubeflow-alice"
 PROFILE_LABELS = {"app.kubernetes.io/part-of": "kubeflow-profile"}
 GUARD_FILES = ("hub-object-guard.yaml", "hub-namespace-guard.yaml")
+#: When set, refusals() appends every case it evaluates to this file (one JSON object per
+#: line) for tests/integration/test_guard_replay.py, which replays them through a real API
+#: server as the hub: cel-python here is the fast check, the API server the proof.
+CASES_ENV = "DNA_HUB_GUARD_CASES"
 RESOURCES = {
     "Pod": ("", "pods"),
     "Secret": ("", "secrets"),
@@ -134,6 +140,19 @@ def refusals(
             assert not isinstance(result, celpy.CELEvalError), (policy.name, message, result)
             if not bool(result):
                 refused.append(f"{policy.name}: {message}")
+    if cases_file := os.environ.get(CASES_ENV):
+        case = {
+            "test": os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0],
+            "obj": obj,
+            "operation": operation,
+            "old": old,
+            "namespace": namespace,
+            "namespace_labels": labels or {},
+            "user": user,
+            "refused": refused,
+        }
+        with open(cases_file, "a") as fh:
+            fh.write(json.dumps(case, sort_keys=True) + "\n")
     return refused
 
 
