@@ -1,19 +1,25 @@
 """The admission guards constrain the objects the hub writes (issue 18, item 1).
 
-ValidatingAdmissionPolicy needs Kubernetes >= 1.30; the test API server is 1.20, so the
-policies' CEL is evaluated here with cel-python (a CEL implementation from PyPI), the way
-the API server does: matchConditions select the request, variables are computed, every
-validation must be true (an evaluation error counts as a refusal: failurePolicy Fail).
+The fast check: the policies' CEL is evaluated here with cel-python (a CEL implementation
+from PyPI), the way the API server does: matchConditions select the request, variables
+are computed, every validation must be true (an evaluation error counts as a refusal:
+failurePolicy Fail).
 The one Kubernetes CEL library function the guard uses, ``substring``, is supplied with
 its Kubernetes semantics. Allowed objects are what dna_hub really renders (profile
 templates, the pod KubeSpawner would create, the API-token Secret); forbidden ones are what
 a compromised hub would write.
+
+The proof is tests/integration/test_guard_replay.py: it collects every case evaluated here
+(``DNA_HUB_GUARD_CASES``) and replays it through a real API server as the hub, with both
+guard files applied; the server must reach the same verdict, and refuse by a guard.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +37,10 @@ HUB = "system:serviceaccount:jupyterhub:hub"
 NS = "kubeflow-alice"
 PROFILE_LABELS = {"app.kubernetes.io/part-of": "kubeflow-profile"}
 GUARD_FILES = ("hub-object-guard.yaml", "hub-namespace-guard.yaml")
+#: When set, refusals() appends every case it evaluates to this file (one JSON object per
+#: line) for tests/integration/test_guard_replay.py, which replays them through a real API
+#: server as the hub: cel-python here is the fast check, the API server the proof.
+CASES_ENV = "DNA_HUB_GUARD_CASES"
 RESOURCES = {
     "Pod": ("", "pods"),
     "Secret": ("", "secrets"),
@@ -134,6 +144,19 @@ def refusals(
             assert not isinstance(result, celpy.CELEvalError), (policy.name, message, result)
             if not bool(result):
                 refused.append(f"{policy.name}: {message}")
+    if cases_file := os.environ.get(CASES_ENV):
+        case = {
+            "test": os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0],
+            "obj": obj,
+            "operation": operation,
+            "old": old,
+            "namespace": namespace,
+            "namespace_labels": labels or {},
+            "user": user,
+            "refused": refused,
+        }
+        with open(cases_file, "a") as fh:
+            fh.write(json.dumps(case, sort_keys=True) + "\n")
     return refused
 
 
@@ -272,7 +295,10 @@ POD_BREAKAGES: dict[str, Callable[[dict[str, Any]], None]] = {
     "hostPID": lambda p: p["spec"].update(hostPID=True),
     "nodeName": lambda p: p["spec"].update(nodeName="control-plane"),
     "hostPath": lambda p: p["spec"]["volumes"].append({"name": "root", "hostPath": {"path": "/"}}),
-    "privileged": lambda p: p["spec"]["containers"][0]["securityContext"].update(privileged=True),
+    # the API server's validation refuses privileged with allowPrivilegeEscalation false
+    "privileged": lambda p: p["spec"]["containers"][0]["securityContext"].update(
+        privileged=True, allowPrivilegeEscalation=True
+    ),
     "privilege escalation": lambda p: p["spec"]["containers"][0]["securityContext"].update(
         allowPrivilegeEscalation=True
     ),
@@ -306,6 +332,29 @@ async def test_pods_only_in_profile_namespaces(pod: dict[str, Any]) -> None:
     assert refusals(pod, namespace="istio-system", namespace_labels={})
     # the guards bind the hub only
     assert refusals(pod, namespace="kubeflow", namespace_labels={}, user="system:admin") == []
+
+
+def test_writes_only_to_profile_namespaces(objects: dict[str, dict[str, Any]]) -> None:
+    """hub-namespace-guard.yaml: what dna_hub writes into a profile namespace, it may write
+    nowhere else — the KFP namespace included (there: only the legacy policies)."""
+    # RoleBindings left out: outside a profile namespace the Kale Role they name does not
+    # exist, and RBAC refuses binding a missing Role (404) before any admission runs.
+    writes = [
+        o
+        for o in objects.values()
+        if o["metadata"].get("namespace") == NS and o["kind"] != "RoleBinding"
+    ]
+    assert {o["kind"] for o in writes} >= {"LimitRange", "NetworkPolicy", "EnvoyFilter"}
+    for obj in [*writes, token_secret(), claim()]:
+        for namespace in ("kubeflow", "istio-system"):
+            moved = copy.deepcopy(obj)
+            moved["metadata"]["namespace"] = namespace
+            refused = refusals(moved, namespace=namespace, namespace_labels={})
+            assert any(r.startswith("dna-hub-writes-only-to-profiles:") for r in refused), (
+                obj["kind"],
+                namespace,
+                refused,
+            )
 
 
 def test_forbidden_secrets_are_refused() -> None:
