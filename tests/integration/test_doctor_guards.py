@@ -1,23 +1,21 @@
 """``dna-hub doctor`` checks the admission guards by their effect (issue 18, item 1).
 
-The test API server is Kubernetes 1.20, which serves no ValidatingAdmissionPolicy: doctor
-must warn there (and still pass). Where it is served, a guard that is absent is a failure:
-that path runs here against the real API server with the hub's identity by declaring the
-API served (the only stand-in); the dry runs are real, and persist nothing.
+The test API server (Kubernetes 1.37) serves ValidatingAdmissionPolicy: there a guard that
+is absent is a failure and one in force passes — both against the real API server with the
+hub's identity; the dry runs are real, and persist nothing. Below 1.30 no guard can run and
+doctor warns: that path is reached by declaring the API not served (the only stand-in).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import asyncio
 
 import pytest
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from devstack.controlplane import ControlPlane
 from dna_hub.cli import guard_check
 from dna_hub.k8s.api import PROFILE, KubeApi
-from tests.integration.test_doctor import config_file, doctor
 
 PROBE = guard_check.probes("jupyterhub")[0]
 
@@ -37,22 +35,45 @@ def test_verdicts() -> None:
 
 
 @pytest.mark.controlplane
-def test_doctor_warns_where_no_guard_can_run(control_plane: ControlPlane, tmp_path: Path) -> None:
-    result = doctor(control_plane.hub_kubeconfig, config_file(tmp_path))
-    assert result.returncode == 0, result.stdout + result.stderr
-    (line,) = [row for row in result.stdout.splitlines() if row.startswith("admission guards")]
-    assert "  warn  " in line and "Kubernetes < 1.30" in line
+async def test_doctor_warns_where_no_guard_can_run(
+    hub_api: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def not_served(api: ApiClient, seconds: float) -> bool:
+        return False
+
+    monkeypatch.setattr(guard_check, "guards_supported", not_served)
+    (verdict,) = await guard_check.check_guards(hub_api, "jupyterhub", 10)
+    assert verdict.ok and verdict.warning, verdict
+    assert "Kubernetes < 1.30" in verdict.detail
+
+
+@pytest.mark.controlplane
+async def test_the_api_server_serves_the_guards(hub_api: ApiClient) -> None:
+    assert await guard_check.guards_supported(hub_api, 10)
 
 
 @pytest.mark.controlplane
 async def test_an_absent_guard_fails_where_guards_are_supported(
-    hub_api: ApiClient, admin_api: ApiClient, monkeypatch: pytest.MonkeyPatch
+    hub_api: ApiClient, admin_api: ApiClient
 ) -> None:
-    async def served(api: ApiClient, seconds: float) -> bool:
-        return True
-
-    monkeypatch.setattr(guard_check, "guards_supported", served)
-    verdicts = await guard_check.check_guards(hub_api, "jupyterhub", 10)
+    # No guard object exists here (a module that applied them removed them); the API
+    # server's policy cache may still hold one deleted a moment ago: wait for it to go.
+    api = KubeApi(admin_api, request_timeout=10)
+    for kind in ("validatingadmissionpolicies", "validatingadmissionpolicybindings"):
+        listing = await api.api_client.call_api(
+            f"/apis/admissionregistration.k8s.io/v1/{kind}",
+            "GET",
+            response_types_map={200: "object"},
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+        )
+        assert not [i for i in listing["items"] if i["metadata"]["name"].startswith("dna-hub")]
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        verdicts = await guard_check.check_guards(hub_api, "jupyterhub", 10)
+        if not any(v.ok for v in verdicts) or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.5)
     assert [v.ok for v in verdicts] == [False, False], verdicts
     assert all("absent" in v.detail and "kubectl apply" in v.fix for v in verdicts)
     # a dry run: nothing was created

@@ -38,17 +38,16 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from devstack.controlplane import ControlPlane, apply_object, load_manifests, resource_for
+from devstack.controlplane import load_manifests, resource_for
 from devstack.paths import REPO_ROOT
 from devstack.standins.profile_controller import DEFAULT_NAMESPACE_LABELS
 
@@ -333,26 +332,6 @@ def guard_path(obj: dict[str, Any]) -> str:
         "ValidatingAdmissionPolicyBinding": "validatingadmissionpolicybindings",
     }[obj["kind"]]
     return f"{VAP_GROUP}/{plural}/{obj['metadata']['name']}"
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def guards(control_plane: ControlPlane) -> AsyncIterator[float]:
-    """Both guard files applied unchanged (cluster-admin); yields when. Removed afterwards
-    (those that were not there before), so other tests of the session meet no guard."""
-    objects = guard_objects()
-    async with control_plane.admin_client() as api:
-        existed = set()
-        for obj in objects:
-            if (await call(api, "GET", guard_path(obj))).admitted:
-                existed.add(guard_path(obj))
-        for obj in objects:
-            await apply_object(api, obj)
-        try:
-            yield time.monotonic()
-        finally:
-            for obj in reversed(objects):
-                if guard_path(obj) not in existed:
-                    await call(api, "DELETE", guard_path(obj))
 
 
 @pytest.fixture(scope="module")

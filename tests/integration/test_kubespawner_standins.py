@@ -33,6 +33,10 @@ from tests.integration.test_standins import (
     make_profile,
     wait_profile_ready,
 )
+from tests.support.pod_security import (
+    RESTRICTED_CONTAINER_SECURITY_CONTEXT,
+    RESTRICTED_POD_SECURITY_CONTEXT,
+)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -58,10 +62,6 @@ async def fake_hub_api() -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-async def token_secrets(kube: Kube, sa_path: str) -> list:
-    return (await kube.get(sa_path)).get("secrets") or []
-
-
 @pytest.mark.controlplane
 @pytest.mark.slow
 @pytest.mark.timeout(180)
@@ -79,10 +79,6 @@ async def test_stock_kubespawner_runs_singleuser_in_profile_namespace(
     await make_profile(kube, namespace, "dave@example.com")
     try:
         await wait_profile_ready(kube, namespace)
-        # Stock KubeSpawner does not retry the 500 ServerTimeout a < 1.24 API server answers
-        # while default-editor's token secret is being made (DnaSpawner does): wait for it.
-        sa_path = f"/api/v1/namespaces/{namespace}/serviceaccounts/default-editor"
-        await eventually(lambda: token_secrets(kube, sa_path))
         user = SimpleNamespace(
             name="dave", escaped_name="dave", id=7, url="/user/dave/", settings={}
         )
@@ -99,6 +95,11 @@ async def test_stock_kubespawner_runs_singleuser_in_profile_namespace(
             oauth_client_id="jupyterhub-user-dave",
             start_timeout=90,
             events_enabled=True,
+            # what a stock KubeSpawner needs in a profile namespace that enforces Pod Security
+            # "restricted" (Kubeflow's kubeflow-pss overlay; restricted in the devstack)
+            uid=1000,
+            pod_security_context=dict(RESTRICTED_POD_SECURITY_CONTEXT),
+            container_security_context=dict(RESTRICTED_CONTAINER_SECURITY_CONTEXT),
         )
         spawner.server = Server(base_url="/user/dave/")
         url = await asyncio.wait_for(spawner.start(), timeout=120)

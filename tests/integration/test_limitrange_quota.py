@@ -22,6 +22,7 @@ from dna_hub.k8s.api import KubeApi
 from dna_hub.policy.naming import namespace_for
 from dna_hub.profiles.provisioning import ProfileProvisioner
 from tests.integration.test_standins import eventually
+from tests.support.pod_security import restricted
 
 pytestmark = [pytest.mark.controlplane]
 
@@ -29,17 +30,20 @@ QUOTA = {"hard": {"requests.cpu": "2", "requests.memory": "4Gi", "limits.memory"
 
 
 def step_pod(name: str) -> dict[str, Any]:
-    """A pipeline step as Argo would start it: no resources of its own."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "serviceAccountName": "default-editor",
-            "restartPolicy": "Never",
-            "containers": [{"name": "main", "image": "x:1", "command": ["true"]}],
-        },
-    }
+    """A pipeline step as Argo would start it: no resources of its own (and, as Kale's steps
+    run, meeting the profile namespace's Pod Security "restricted")."""
+    return restricted(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {
+                "serviceAccountName": "default-editor",
+                "restartPolicy": "Never",
+                "containers": [{"name": "main", "image": "x:1", "command": ["true"]}],
+            },
+        }
+    )
 
 
 async def profile_with_quota(hub_api: ApiClient, admin_api: ApiClient, config: Config, user: str):

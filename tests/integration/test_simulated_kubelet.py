@@ -46,6 +46,10 @@ def standin_args(node: str) -> list[str]:
         node,
         "--taint",
         f"{TAINT_KEY}=none:NoSchedule",
+        # kube-scheduler counts pods against the node's capacity (a real kubelet's default
+        # is 110; the stand-in's 250): the storm tests here run more pods than that
+        "--max-pods",
+        "1000",
     ]
 
 

@@ -32,6 +32,7 @@ from devstack.standins import Kube
 from devstack.standins_process import StandIns
 from dna_hub import DnaSpawner
 from dna_hub.errors import ConfigurationError, OwnershipConflict
+from dna_hub.hub.spawn_errors import KubernetesRefused
 from dna_hub.policy.naming import namespace_for
 from tests.integration.test_kubespawner_standins import fake_hub_api  # noqa: F401 - a fixture
 from tests.integration.test_provisioning import profile_template_with
@@ -317,9 +318,12 @@ async def test_other_pod_refusals_are_not_retried(
     spawner = make_spawner(username, f"{username}@example.com")
     async with api_through_proxy(spawner, control_plane, tmp_path) as proxy:
         proxy.add_rule("POST", r"/api/v1/namespaces/[^/]+/pods$", status=403, times=None)
-        with pytest.raises(ApiException) as refused:
+        # a refusal ends the spawn in people's words (issue 29), the status kept for the log
+        with pytest.raises(KubernetesRefused) as refused:
             await start_with_progress(spawner)
-        assert refused.value.status == 403
+        assert refused.value.status == 403 and refused.value.kind == "Pod"
+        assert isinstance(refused.value.__cause__, ApiException)
+        assert "not allowed" in refused.value.jupyterhub_message.lower()
         assert proxy.count("POST", r"/pods$") == 1
 
 
