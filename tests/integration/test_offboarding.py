@@ -72,7 +72,7 @@ async def test_keep_marks_the_profile_orphaned_and_changes_nothing_else(
     await spawner.provision_profile()
     before = await admin.get(PROFILE, namespace)
     objects = await namespaced_versions(admin, namespace)
-    assert len(objects) == 4
+    assert len(objects) == 5  # PodDefault, the two NetworkPolicies, LimitRange, Role
 
     started = datetime.now(UTC).replace(microsecond=0)
     await spawner.delete_forever()
