@@ -255,10 +255,10 @@ def test_an_incomplete_directory_that_comes_first_is_named(
     monkeypatch.setattr(reference, "fetch", lambda **_: pytest.fail("downloaded"))
     monkeypatch.setenv(paths.SHARED_ENV, str(tmp_path / "partial"))
     with pytest.raises(
-        reference.ReferenceDataError, match=r"DNA_HUB_SHARED_DIR=.* lacks crds-k8s-1\.20, rbac"
+        reference.ReferenceDataError, match=r"DNA_HUB_SHARED_DIR=.* lacks rbac, schemas, charts"
     ):
         reference.ensure()
     monkeypatch.delenv(paths.SHARED_ENV)
     monkeypatch.setattr(paths, "BESIDE_REPO", tmp_path / "partial")
-    with pytest.raises(reference.ReferenceDataError, match=r"partial lacks crds-k8s-1\.20"):
+    with pytest.raises(reference.ReferenceDataError, match=r"partial lacks rbac, schemas, charts"):
         reference.ensure()

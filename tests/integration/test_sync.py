@@ -295,7 +295,10 @@ async def test_a_fault_mid_run_fails_loudly_and_the_next_run_converges(
         via_proxy = proxy.write_kubeconfig(kubeconfig, tmp_path / "proxy.kubeconfig")
         # the API server keeps failing these two profiles' requests past every retry
         apply_rule = proxy.add_rule(
-            "PATCH", rf"/namespaces/{broken_apply}/networkpolicies/", status=500, times=None
+            "PATCH",
+            rf"/namespaces/{broken_apply}/networkpolicies/dna-hub-notebook-ingress$",
+            status=500,
+            times=None,
         )
         prune_rule = proxy.add_rule(
             "DELETE", rf"/namespaces/{broken_prune}/poddefaults/", status=503, times=None
