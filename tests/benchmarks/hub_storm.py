@@ -54,6 +54,18 @@ COMMON = {
     "k8s_api_request_timeout": 3,
     "enable_user_namespaces": True,
     "service_account": "default-editor",
+    # Pod Security "restricted", which profile namespaces enforce: DnaSpawner's defaults,
+    # given to stock KubeSpawner too, so every method creates the same pod
+    "uid": 1000,
+    "gid": 100,
+    "fs_gid": 100,
+    "pod_security_context": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+    "container_security_context": {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    },
 }
 
 
