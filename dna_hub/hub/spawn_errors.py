@@ -23,11 +23,42 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from jupyterhub.spawner import SpawnException
 from kubernetes_asyncio.client.exceptions import ApiException
+from tornado import web
 
 from dna_hub.errors import ApiFailure, ConfigurationError, DnaHubError, PolicyError
 from dna_hub.k8s.retry import api_message, api_status
+
+try:
+    from jupyterhub.spawner import SpawnException
+except ImportError:  # JupyterHub 5.x (the chart's hub image, 5.5.0) has no SpawnException yet
+
+    class SpawnException(web.HTTPError):  # type: ignore[no-redef]
+        """JupyterHub 6's ``SpawnException`` for JupyterHub 5: an ``HTTPError`` with the same
+        constructor and attributes. 5.x shows its ``jupyterhub_message`` the same way."""
+
+        log_message = ""
+
+        def __init__(
+            self,
+            message: str,
+            *,
+            reason: str,
+            log_message: str = "",
+            message_html: str = "",
+            status_code: int = 400,
+        ) -> None:
+            super().__init__(status_code, message, reason=reason)
+            self.message = message
+            self.reason = reason
+            self.message_html = message_html
+            self.status_code = status_code
+            # as JupyterHub 6 (a plain attribute, shadowing newer tornado's read-only property)
+            self.log_message = log_message or message
+
+        def get_message(self) -> str:
+            return self.log_message
+
 
 __all__ = [
     "KubernetesRefused",

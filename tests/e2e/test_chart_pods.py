@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -86,16 +87,37 @@ async def test_chart_pods_serve_alice_through_a_hub_pod_replacement(
         assert hub.spec.service_account_name == "hub"
         # its only credential is its ServiceAccount's token (in-cluster configuration)
         assert not [e for e in hub.spec.containers[0].env or [] if "KUBECONFIG" in e.name]
+
+        def projected(v: Any) -> str:
+            # the ServiceAccount admission's kube-api-access-*: a bound (expiring) token,
+            # the cluster CA and the namespace; since 1.24 there is no token Secret
+            parts = [
+                f"token {p.service_account_token.path}" if p.service_account_token
+                else f"configMap {p.config_map.name}" if p.config_map
+                else "downwardAPI " + ",".join(i.field_ref.field_path for i in p.downward_api.items)
+                if p.downward_api else "other"
+                for p in v.projected.sources
+            ]  # fmt: skip
+            return f"projected {v.name.rsplit('-', 1)[0]}: " + "; ".join(parts)
+
         sources = sorted(
             f"configMap {v.config_map.name}" if v.config_map
-            else f"secret {v.secret.secret_name.split('-token-')[0]}-token" if v.secret
-            and "-token-" in v.secret.secret_name
             else f"secret {v.secret.secret_name}" if v.secret
             else f"pvc {v.persistent_volume_claim.claim_name}" if v.persistent_volume_claim
+            else projected(v) if v.projected
             else f"other {v.name}"
             for v in hub.spec.volumes
         )  # fmt: skip
-        assert sources == ["configMap hub", "pvc hub-db-dir", "secret hub", "secret hub-token"]
+        assert sources == [
+            "configMap hub",
+            "projected kube-api-access: token token; configMap kube-root-ca.crt; "
+            "downwardAPI metadata.namespace",
+            "pvc hub-db-dir",
+            "secret hub",
+        ], sources
+        [api_access] = [v for v in hub.spec.volumes if v.projected]
+        assert [p.service_account_token.expiration_seconds for p in api_access.projected.sources
+                if p.service_account_token] == [3607]  # fmt: skip
         hub_log = _log(container_standins, "jupyterhub", hub.metadata.name)
         # the chart's own config (z2jh.py reads the chart's Secret from its mount), and the
         # hub found its proxy by the chart's short Service name, through cluster DNS

@@ -356,7 +356,12 @@ async def _has_events(kube: Kube, ns: str, pod: str) -> bool:
     events = await kube.get(
         f"/api/v1/namespaces/{ns}/events", query=[("fieldSelector", f"involvedObject.name={pod}")]
     )
-    seen = {(e["reason"], e["source"]["component"]) for e in events["items"]}
+    # kube-scheduler records through events.k8s.io/v1: read back as core/v1, its component is
+    # reportingComponent and source is empty; the kubelet stand-in fills both.
+    seen = {
+        (e["reason"], (e.get("source") or {}).get("component") or e.get("reportingComponent"))
+        for e in events["items"]
+    }
     wanted = {("Scheduled", "default-scheduler")} | {(r, "kubelet") for r in POD_EVENTS[1:]}
     return wanted <= seen
 

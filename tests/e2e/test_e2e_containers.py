@@ -154,7 +154,9 @@ async def _variant(
         "metadata": {"name": name, "labels": labels},
         "spec": {
             **POD_ON_CONTAINERS, "serviceAccountName": sa, "restartPolicy": "Never",
-            "securityContext": {"runAsNonRoot": True, "fsGroup": 100},
+            # kubeflow-alice enforces Pod Security "restricted", as the notebook pod meets it
+            "securityContext": {"runAsNonRoot": True, "fsGroup": 100,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [{
                 "name": "main", "image": image, "command": ["python", "-c", VARIANT],
                 "env": [{"name": "KF_PIPELINES_ENDPOINT", "value": kfp.url}],

@@ -92,10 +92,14 @@ def test_hub_image_runs_jupyterhub_with_dna_hub(hub_image: str) -> None:
     listing = _run(
         hub_image, "python3", "-c",
         "import importlib.resources as r; print(sorted(p.name for p in "
-        "r.files('dna_hub').iterdir()))",
+        "r.files('dna_hub').iterdir()), sorted(p.name for p in "
+        "r.files('dna_hub.hub').iterdir()))",
         user="1000:1000",
     )  # fmt: skip
-    assert "spawner.py" in listing
+    # (the spawner moved to dna_hub.hub; the templates are dna_hub/profile-templates)
+    package, hub = listing.strip().split("] [")
+    assert "'profile-templates'" in package
+    assert "'spawner.py'" in hub
 
 
 def test_a_dockerfile_that_does_not_build_fails(singleuser_image: str, tmp_path: Path) -> None:
