@@ -430,3 +430,41 @@ async def test_browser_jupyterlab_from_the_image_shows_kale(
     assert pod["spec"]["containers"][0]["image"] == singleuser_image
     statuses = pod["status"]["containerStatuses"]
     assert statuses[0]["containerID"].startswith("podman://")
+
+
+@pytest.mark.browser
+async def test_carol_opens_jupyterlab_in_chromium(
+    container_hub: HubProcess, standins_kube: Kube, tmp_path: Path
+) -> None:
+    """The sequence of issue #29, as a person does it: carol (hub name carol@example.com, the
+    demo banner's data scientist) logs in with Chromium and JupyterLab opens — before, the
+    home claim 'home-carol@example.com' ended it in "500 : Unhandled error"."""
+    from playwright.async_api import async_playwright
+
+    from tests.e2e.test_e2e_browser import CHROMIUM_ARGS, chromium_path, login_in_browser
+
+    shot = tmp_path / "jupyterlab-carol.png"
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium_path(), args=CHROMIUM_ARGS
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1400, "height": 900})
+            await login_in_browser(page, container_hub, "carol")
+            await page.wait_for_url("**/user/carol*/lab**", timeout=240_000)
+            await page.wait_for_selector("#jp-main-dock-panel", timeout=120_000)
+            await page.screenshot(path=str(shot))
+            title, text = await page.title(), await page.locator("body").inner_text()
+        finally:
+            await browser.close()
+    print(f"screenshot: {shot}")
+    assert "JupyterLab" in title
+    assert "Unhandled error" not in text and "500" not in title
+    name = "carol@example.com"
+    pod_name = "jupyter-" + safe_slug(name, max_length=48)
+    pod = await standins_kube.get(f"/api/v1/namespaces/{namespace_for(name)}/pods/{pod_name}")
+    assert pod["status"]["phase"] == "Running"
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]
+              if "persistentVolumeClaim" in v]  # fmt: skip
+    assert claims == ["home-" + safe_slug(name, max_length=48)], claims
+    await _stop(container_hub, name)
