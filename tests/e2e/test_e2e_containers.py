@@ -16,6 +16,7 @@ before the pod is created.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import textwrap
 import time
@@ -391,35 +392,43 @@ async def test_every_login_the_demo_admits_gets_a_server(
         await _stop(hub, name)
 
 
-@pytest.mark.browser
-async def test_browser_jupyterlab_from_the_image_shows_kale(
-    container_hub: HubProcess, standins_kube: Kube, singleuser_image: str, tmp_path: Path
-) -> None:
-    """Chromium → OIDC → hub → DnaSpawner → JupyterLab of the single-user image, Kale's panel."""
+@contextlib.asynccontextmanager
+async def jupyterlab_in_chromium(hub: HubProcess, login: str, lab_url: str) -> AsyncIterator[Any]:
+    """Chromium logged in as ``login`` through the provider, at its JupyterLab (``lab_url``,
+    a glob) with the main area drawn; yields the page, closes the browser after."""
     from playwright.async_api import async_playwright
 
     from tests.e2e.test_e2e_browser import CHROMIUM_ARGS, chromium_path, login_in_browser
 
-    shot = tmp_path / "jupyterlab-kale.png"
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=chromium_path(), args=CHROMIUM_ARGS
         )
         try:
             page = await browser.new_page(viewport={"width": 1400, "height": 900})
-            await login_in_browser(page, container_hub, "alice")
-            await page.wait_for_url("**/user/alice/lab**", timeout=240_000)
+            await login_in_browser(page, hub, login)
+            await page.wait_for_url(lab_url, timeout=240_000)
             await page.wait_for_selector("#jp-main-dock-panel", timeout=120_000)
-            # Kale's left-sidebar tab (its lab extension, prebuilt in the image).
-            await page.locator("[title='Kubeflow Pipelines Deployment Panel']").first.click()
-            panel = page.locator(".kale-panel")
-            await panel.wait_for(state="visible", timeout=60_000)
-            await page.wait_for_timeout(1000)  # let the panel paint before the picture
-            await page.screenshot(path=str(shot))
-            panel_text = await panel.inner_text()
-            title = await page.title()
+            yield page
         finally:
             await browser.close()
+
+
+@pytest.mark.browser
+async def test_browser_jupyterlab_from_the_image_shows_kale(
+    container_hub: HubProcess, standins_kube: Kube, singleuser_image: str, tmp_path: Path
+) -> None:
+    """Chromium → OIDC → hub → DnaSpawner → JupyterLab of the single-user image, Kale's panel."""
+    shot = tmp_path / "jupyterlab-kale.png"
+    async with jupyterlab_in_chromium(container_hub, "alice", "**/user/alice/lab**") as page:
+        # Kale's left-sidebar tab (its lab extension, prebuilt in the image).
+        await page.locator("[title='Kubeflow Pipelines Deployment Panel']").first.click()
+        panel = page.locator(".kale-panel")
+        await panel.wait_for(state="visible", timeout=60_000)
+        await page.wait_for_timeout(1000)  # let the panel paint before the picture
+        await page.screenshot(path=str(shot))
+        panel_text = await panel.inner_text()
+        title = await page.title()
     print(f"screenshot: {shot}\nKale panel text: {panel_text!r}")
     assert "JupyterLab" in title
     # Kale's panel, connected to the (authorizing) KFP stand-in with alice's token.
@@ -439,24 +448,10 @@ async def test_carol_opens_jupyterlab_in_chromium(
     """The sequence of issue #29, as a person does it: carol (hub name carol@example.com, the
     demo banner's data scientist) logs in with Chromium and JupyterLab opens — before, the
     home claim 'home-carol@example.com' ended it in "500 : Unhandled error"."""
-    from playwright.async_api import async_playwright
-
-    from tests.e2e.test_e2e_browser import CHROMIUM_ARGS, chromium_path, login_in_browser
-
     shot = tmp_path / "jupyterlab-carol.png"
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=chromium_path(), args=CHROMIUM_ARGS
-        )
-        try:
-            page = await browser.new_page(viewport={"width": 1400, "height": 900})
-            await login_in_browser(page, container_hub, "carol")
-            await page.wait_for_url("**/user/carol*/lab**", timeout=240_000)
-            await page.wait_for_selector("#jp-main-dock-panel", timeout=120_000)
-            await page.screenshot(path=str(shot))
-            title, text = await page.title(), await page.locator("body").inner_text()
-        finally:
-            await browser.close()
+    async with jupyterlab_in_chromium(container_hub, "carol", "**/user/carol*/lab**") as page:
+        await page.screenshot(path=str(shot))
+        title, text = await page.title(), await page.locator("body").inner_text()
     print(f"screenshot: {shot}")
     assert "JupyterLab" in title
     assert "Unhandled error" not in text and "500" not in title
