@@ -29,6 +29,7 @@ import asyncio
 import atexit
 import base64
 import contextlib
+import copy
 import datetime as dt
 import functools
 import ipaddress
@@ -66,6 +67,15 @@ BUILD_SCRIPT = Path(__file__).resolve().parent / "gobuild" / "build.sh"
 #: What build.sh builds by default; all of it is started here (kubectl: for people and tests).
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 HUB_RBAC_FILE = paths.REPO_ROOT / "helm-values" / "hub-rbac.yaml"
+#: The sync CronJob's identity and RBAC (the CronJob itself is not run here).
+SYNC_FILE = paths.REPO_ROOT / "helm-values" / "dna-hub-sync.yaml"
+#: The admission guards that confine the hub and the sync job: applied at start, so every
+#: test that acts as either identity is held to them, as a deployment is.
+GUARD_FILES = tuple(
+    paths.REPO_ROOT / "helm-values" / name
+    for name in ("hub-namespace-guard.yaml", "hub-object-guard.yaml")
+)
+SYNC_SERVICE_ACCOUNT = "dna-hub-sync"
 
 HUB_NAMESPACE = "jupyterhub"
 HUB_SERVICE_ACCOUNT = "hub"
@@ -483,6 +493,11 @@ class ControlPlane:
     hub_namespace: str = HUB_NAMESPACE
     hub_service_account: str = HUB_SERVICE_ACCOUNT
     hub_token: str = field(default="", repr=False)
+    sync_service_account: str = SYNC_SERVICE_ACCOUNT
+    sync_token: str = field(default="", repr=False)
+    #: time.monotonic() when the guards were applied (the API server loads them moments
+    #: later, from its own informer)
+    guards_applied_at: float = 0.0
     #: True when using an existing cluster (``DNA_HUB_TEST_KUBECONFIG``): nothing to stop.
     external: bool = False
     #: The CA the API server's serving cert and client certs chain to (None when external).
@@ -506,6 +521,17 @@ class ControlPlane:
         """Explicit Configuration with the hub ServiceAccount's token."""
         assert self._hub_config is not None, "control plane not started"
         return self._hub_config
+
+    def sync_configuration(self) -> Configuration:
+        """Explicit Configuration with the sync job's ServiceAccount token."""
+        configuration = copy.copy(self.hub_configuration())
+        configuration.api_key = {"BearerToken": f"Bearer {self.sync_token}"}
+        return configuration
+
+    def sync_client(self) -> ApiClient:
+        """A new ApiClient as ``system:serviceaccount:jupyterhub:dna-hub-sync``, with exactly
+        helm-values/dna-hub-sync.yaml's RBAC."""
+        return ApiClient(configuration=self.sync_configuration())
 
     def admin_client(self) -> ApiClient:
         """A new ApiClient as cluster-admin (``async with`` it, or ``await .close()``)."""
@@ -683,6 +709,25 @@ async def _bootstrap(cp: ControlPlane, api: ApiClient, crd_dir: Path, timeout: f
         namespace=cp.hub_namespace,
     )
     cp._hub_config = await load_configuration(cp.hub_kubeconfig, cp.workdir)
+
+    # The sync job's identity and RBAC, exactly as dna-hub-sync.yaml makes them.
+    for obj in load_manifests(SYNC_FILE):
+        if obj["kind"] in {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}:
+            await apply_object(api, obj)
+    sync_token = await client.CoreV1Api(api).create_namespaced_service_account_token(
+        cp.sync_service_account,
+        cp.hub_namespace,
+        client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=HUB_TOKEN_SECONDS)
+        ),
+        _request_timeout=REQUEST_TIMEOUT,
+    )
+    cp.sync_token = sync_token.status.token
+
+    for guard_file in GUARD_FILES:
+        for obj in load_manifests(guard_file):
+            await apply_object(api, obj)
+    cp.guards_applied_at = time.monotonic()
 
     await wait_crds_established(api, names, timeout)
 

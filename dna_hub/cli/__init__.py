@@ -1,4 +1,5 @@
-"""The ``dna-hub`` command: ``render`` previews a login's objects; ``doctor`` checks a cluster."""
+"""The ``dna-hub`` command: ``render`` previews a login's objects; ``doctor`` checks a cluster;
+``sync`` and ``gc`` are day-2; ``manifests`` renders the RBAC and guards for a config."""
 
 from __future__ import annotations
 
@@ -55,12 +56,30 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument(
         "--timeout", type=float, default=10.0, help="seconds allowed for each check (default 10)"
     )
+    doctor.add_argument(
+        "--hub-service-account",
+        metavar="NAMESPACE:NAME",
+        help="the hub's ServiceAccount, as for dna-hub manifests (default <hub_namespace>:hub)",
+    )
+    doctor.add_argument(
+        "--as",
+        dest="as_identity",
+        action="append",
+        default=[],
+        metavar="IDENTITY",
+        help="probe the admission guards as this guarded identity, by impersonation (an "
+        "operator's context; repeatable: the hub's and the sync job's service accounts). "
+        "Without it doctor probes as itself when it is one of them (in the hub pod)",
+    )
     from dna_hub.cli import sync as sync_cli
 
     sync_cli.add_parser(commands)
     from dna_hub.cli import gc as gc_cli
 
     gc_cli.add_parser(commands)
+    from dna_hub.cli import manifests as manifests_cli
+
+    manifests_cli.add_parser(commands)
     return parser
 
 
@@ -95,6 +114,10 @@ def _run(argv: Sequence[str] | None) -> int:
         from dna_hub.cli.gc import run_gc
 
         return run_gc(args)
+    if args.command == "manifests":
+        from dna_hub.cli.manifests import run_manifests
+
+        return run_manifests(args)
     raise AssertionError(args.command)  # pragma: no cover - argparse enforces the choice
 
 

@@ -21,8 +21,9 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from dna_hub.cli.context import in_cluster, load_client, load_hub_config, settings_from
 from dna_hub.cli.guard_check import check_guards
+from dna_hub.cli.manifests import platform_values
 from dna_hub.k8s.retry import describe
-from dna_hub.policy.permissions import HUB_PERMISSIONS, REQUIRED_KINDS
+from dna_hub.policy.permissions import REQUIRED_KINDS, hub_permissions
 
 
 @dataclass(frozen=True)
@@ -100,17 +101,20 @@ async def check_kind(api: ApiClient, kind: Any, seconds: float) -> Check:
 
 async def check_permission(api: ApiClient, permission: Any, seconds: float) -> Check:
     group = permission.group or "core"
-    name = f"may {permission.verb} {permission.resource}.{group} in all namespaces"
+    names = permission.resource_names
+    on = f" {'/'.join(names)}" if names else ""
+    name = f"may {permission.verb} {permission.resource}.{group}{on} in all namespaces"
+    attributes = {
+        "group": permission.group,
+        "resource": permission.resource,
+        "verb": permission.verb,
+    }
+    if names:
+        attributes["name"] = names[0]
     body: Any = {
         "apiVersion": "authorization.k8s.io/v1",
         "kind": "SelfSubjectAccessReview",
-        "spec": {
-            "resourceAttributes": {
-                "group": permission.group,
-                "resource": permission.resource,
-                "verb": permission.verb,
-            }
-        },
+        "spec": {"resourceAttributes": attributes},
     }
     try:
         review = await asyncio.wait_for(
@@ -124,8 +128,8 @@ async def check_permission(api: ApiClient, permission: Any, seconds: float) -> C
         name,
         False,
         f"denied — needed because: {permission.why}",
-        "kubectl apply -f helm-values/hub-rbac.yaml (ClusterRole dna-hub bound to the hub's "
-        "ServiceAccount)",
+        "dna-hub manifests --config <hub config> | kubectl apply -f - (ClusterRole dna-hub "
+        "bound to the hub's ServiceAccount)",
     )
 
 
@@ -205,21 +209,74 @@ async def run_checks(args: argparse.Namespace) -> list[Check]:
             if kind.setting and not spawner_setting(config, kind.setting):
                 continue
             checks.append(await check_kind(api, kind, args.timeout))
-        checks.extend(
-            await asyncio.gather(*(check_permission(api, p, args.timeout) for p in HUB_PERMISSIONS))
+        settings = settings_from(config)
+        permissions = hub_permissions(
+            teams=bool(settings.team_profiles), legacy_envoy_filter=settings.legacy_envoy_filter
         )
-        checks.extend(
-            Check(v.name, v.ok, v.detail, v.fix, warning=v.warning)
-            for v in await check_guards(api, _hub_namespace(config), args.timeout)
-        )
+        values = platform_values(settings, args.hub_service_account, None, "doctor")
+        clients = await guard_clients(api, values, args.as_identity, args.timeout)
+        try:
+            if "hub" in clients or not args.as_identity:
+                checks.extend(
+                    await asyncio.gather(
+                        *(
+                            check_permission(clients.get("hub", api), p, args.timeout)
+                            for p in permissions
+                        )
+                    )
+                )
+            checks.extend(
+                Check(v.name, v.ok, v.detail, v.fix, skipped=v.skipped, warning=v.warning)
+                for v in await check_guards(clients or {"caller": api}, values, args.timeout)
+            )
+        finally:
+            for client in clients.values():
+                if client is not api:
+                    await client.close()
     for label in ("kfp_endpoint", "kfp_ui_endpoint"):
         checks.append(await check_resolvable(label, spawner_setting(config, label), args.timeout))
     checks.append(names)
     return checks
 
 
-def _hub_namespace(config: Any) -> str:
-    return str(settings_from(config).hub_namespace)
+async def whoami(api: ApiClient, seconds: float) -> str | None:
+    """The caller's username (SelfSubjectReview, Kubernetes >= 1.28), or None."""
+    try:
+        review = await api.call_api(
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            "POST",
+            body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+            header_params={"Content-Type": "application/json", "Accept": "application/json"},
+            response_types_map={200: "object", 201: "object"},
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+            _request_timeout=seconds,
+        )
+    except (ApiException, OSError, TimeoutError):
+        return None
+    return str(((review or {}).get("status") or {}).get("userInfo", {}).get("username") or "")
+
+
+async def guard_clients(
+    api: ApiClient, values: Any, as_identities: list[str], seconds: float
+) -> dict[str, ApiClient]:
+    """An ApiClient per guarded identity doctor can act as: itself, if it is the hub or the
+    sync job; each ``--as`` identity by impersonation (an operator's kube context)."""
+    roles = {values.hub.username: "hub", values.sync.username: "sync"}
+    clients: dict[str, ApiClient] = {}
+    for identity in as_identities:
+        if identity not in roles:
+            raise SystemExit(
+                f"dna-hub doctor: --as {identity}: not a guarded identity ({', '.join(roles)})"
+            )
+        clients[roles[identity]] = ApiClient(
+            api.configuration, header_name="Impersonate-User", header_value=identity
+        )
+    if not clients:
+        me = await whoami(api, seconds)
+        if me in roles:
+            clients[roles[me]] = api
+    return clients
 
 
 def format_table(checks: list[Check]) -> str:

@@ -20,7 +20,12 @@ from dna_hub.cli.context import load_client
 from dna_hub.k8s.api import KubeApi
 from dna_hub.k8s.retry import describe
 from dna_hub.profiles.managed import hub_username, orphaned_at, parse_age, timestamp
-from dna_hub.profiles.offboarding import find_orphans, gc_delete
+from dna_hub.profiles.offboarding import (
+    find_orphans,
+    find_stranded,
+    gc_delete,
+    gc_delete_stranded,
+)
 
 
 def add_parser(commands: Any) -> None:
@@ -82,6 +87,27 @@ async def gc(args: argparse.Namespace, older_than: timedelta) -> list[tuple[str,
                     action,
                 )
             )
+        # stranded: a spawn created it, then found the namespace someone else's; never old
+        # enough to wait for, nothing of the user's is in it
+        for profile, other in await find_stranded(api):
+            if args.yes or args.dry_run:
+                try:
+                    action = await gc_delete_stranded(
+                        api, profile, dry_run=args.dry_run or not args.yes
+                    )
+                except (ApiException, OSError, TimeoutError) as e:
+                    action = f"FAILED: {describe(e)}"
+            else:
+                action = "would delete (re-run with --yes)"
+            rows.append(
+                (
+                    profile["metadata"]["name"],
+                    hub_username(profile) or "-",
+                    "-",
+                    "-",
+                    f"stranded (namespace owned by {other}): {action}",
+                )
+            )
     return rows
 
 
@@ -109,10 +135,10 @@ def run_gc(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys
         err.write(f"dna-hub gc: cannot list profiles: {describe(e)}\n")
         return 1
     if not rows:
-        out.write(f"no orphaned profiles older than {args.older_than}\n")
+        out.write(f"no orphaned profiles older than {args.older_than}, none stranded\n")
         return 0
     out.write(format_rows(rows) + "\n")
-    failed = [r[0] for r in rows if r[4].startswith("FAILED")]
+    failed = [r[0] for r in rows if "FAILED" in r[4]]
     if failed:
         err.write(f"dna-hub gc: failed: {', '.join(failed)}\n")
         return 1

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from traitlets import Bool, Dict, Enum, Float, Integer, List, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Float, Integer, List, TraitError, Unicode, default, validate
 from traitlets.config import Config, LoggingConfigurable
 
 from dna_hub.auth.claims import kubeflow_identity_problem
@@ -55,7 +55,7 @@ from dna_hub.policy.teams import (
     parse_teams,
 )
 from dna_hub.profiles.contributors import ContributorSync
-from dna_hub.profiles.offboarding import RETENTION_POLICIES
+from dna_hub.profiles.offboarding import DELETE_REMOVED, RETENTION_POLICIES
 from dna_hub.profiles.provisioning import ProfileProvisioner
 
 __all__ = [
@@ -387,18 +387,23 @@ class DnaSettings(LoggingConfigurable):
     )
 
     team_profile_owner = Unicode(
+        "",
         config=True,
-        help="""Owner of every team Profile: a stable identity that is no person (changing a
-        Profile's owner is broken in Kubeflow). Default: the hub's own service account,
-        'system:serviceaccount:<hub_namespace>:hub' — Kubeflow's profile controller then
-        makes the hub kubeflow-admin of team namespaces only, which is what lets it grant
-        kubeflow-edit/kubeflow-view there (Kubernetes RBAC escalation prevention) without
-        any cluster-wide 'bind' permission.""",
+        help="""REMOVED: each team Profile is owned by the team's own identity,
+        'dna-hub-team:<team namespace>' (dna_hub.policy.teams.team_owner), never by the hub's
+        service account or a person; the admission guards admit nothing else. Setting it is
+        refused. A Profile made by an older dna_hub (owned by the hub) must be migrated by an
+        operator: docs/operations.md, "Team profiles owned by the hub".""",
     )
 
-    @default("team_profile_owner")
-    def _team_profile_owner_default(self) -> str:
-        return f"system:serviceaccount:{self.hub_namespace}:hub"
+    @validate("team_profile_owner")
+    def _validate_team_profile_owner(self, proposal: dict[str, Any]) -> str:
+        if proposal["value"]:
+            raise TraitError(
+                "team_profile_owner was removed: each team Profile is owned by "
+                "'dna-hub-team:<team namespace>', never the hub or a person (docs/operations.md)"
+            )
+        return ""
 
     team_contributor_principals = List(
         Unicode(),
@@ -425,32 +430,33 @@ class DnaSettings(LoggingConfigurable):
             proposal["trait"].name: proposal["value"],
         }
         try:
-            parse_teams(
-                values["team_profiles"],
-                template=values["team_namespace_template"],
-                owner="validation-only",
-            )
+            parse_teams(values["team_profiles"], template=values["team_namespace_template"])
         except TeamConfigError as e:
             raise TraitError(str(e)) from e
         return proposal["value"]
 
-    profile_retention = Enum(
-        RETENTION_POLICIES,
-        default_value="keep",
+    profile_retention = Unicode(
+        "keep",
         config=True,
         help="""What happens to a user's Kubeflow profile when the hub deletes the user (an
-        admin deletes them, or z2jh's culler removes them).
-
-        'keep' (default): the Profile is only marked orphaned (label dna-hub.io/orphaned=true,
-        annotation dna-hub.io/orphaned-at) and nothing else changes; `dna-hub gc` lists and
-        deletes old orphans on request, and a user who comes back gets the same profile.
-
-        'delete': the Profile is DELETED, and with it the user's namespace and EVERYTHING IN
-        IT — notebooks' volumes and their data, pipelines, runs, secrets. This cannot be
-        undone. (helm-values/hub-rbac.yaml lets the hub delete Profiles; on Kubernetes >= 1.30
-        helm-values/hub-object-guard.yaml admits only pending ones: see docs/operations.md.)
-        A Profile dna_hub does not manage is never touched.""",
+        admin deletes them, or z2jh's culler removes them). Only 'keep': the Profile is
+        marked orphaned (label dna-hub.io/orphaned=true, annotation dna-hub.io/orphaned-at)
+        and nothing else changes; `dna-hub gc`, run by an operator, lists and deletes old
+        orphans on request, and a user who comes back gets the same profile. ('delete' was
+        removed and is refused: the hub may never delete a Profile — deleting one deletes its
+        namespace and every volume in it.)""",
     )
+
+    @validate("profile_retention")
+    def _validate_retention(self, proposal: dict[str, Any]) -> str:
+        if proposal["value"] == "delete":
+            raise TraitError(DELETE_REMOVED)
+        if proposal["value"] not in RETENTION_POLICIES:
+            raise TraitError(
+                f"profile_retention must be one of {list(RETENTION_POLICIES)}, "
+                f"not {proposal['value']!r}"
+            )
+        return proposal["value"]
 
     # --- the notebook's access to Kubeflow Pipelines ----------------------------------------
 
@@ -498,11 +504,7 @@ class DnaSettings(LoggingConfigurable):
     def teams(self) -> dict[str, Team]:
         """The configured teams by group (empty without team_profiles)."""
         try:
-            return parse_teams(
-                self.team_profiles,
-                template=self.team_namespace_template,
-                owner=self.team_profile_owner,
-            )
+            return parse_teams(self.team_profiles, template=self.team_namespace_template)
         except TeamConfigError as e:
             raise ConfigurationError(
                 "The team profiles are misconfigured. Please contact your platform administrator.",

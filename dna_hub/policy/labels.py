@@ -45,3 +45,8 @@ REQUIRED_POD_LABELS = {"access-ml-pipeline": "true"}
 
 #: Selector of everything dna_hub manages.
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+
+#: A team Profile's owner is ``dna-hub-team:<profile name>``: an identity of its own per team,
+#: which no person logs in as (DnaOIDCAuthenticator refuses it as a Kubeflow identity) and
+#: which the admission guards admit as owner of that one Profile only.
+TEAM_OWNER_PREFIX = "dna-hub-team:"

@@ -6,9 +6,9 @@
   may re-apply and prune the objects of
   *existing* profiles; it can neither create nor delete a Profile, nor touch namespaces.
 
-Offboarding needs nothing beyond the hub's own rules (``helm-values/hub-rbac.yaml``): ``keep``
-patches the Profile, ``delete`` deletes it (``delete profiles``, which the hub also needs to
-remove a Profile it left pending after losing a race to someone else's namespace).
+Offboarding needs nothing beyond the hub's own rules (``helm-values/hub-rbac.yaml``): it
+patches the Profile (marks it orphaned). Deleting Profiles is an operator's (``dna-hub gc``):
+neither the hub nor the sync job may.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ SYNC_PERMISSIONS: tuple[Permission, ...] = tuple(
             resource,
             "create patch list delete",
             "sync applies template objects, lists and prunes the dropped ones",
+            setting="legacy_envoy_filter" if resource == "envoyfilters" else None,
         )
     ]
     + KALE_ROLE_GRANTS

@@ -23,6 +23,10 @@ class Permission:
     why: str
     #: The hub still works without it (more slowly, with a warning naming it).
     optional: bool = False
+    #: Only needed with this feature on ("teams", "legacy_envoy_filter"; None: always).
+    setting: str | None = None
+    #: Only on these objects (RBAC resourceNames; empty: any).
+    resource_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -37,9 +41,19 @@ class ServedKind:
 
 
 def _grant(
-    group: str, resource: str, verbs: str, why: str, *, optional: bool = False
+    group: str,
+    resource: str,
+    verbs: str,
+    why: str,
+    *,
+    optional: bool = False,
+    setting: str | None = None,
+    resource_names: tuple[str, ...] = (),
 ) -> list[Permission]:
-    return [Permission(group, resource, verb, why, optional) for verb in verbs.split()]
+    return [
+        Permission(group, resource, verb, why, optional, setting, resource_names)
+        for verb in verbs.split()
+    ]
 
 
 #: What the Kale Role of the profile templates grants: whoever applies that Role must hold it.
@@ -98,14 +112,14 @@ HUB_PERMISSIONS: tuple[Permission, ...] = tuple(
         "create patch",
         "profile template: Kale RoleBinding",
     )
-    + _grant("networking.istio.io", "envoyfilters", "create patch", "legacy EnvoyFilter template")
-    + KALE_ROLE_GRANTS
     + _grant(
-        "kubeflow.org",
-        "profiles",
-        "delete",
-        "DnaSpawner removes a Profile it just created whose namespace is someone else's",
+        "networking.istio.io",
+        "envoyfilters",
+        "create patch",
+        "legacy EnvoyFilter template",
+        setting="legacy_envoy_filter",
     )
+    + KALE_ROLE_GRANTS
     + _grant(
         "",
         "secrets",
@@ -115,16 +129,33 @@ HUB_PERMISSIONS: tuple[Permission, ...] = tuple(
     + _grant(
         "rbac.authorization.k8s.io",
         "rolebindings",
-        "list",
-        "teams: find (by label) the contributor RoleBindings dna_hub made, in any namespace",
+        "list delete",
+        "teams: find (by label) and remove the contributor RoleBindings dna_hub made",
+        setting="teams",
     )
     + _grant(
         "security.istio.io",
         "authorizationpolicies",
         "list delete",
         "teams: find (by label) and remove the contributor AuthorizationPolicies dna_hub made",
+        setting="teams",
+    )
+    + _grant(
+        "rbac.authorization.k8s.io",
+        "clusterroles",
+        "bind",
+        "teams: grant kubeflow-edit/-view to members without holding those rights",
+        setting="teams",
+        resource_names=("kubeflow-edit", "kubeflow-view"),
     )
 )
+
+
+def hub_permissions(*, teams: bool, legacy_envoy_filter: bool) -> tuple[Permission, ...]:
+    """What the hub needs with these features on (the rendered hub-rbac.yaml grants it)."""
+    on = {"teams": teams, "legacy_envoy_filter": legacy_envoy_filter}
+    return tuple(p for p in HUB_PERMISSIONS if p.setting is None or on[p.setting])
+
 
 REQUIRED_KINDS: tuple[ServedKind, ...] = (
     ServedKind("kubeflow.org", "v1", "profiles", "Profile", "Kubeflow profile controller's CRD"),

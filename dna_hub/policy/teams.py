@@ -24,7 +24,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dna_hub.policy.labels import CONTRIBUTOR_LABEL, MANAGED_BY, MANAGED_BY_LABEL, PROFILE_LABEL
+from dna_hub.policy.labels import (
+    CONTRIBUTOR_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    PROFILE_LABEL,
+    TEAM_OWNER_PREFIX,
+)
 from dna_hub.policy.naming import NamespacePolicyError, namespace_for
 
 __all__ = [
@@ -43,6 +49,7 @@ __all__ = [
     "parse_teams",
     "plan_for",
     "team_namespace",
+    "team_owner",
 ]
 
 DEFAULT_TEAM_NAMESPACE_TEMPLATE = "kubeflow-team-{group}"
@@ -55,6 +62,18 @@ DEFAULT_INGRESS_GATEWAY_PRINCIPAL = (
 DEFAULT_KFP_UI_PRINCIPAL = "cluster.local/ns/kubeflow/sa/ml-pipeline-ui"
 
 _NON_ALNUM = re.compile(r"[^a-zA-Z0-9]+")
+
+
+def team_owner(namespace: str) -> str:
+    """The owner of a team's Profile: ``dna-hub-team:<namespace>``, the team's own identity.
+
+    Never a person (a person's Profile-owner rights would outlive their membership), never
+    the hub (Kubeflow would make it kubeflow-admin of every team namespace, and in legacy
+    header mode every team notebook would speak as the hub). No one logs in as it:
+    DnaOIDCAuthenticator refuses it as a Kubeflow identity, and the admission guards admit
+    it only as the owner of that one team's Profile.
+    """
+    return TEAM_OWNER_PREFIX + namespace
 
 
 class TeamConfigError(ValueError):
@@ -154,7 +173,6 @@ def parse_teams(
     config: Mapping[str, Any],
     *,
     template: str = DEFAULT_TEAM_NAMESPACE_TEMPLATE,
-    owner: str,
 ) -> dict[str, Team]:
     """Validate the admin's group → team map; return the teams by group.
 
@@ -162,10 +180,9 @@ def parse_teams(
     ``{"role": ..., "resource_quota": {...}}``. Every problem raises
     :class:`TeamConfigError` naming the group: an empty group, a role that is not
     ``edit``/``view``, a quota that is not a mapping, a reserved namespace, or two groups
-    that land on one namespace.
+    that land on one namespace. Each team's Profile is owned by the team's own identity
+    (:func:`team_owner`).
     """
-    if not isinstance(owner, str) or not owner.strip():
-        raise TeamConfigError("team profiles need a non-empty owner identity")
     _template_for_naming(template)
     teams: dict[str, Team] = {}
     by_namespace: dict[str, str] = {}
@@ -191,7 +208,7 @@ def parse_teams(
                 f"namespace {namespace!r}"
             )
         by_namespace[namespace] = group
-        teams[group] = Team(group, namespace, role, owner, quota)
+        teams[group] = Team(group, namespace, role, team_owner(namespace), quota)
     return teams
 
 

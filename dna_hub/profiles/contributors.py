@@ -15,12 +15,13 @@ For one login (identity + :class:`~dna_hub.policy.teams.TeamPlan`):
    dna_hub's labels and this identity's ``user`` annotation is ever deleted.
 
 Granting ``kubeflow-edit``/``kubeflow-view`` in a namespace needs the hub to hold them there
-(Kubernetes RBAC escalation prevention). The team Profile's owner is the hub's own
-service-account identity by default, so Kubeflow's profile controller makes the hub
-``kubeflow-admin`` of team namespaces only (RoleBinding ``namespaceAdmin``); creating a
-contributor binding waits until that binding exists. The same binding lets it delete
-contributor RoleBindings there; the cluster-wide permissions teams add are only ``list``
-RoleBindings and ``list``/``delete`` AuthorizationPolicies (helm-values/hub-rbac.yaml).
+or to hold ``bind`` on them (Kubernetes RBAC escalation prevention). The hub holds ``bind`` on
+exactly those two ClusterRoles and none of their rights: a team Profile is owned by the
+team's own identity (:func:`dna_hub.policy.teams.team_owner`), never the hub, so the hub is
+no team's ``kubeflow-admin``. It may ``list``/``delete`` RoleBindings and
+AuthorizationPolicies (helm-values/hub-rbac.yaml); the admission guards admit creating a
+contributor binding only in a team's namespace (its ``owner`` annotation is the team's
+identity) for a person, and deleting only the bindings dna_hub labelled.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any, ClassVar
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from dna_hub.errors import ApiFailure, DnaHubError, NamingError, ProfileNotReady
+from dna_hub.errors import ApiFailure, DnaHubError, NamingError
 from dna_hub.k8s.api import AUTHORIZATION_POLICY, ROLE_BINDING, Kind, KubeApi
 from dna_hub.k8s.retry import describe
 from dna_hub.policy.rendering import MANAGED_BY, MANAGED_BY_LABEL, RenderedProfile
@@ -50,10 +51,7 @@ from dna_hub.policy.teams import (
 )
 from dna_hub.profiles.provisioning import FIELD_MANAGER, ProfileProvisioner, Progress
 
-__all__ = ["OWNER_BINDING", "ContributorSync", "TeamSyncResult"]
-
-#: The RoleBinding Kubeflow's profile controller makes for a Profile's owner.
-OWNER_BINDING = "namespaceAdmin"
+__all__ = ["ContributorSync", "TeamSyncResult"]
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -191,7 +189,6 @@ class ContributorSync:
     async def _create_binding(self, binding: Mapping[str, Any], result: TeamSyncResult) -> None:
         namespace = binding["metadata"]["namespace"]
         try:
-            await self._wait_for_owner_binding(namespace)
             await self._create(ROLE_BINDING, binding, result)
         except DnaHubError as e:
             result.failed[namespace] = e
@@ -237,31 +234,6 @@ class ContributorSync:
             namespace,
             identity,
         )
-
-    async def _wait_for_owner_binding(self, namespace: str) -> None:
-        """Until the profile controller has bound the Profile's owner (the hub) as admin.
-
-        Polled with growing pauses (it follows default-editor, which provisioning already
-        waited for, within moments), bounded by ``ready_timeout``.
-        """
-        pause = 0.1
-        deadline = asyncio.get_running_loop().time() + self.ready_timeout
-        selector = f"metadata.name={OWNER_BINDING}"
-        while True:
-            listing = await self.provisioner.request(
-                f"list RoleBinding {OWNER_BINDING} in {namespace}",
-                self.api.list(ROLE_BINDING, namespace, field_selector=selector),
-            )
-            if listing.get("items"):
-                return
-            if asyncio.get_running_loop().time() + pause > deadline:
-                raise ProfileNotReady(
-                    "Your team's Kubeflow profile was not ready in time. Please try again.",
-                    f"RoleBinding {OWNER_BINDING} in {namespace} did not appear within "
-                    f"{self.ready_timeout:.0f}s (is Kubeflow's profile controller running?)",
-                )
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 2.0)
 
 
 def describe_result(result: TeamSyncResult) -> str:

@@ -7,13 +7,15 @@ of their default server — also what z2jh's user culling does):
   and annotation ``dna-hub.io/orphaned-at`` (UTC) — and nothing else changes: the namespace,
   its notebooks' volumes, pipelines and data stay. The marks are written by their own field
   manager, so if the user comes back, their next spawn removes exactly them.
-* ``delete``: the Profile is deleted, and with it (Kubeflow's profile controller owns it)
-  the namespace and **everything in it, volumes included**. Needs
-  the hub's own ``delete profiles`` rule (``helm-values/hub-rbac.yaml``).
 
-``dna-hub gc`` lists orphaned profiles older than a given age and deletes them only when
-told to. Whatever the path, a Profile dna_hub does not manage (:mod:`dna_hub.profiles.managed`), or
-that was rendered for another hub user, is never touched.
+The hub never deletes a Profile (``delete`` was removed: deleting one deletes its namespace
+and everything in it, volumes included, and an internet-facing identity must not be able to
+do that — the admission guards refuse it). ``dna-hub gc``, run by an operator, lists
+orphaned profiles older than a given age — and *stranded* ones, which a spawn created and
+left ``pending`` when it found the namespace owned by someone else — and deletes them only
+when told to. Whatever the path, a Profile dna_hub does not manage
+(:mod:`dna_hub.profiles.managed`), or that was rendered for another hub user, is never
+touched.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from dna_hub.k8s.api import PROFILE, KubeApi
+from dna_hub.k8s.api import NAMESPACE, PROFILE, KubeApi
+from dna_hub.policy.labels import DIGEST_ANNOTATION
 from dna_hub.profiles.managed import (
     OFFBOARDING_FIELD_MANAGER,
     ORPHANED_AT_ANNOTATION,
@@ -38,9 +41,23 @@ from dna_hub.profiles.managed import (
     timestamp,
 )
 
-__all__ = ["RETENTION_POLICIES", "Offboarded", "find_orphans", "gc_delete", "offboard"]
+__all__ = [
+    "DELETE_REMOVED",
+    "RETENTION_POLICIES",
+    "Offboarded",
+    "find_orphans",
+    "find_stranded",
+    "gc_delete",
+    "offboard",
+]
 
-RETENTION_POLICIES = ("keep", "delete")
+RETENTION_POLICIES = ("keep",)
+#: Why ``profile_retention = "delete"`` is refused (it was accepted before).
+DELETE_REMOVED = (
+    "profile_retention 'delete' was removed: the hub may not delete Profiles (deleting one "
+    "deletes its namespace and every volume in it). Keep the default 'keep' and delete old "
+    "orphans with `dna-hub gc --yes` as an operator (docs/operations.md)"
+)
 log = logging.getLogger(__name__)
 
 
@@ -84,6 +101,8 @@ async def offboard(
 ) -> Offboarded:
     """Apply ``policy`` to the profile of the deleted hub user ``username``."""
     logger = logger or log
+    if policy == "delete":
+        raise ValueError(DELETE_REMOVED)
     if policy not in RETENTION_POLICIES:
         raise ValueError(f"profile_retention must be one of {RETENTION_POLICIES}, not {policy!r}")
     profile = await api.get(PROFILE, namespace)
@@ -94,13 +113,6 @@ async def offboard(
             "Profile %s is not dna_hub's profile of %s: left untouched", namespace, username
         )
         return Offboarded(namespace, "untouched", "not managed by dna_hub for this user")
-    if policy == "delete":
-        # uid precondition: never a Profile that replaced the one just read
-        await api.delete(PROFILE, namespace, uid=profile["metadata"]["uid"])
-        logger.info(
-            "Deleted profile %s of deleted user %s (and its namespace)", namespace, username
-        )
-        return Offboarded(namespace, "deleted")
     if is_orphaned(profile):
         return Offboarded(namespace, "already marked")
     await mark_orphaned(api, namespace, now or _now())
@@ -155,5 +167,47 @@ async def gc_delete(
     except ApiException as e:
         if e.status == 409:
             return "kept: changed since read (run gc again)"
+        raise
+    return "would delete (dry run)" if dry_run else "deleted"
+
+
+async def find_stranded(api: KubeApi) -> list[tuple[dict[str, Any], str]]:
+    """Managed Profiles a spawn left ``pending`` because their namespace belongs to someone
+    else (the hub never deletes a Profile): (Profile, the namespace's owner), by name."""
+    listing = await api.list(PROFILE, label_selector=SELECTOR)
+    stranded = []
+    for profile in listing.get("items", []):
+        annotations = profile["metadata"].get("annotations") or {}
+        if not is_managed(profile) or annotations.get(DIGEST_ANNOTATION) != "pending":
+            continue
+        name = profile["metadata"]["name"]
+        namespaces = await api.list(NAMESPACE, field_selector=f"metadata.name={name}")
+        for namespace in namespaces.get("items") or []:
+            other = (namespace["metadata"].get("annotations") or {}).get("owner")
+            if other != profile["spec"]["owner"]["name"]:
+                stranded.append((profile, other or "(no owner)"))
+    return sorted(stranded, key=lambda ps: ps[0]["metadata"]["name"])
+
+
+async def gc_delete_stranded(
+    api: KubeApi, profile: dict[str, Any], *, dry_run: bool = False
+) -> str:
+    """Delete one stranded Profile, unchanged since listed (uid and resourceVersion
+    preconditions). Its namespace is someone else's: the profile controller does not own
+    it, so deleting the Profile deletes nothing of theirs."""
+    name = profile["metadata"]["name"]
+    try:
+        await api.delete(
+            PROFILE,
+            name,
+            uid=profile["metadata"]["uid"],
+            resource_version=profile["metadata"]["resourceVersion"],
+            dry_run=dry_run,
+        )
+    except ApiException as e:
+        if e.status == 404:
+            return "already gone"
+        if e.status == 409:
+            return "kept: changed since listed (run gc again)"
         raise
     return "would delete (dry run)" if dry_run else "deleted"

@@ -5,7 +5,10 @@ spawn converges from:
 
 1. **Ownership first.** The Profile is read and the namespace listed by name, at once; if
    either belongs to someone else, nothing is written. A run that created the Profile and
-   then finds the namespace taken by someone else removes that Profile again.
+   then finds the namespace taken by someone else leaves that Profile ``pending`` and says
+   so: the hub may never delete a Profile (deleting one deletes its namespace and every
+   volume in it; the admission guards refuse it), so an operator's ``dna-hub gc`` removes
+   it (it lists such stranded Profiles).
 2. **Up to date?** The Profile carries the digest of the last rendered set that was fully
    applied. Equal digest and the namespace is this owner's: done, two concurrent requests
    (Profile and namespace) in all.
@@ -235,7 +238,7 @@ class ProfileProvisioner:
 
         await self._check_namespaced(rendered)
         progress("Provisioning your Kubeflow profile…")
-        written = await self._write_profile(rendered, owner, exists=profile is not None)
+        await self._write_profile(rendered, owner, exists=profile is not None)
         # Not there yet (the usual first spawn): the wait watches from the listing, so it
         # sees the namespace appear even if that happened while the Profile was written. There
         # already: the wait lists it again, so its owner is checked after the Profile write.
@@ -244,40 +247,16 @@ class ProfileProvisioner:
             await self._wait_and_apply(rendered, owner, progress, since)
         except OwnershipConflict:
             if profile is None:
-                await self._remove_own_profile(written)
+                # Never deleted by the hub (see the module docstring): stays pending, which
+                # `dna-hub gc` lists as stranded, and claims nothing the other owner has.
+                self.log.warning(
+                    "Profile %s was created for %s, but its namespace belongs to someone "
+                    "else; left pending for an operator (`dna-hub gc` lists it)",
+                    namespace,
+                    owner,
+                )
             raise
         return False
-
-    async def _remove_own_profile(self, written: Mapping[str, Any]) -> None:
-        """Delete the Profile this run created, after losing the race to a namespace of
-        someone else's: left behind, it would stay ``pending`` and claim the name. Only that
-        very object (uid), still ours and still ``pending``, unchanged since read
-        (resourceVersion precondition) is deleted."""
-        name = written["metadata"]["name"]
-        current = await self._request(f"read Profile {name}", self.api.get(PROFILE, name))
-        if current is None:
-            return
-        ours = (
-            current["metadata"].get("uid") == written["metadata"].get("uid")
-            and (current.get("spec") or {}).get("owner") == written["spec"]["owner"]
-            and _annotations(current).get(DIGEST_ANNOTATION) == PENDING
-        )
-        if not ours:
-            self.log.warning("Profile %s changed since it was written; left in place", name)
-            return
-        try:
-            await self.api.delete(
-                PROFILE,
-                name,
-                uid=current["metadata"]["uid"],
-                resource_version=current["metadata"]["resourceVersion"],
-            )
-        except ApiException as e:
-            if e.status == 409:
-                self.log.warning("Profile %s changed while being removed; left in place", name)
-                return
-            raise self._api_failure(f"delete Profile {name}", e) from e
-        self.log.info("Removed Profile %s: its namespace belongs to someone else", name)
 
     async def _wait_and_apply(
         self,

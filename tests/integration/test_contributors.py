@@ -169,7 +169,7 @@ async def test_group_membership_grants_and_revokes_access(
     group = unique_name("fraud")
     alice, bob = f"Alice.{group}@Example.com", f"bob.{group}@example.com"
     carol = f"carol.{group}@example.com"
-    teams = parse_teams({group: "edit"}, owner=HUB_IDENTITY)
+    teams = parse_teams({group: "edit"})
     team = teams[group]
     namespace = team.namespace
     assert namespace == f"kubeflow-team-{group}"
@@ -228,12 +228,12 @@ async def test_role_change_replaces_the_binding(
 ) -> None:
     group = unique_name("risk")
     dave = f"dave.{group}@example.com"
-    as_editor = parse_teams({group: "edit"}, owner=HUB_IDENTITY)
+    as_editor = parse_teams({group: "edit"})
     await make_sync(hub_kube).sync(dave, plan_for([group], as_editor, None), render_team)
     namespace = as_editor[group].namespace
     assert await may(admin_api, dave, "create", "pods", namespace)
 
-    as_viewer = parse_teams({group: "view"}, owner=HUB_IDENTITY)
+    as_viewer = parse_teams({group: "view"})
     result = await make_sync(hub_kube).sync(dave, plan_for([group], as_viewer, None), render_team)
     assert {n for _, n in result.deleted} == {contributor_binding_name(dave, "edit")}
     assert {n for _, n in result.created} == {contributor_binding_name(dave, "view")}
@@ -247,7 +247,7 @@ async def test_binding_made_by_someone_else_is_never_adopted(
 ) -> None:
     group = unique_name("ops")
     erin = f"erin.{group}@example.com"
-    teams = parse_teams({group: "edit"}, owner=HUB_IDENTITY)
+    teams = parse_teams({group: "edit"})
     namespace = teams[group].namespace
     first = await make_sync(hub_kube).sync(f"x.{erin}", plan_for([group], teams, None), render_team)
     assert not first.failed  # the team profile exists now
@@ -274,7 +274,7 @@ async def test_hostile_group_names_on_the_api_server(
 ) -> None:
     tag = unique_name("h")
     groups = [f"Fraud.Detection.{tag}", f"{tag}-" + "g" * 200, f"équipe-{tag}-欺诈"]
-    teams = parse_teams(dict.fromkeys(groups, "edit"), owner=HUB_IDENTITY)
+    teams = parse_teams(dict.fromkeys(groups, "edit"))
     frank = f"frank.{tag}@example.com"
     result = await make_sync(hub_kube).sync(frank, plan_for(groups, teams, None), render_team)
     assert not result.failed
@@ -294,7 +294,7 @@ async def test_team_namespace_owned_by_someone_else_is_refused_with_nothing_writ
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     group = unique_name("taken")
-    teams = parse_teams({group: "edit", f"{group}-ok": "edit"}, owner=HUB_IDENTITY)
+    teams = parse_teams({group: "edit", f"{group}-ok": "edit"})
     taken = teams[group].namespace
     # a personal profile of a user whose name happened to be "team-<group>"
     squatter = {
@@ -332,7 +332,7 @@ async def test_team_on_a_personal_namespace_is_refused_with_a_log_line(
 ) -> None:
     # an admin template without a team prefix: group "<user>" is that user's profile
     username = unique_name("henry")
-    teams = parse_teams({username: "edit"}, template="kubeflow-{group}", owner=HUB_IDENTITY)
+    teams = parse_teams({username: "edit"}, template="kubeflow-{group}")
     identity = f"{username}@example.com"
     with caplog.at_level(logging.WARNING, logger="dna_hub.profiles.contributors"):
         result = await make_sync(hub_kube).sync(

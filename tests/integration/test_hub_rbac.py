@@ -250,7 +250,7 @@ async def exercise(
         if e.status != 404:
             raise
     # teams: a team profile owned by this identity; a member joins, then leaves the group
-    teams = parse_teams({f"team-{username}": "edit"}, owner=team_owner)
+    teams = parse_teams({f"team-{username}": "edit"})
     # (not held: the team's profile controller work is no permission's only path)
     plain = KubeApi(api_client, request_timeout=10, retry=RetryPolicy(attempts=3))
     sync = ContributorSync(plain, ProfileProvisioner(plain, ready_timeout=60), ready_timeout=60)

@@ -150,7 +150,8 @@ def test_render_with_groups_previews_team_profiles_and_contributors(tmp_path: Pa
     risk = next(n for n in profiles if n.startswith("kubeflow-team-risk-analytics---"))
     assert sorted(profiles) == sorted(["kubeflow-alice", "kubeflow-team-fraud", risk])
     team = profiles["kubeflow-team-fraud"]
-    assert team["spec"]["owner"] == {"kind": "User", "name": "system:serviceaccount:jupyterhub:hub"}
+    # each team is owned by its own identity, never the hub (issue 24)
+    assert team["spec"]["owner"] == {"kind": "User", "name": "dna-hub-team:kubeflow-team-fraud"}
     assert team["metadata"]["annotations"]["dna-hub.io/team-group"] == "fraud"
     assert profiles[risk]["spec"]["resourceQuotaSpec"] == {"hard": {"cpu": "4"}}
     # every team gets the same objects as a personal profile, in its own namespace

@@ -34,8 +34,18 @@ from dna_hub.profiles.api_token import api_token_secret_manifest
 from tests.unit.test_cli_render import render
 
 HUB = "system:serviceaccount:jupyterhub:hub"
+SYNC = "system:serviceaccount:jupyterhub:dna-hub-sync"
+MANAGED = {"app.kubernetes.io/managed-by": "dna-hub"}
+#: a team's namespace: Kubeflow's profile controller annotates it with the Profile's owner,
+#: the team's own identity
+TEAM_NS = {"owner": "dna-hub-team:kubeflow-alice"}
 NS = "kubeflow-alice"
-PROFILE_LABELS = {"app.kubernetes.io/part-of": "kubeflow-profile"}
+#: as Kubeflow's profile controller labels a profile namespace (upstream's kubeflow-pss
+#: overlay; dna_hub requires enforce: restricted)
+PROFILE_LABELS = {
+    "app.kubernetes.io/part-of": "kubeflow-profile",
+    "pod-security.kubernetes.io/enforce": "restricted",
+}
 GUARD_FILES = ("hub-object-guard.yaml", "hub-namespace-guard.yaml")
 #: When set, refusals() appends every case it evaluates to this file (one JSON object per
 #: line) for tests/integration/test_guard_replay.py, which replays them through a real API
@@ -53,6 +63,9 @@ RESOURCES = {
     "PersistentVolumeClaim": ("", "persistentvolumeclaims"),
     "EnvoyFilter": ("networking.istio.io", "envoyfilters"),
     "LimitRange": ("", "limitranges"),
+    "DaemonSet": ("apps", "daemonsets"),
+    "ServiceAccount": ("", "serviceaccounts"),
+    "ConfigMap": ("", "configmaps"),
 }
 
 
@@ -77,7 +90,9 @@ class Policy:
 
     def matches(self, group: str, resource: str, operation: str) -> bool:
         return any(
-            group in r["apiGroups"] and resource in r["resources"] and operation in r["operations"]
+            (group in r["apiGroups"] or "*" in r["apiGroups"])
+            and (resource in r["resources"] or "*" in r["resources"] or "*/*" in r["resources"])
+            and (operation in r["operations"] or "*" in r["operations"])
             for r in self.rules
         )
 
@@ -101,6 +116,7 @@ def refusals(
     old: dict[str, Any] | None = None,
     namespace: str | None = NS,
     namespace_labels: dict[str, str] | None = None,
+    namespace_annotations: dict[str, str] | None = None,
     user: str = HUB,
 ) -> list[str]:
     """The messages of every guard validation that refuses this request ([] = admitted)."""
@@ -110,19 +126,30 @@ def refusals(
     if subject["kind"] == "Profile":
         namespace = None
     labels = PROFILE_LABELS if namespace_labels is None and namespace == NS else namespace_labels
+    # as the API server sends it: empty fields (a cluster-scoped kind's namespace, no
+    # subresource) are left out
     request = {
         "operation": operation,
-        "namespace": namespace or "",
         "name": subject["metadata"]["name"],
         "userInfo": {"username": user},
         "resource": {"group": group, "version": "v1", "resource": resource},
     }
+    if namespace:
+        request["namespace"] = namespace
     activation: dict[str, Any] = {
         "object": celpy.json_to_cel(obj),
         "oldObject": celpy.json_to_cel(old),
         "request": celpy.json_to_cel(request),
         "namespaceObject": celpy.json_to_cel(
-            {"metadata": {"name": namespace, "labels": labels or {}}} if namespace else None
+            {
+                "metadata": {
+                    "name": namespace,
+                    "labels": labels or {},
+                    "annotations": namespace_annotations or {},
+                }
+            }
+            if namespace
+            else None
         ),
     }
     refused = []
@@ -131,9 +158,11 @@ def refusals(
             continue
         if not all(bool(condition(activation)) for condition in policy.conditions):
             continue
-        variables = {}
+        # in order: a variable may use the ones before it, as on the API server
+        variables: dict[str, Any] = {}
         for name, expression in policy.variables:
-            variables[name] = expression({**activation, "variables": celpy.json_to_cel({})})
+            scope = celtypes.MapType({celtypes.StringType(k): v for k, v in variables.items()})
+            variables[name] = expression({**activation, "variables": scope})
         activation["variables"] = celtypes.MapType(
             {celtypes.StringType(k): v for k, v in variables.items()}
         )
@@ -152,6 +181,7 @@ def refusals(
             "old": old,
             "namespace": namespace,
             "namespace_labels": labels or {},
+            "namespace_annotations": namespace_annotations or {},
             "user": user,
             "refused": refused,
         }
@@ -230,7 +260,12 @@ def team_binding(role: str = "edit") -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": {"name": f"user-bob-example-com-clusterrole-{role}", "namespace": NS},
+        "metadata": {
+            "name": f"user-bob-example-com-clusterrole-{role}",
+            "namespace": NS,
+            # as dna_hub.policy.teams.contributor_objects labels it
+            "labels": {**MANAGED, "dna-hub.io/contributor": "bob-example-com"},
+        },
         "roleRef": {
             "apiGroup": "rbac.authorization.k8s.io",
             "kind": "ClusterRole",
@@ -259,7 +294,7 @@ def test_guard_policies_are_schema_valid() -> None:
         }
         assert policies == bindings, file
         names |= policies
-    assert len(names) == 8
+    assert len(names) == 9  # 7 object shapes + the allow-lists of the hub and the sync job
 
 
 async def test_everything_dna_hub_writes_is_admitted(
@@ -272,13 +307,41 @@ async def test_everything_dna_hub_writes_is_admitted(
     assert refusals(pod) == []
     assert refusals(token_secret()) == []
     for role in ("edit", "view"):
-        assert refusals(team_binding(role)) == []
+        assert refusals(team_binding(role), namespace_annotations=TEAM_NS) == []
+        # a member who left the group: dna_hub deletes the binding it made
+        deleted = refusals(
+            None, operation="DELETE", old=team_binding(role), namespace_annotations=TEAM_NS
+        )
+        assert deleted == []
     assert refusals(claim()) == []
     profile = objects[f"Profile//{NS}"]
     assert refusals(profile, operation="UPDATE", old=profile) == []
-    pending = copy.deepcopy(profile)
-    pending["metadata"]["annotations"]["dna-hub.io/applied-digest"] = "pending"
-    assert refusals(None, operation="DELETE", old=pending) == []
+    team = copy.deepcopy(profile)
+    team["spec"]["owner"]["name"] = f"dna-hub-team:{NS}"
+    assert refusals(team) == []
+
+
+async def test_the_sync_job_may_apply_and_prune_what_dna_hub_renders(
+    objects: dict[str, dict[str, Any]],
+) -> None:
+    for key, obj in objects.items():
+        namespace = obj["metadata"].get("namespace")
+        labels = PROFILE_LABELS if namespace == NS else {}
+        if obj["kind"] == "Profile":  # re-applied, never created
+            assert refusals(obj, operation="UPDATE", old=obj, user=SYNC) == [], key
+            continue
+        assert refusals(obj, namespace=namespace, namespace_labels=labels, user=SYNC) == [], key
+        assert (
+            refusals(
+                None,
+                operation="DELETE",
+                old=obj,
+                namespace=namespace,
+                namespace_labels=labels,
+                user=SYNC,
+            )
+            == []
+        ), key
 
 
 def _pod_with(pod: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
@@ -316,6 +379,16 @@ POD_BREAKAGES: dict[str, Callable[[dict[str, Any]], None]] = {
     "hostPort": lambda p: p["spec"]["containers"][0].update(
         ports=[{"containerPort": 8888, "hostPort": 8888}]
     ),
+    "runtimeClassName": lambda p: p["spec"].update(runtimeClassName="unsandboxed"),
+    "system priority": lambda p: p["spec"].update(priorityClassName="system-node-critical"),
+    "AppArmor unconfined": lambda p: p["spec"]["securityContext"].update(
+        appArmorProfile={"type": "Unconfined"}
+    ),
+    "AppArmor annotation": lambda p: (
+        p["metadata"]
+        .setdefault("annotations", {})
+        .update({"container.apparmor.security.beta.kubernetes.io/notebook": "unconfined"})
+    ),
     "privileged init container": lambda p: p["spec"].update(
         initContainers=[{"name": "x", "image": "x", "securityContext": {"privileged": True}}]
     ),
@@ -350,7 +423,7 @@ def test_writes_only_to_profile_namespaces(objects: dict[str, dict[str, Any]]) -
             moved = copy.deepcopy(obj)
             moved["metadata"]["namespace"] = namespace
             refused = refusals(moved, namespace=namespace, namespace_labels={})
-            assert any(r.startswith("dna-hub-writes-only-to-profiles:") for r in refused), (
+            assert any(r.startswith("dna-hub-hub-allowlist:") for r in refused), (
                 obj["kind"],
                 namespace,
                 refused,
@@ -402,18 +475,39 @@ def test_forbidden_rbac_is_refused(objects: dict[str, dict[str, Any]]) -> None:
     extra["subjects"].append({"kind": "Group", "name": "system:authenticated"})
     assert refusals(extra)
 
+    def team(obj: dict[str, Any]) -> list[str]:
+        return refusals(obj, namespace_annotations=TEAM_NS)
+
     escalated = team_binding("edit")
     escalated["roleRef"]["name"] = "kubeflow-admin"
-    assert refusals(escalated)
+    assert team(escalated)
     view_as_edit = team_binding("view")
     view_as_edit["roleRef"]["name"] = "kubeflow-edit"
-    assert refusals(view_as_edit)
+    assert team(view_as_edit)
     many = team_binding()
     many["subjects"].append({"kind": "Group", "name": "system:authenticated"})
-    assert refusals(many)
+    assert team(many)
     service_account = team_binding()
     service_account["subjects"] = [{"kind": "ServiceAccount", "name": "x", "namespace": "kubeflow"}]
-    assert refusals(service_account)
+    assert team(service_account)
+    # a User subject named like a service account IS that service account to RBAC
+    for name in (HUB, SYNC, "system:serviceaccount:kube-system:default", "system:masters"):
+        system = team_binding()
+        system["subjects"][0]["name"] = name
+        assert team(system), name
+    team_identity = team_binding()
+    team_identity["subjects"][0]["name"] = "dna-hub-team:kubeflow-team-other"
+    assert team(team_identity)
+    # contributors only in a team's namespace, never in a person's own profile
+    assert refusals(team_binding()) != []
+    unlabelled = team_binding()
+    del unlabelled["metadata"]["labels"]
+    assert team(unlabelled)
+    # deleting: only what dna_hub labelled (never the profile controller's namespaceAdmin)
+    owner_binding = team_binding()
+    owner_binding["metadata"] = {"name": "namespaceAdmin", "namespace": NS}
+    owner_binding["roleRef"]["name"] = "kubeflow-admin"
+    assert refusals(None, operation="DELETE", old=owner_binding, namespace_annotations=TEAM_NS)
 
 
 def test_forbidden_poddefaults_are_refused(objects: dict[str, dict[str, Any]]) -> None:
@@ -429,6 +523,25 @@ def test_forbidden_poddefaults_are_refused(objects: dict[str, dict[str, Any]]) -
     account = copy.deepcopy(poddefault)
     account["spec"]["serviceAccountName"] = "profiles-controller-service-account"
     assert refusals(account)
+    # the review's gaps: every pod of the namespace, other env, annotations, labels, mounts
+    everyone = copy.deepcopy(poddefault)
+    everyone["spec"]["selector"] = {}
+    assert refusals(everyone)
+    expression = copy.deepcopy(poddefault)
+    expression["spec"]["selector"]["matchExpressions"] = [{"key": "x", "operator": "DoesNotExist"}]
+    assert refusals(expression)
+    preload = copy.deepcopy(poddefault)
+    preload["spec"]["env"].append({"name": "LD_PRELOAD", "value": "/tmp/x.so"})
+    assert refusals(preload)
+    annotated = copy.deepcopy(poddefault)
+    annotated["spec"]["annotations"] = {"sidecar.istio.io/inject": "false"}
+    assert refusals(annotated)
+    labelled = copy.deepcopy(poddefault)
+    labelled["spec"]["labels"] = {"component": "singleuser-server"}
+    assert refusals(labelled)
+    mounted = copy.deepcopy(poddefault)
+    mounted["spec"]["volumeMounts"][0]["mountPath"] = "/etc"
+    assert refusals(mounted)
 
 
 def test_kfp_namespace_policies_only_in_the_legacy_shape(
@@ -482,8 +595,88 @@ def test_forbidden_profiles_are_refused(objects: dict[str, dict[str, Any]]) -> N
     group_owner = copy.deepcopy(profile)
     group_owner["spec"]["owner"]["kind"] = "Group"
     assert refusals(group_owner)
-    # only a pending Profile (a lost race) may be deleted
+    # never deleted by the hub, pending or not (a forged marker deleted any Profile)
     assert refusals(None, operation="DELETE", old=profile)
+    pending = copy.deepcopy(profile)
+    pending["metadata"]["annotations"]["dna-hub.io/applied-digest"] = "pending"
+    assert refusals(None, operation="DELETE", old=pending)
+    # the owner is never the hub, the sync job, a system: identity or another team's
+    for owner in (
+        HUB,
+        SYNC,
+        "system:serviceaccount:kube-system:clusterrole-aggregation-controller",
+        "system:admin",
+        "dna-hub-team:kubeflow-team-other",
+    ):
+        owned = copy.deepcopy(profile)
+        owned["spec"]["owner"]["name"] = owner
+        assert refusals(owned), owner
+    # never a Profile dna_hub does not manage
+    unmanaged = copy.deepcopy(profile)
+    del unmanaged["metadata"]["labels"]["app.kubernetes.io/managed-by"]
+    assert refusals(profile, operation="UPDATE", old=unmanaged)
+    assert refusals(unmanaged)
+
+
+def test_the_sync_job_is_confined_like_the_hub(objects: dict[str, dict[str, Any]]) -> None:
+    profile = objects[f"Profile//{NS}"]
+    taken_over = copy.deepcopy(profile)
+    taken_over["spec"]["owner"]["name"] = "mallory@example.com"
+    assert refusals(taken_over, operation="UPDATE", old=profile, user=SYNC)
+    plugins = copy.deepcopy(profile)
+    plugins["spec"]["plugins"] = [{"kind": "AwsIamForServiceAccount", "spec": {}}]
+    assert refusals(plugins, operation="UPDATE", old=profile, user=SYNC)
+    # sync never creates or deletes a Profile: the allow-list refuses (and RBAC grants
+    # neither: tests/integration/test_sync_rbac.py)
+    assert refusals(profile, user=SYNC)
+    assert refusals(None, operation="DELETE", old=profile, user=SYNC)
+    envoy = objects[f"EnvoyFilter/{NS}/dna-hub-kubeflow-userid"]
+    mesh_wide = copy.deepcopy(envoy)
+    mesh_wide["metadata"]["namespace"] = "istio-system"
+    assert refusals(mesh_wide, namespace="istio-system", namespace_labels={}, user=SYNC)
+    foreign_policy = {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": "ns-owner-access-istio", "namespace": NS},
+        "spec": {"action": "ALLOW", "rules": [{}]},
+    }
+    assert refusals(None, operation="DELETE", old=foreign_policy, user=SYNC)
+    role = objects[f"Role/{NS}/dna-hub-kale-workflows"]
+    wild = copy.deepcopy(role)
+    wild["rules"].append({"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]})
+    assert refusals(wild, user=SYNC)
+
+
+def test_nothing_outside_the_allow_list(pod: dict[str, Any]) -> None:
+    """The catch-all: kinds RBAC might one day grant are refused for both identities."""
+    daemonset = {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "root", "namespace": NS},
+        "spec": {"template": {"spec": pod["spec"]}},
+    }
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "x", "namespace": NS},
+    }
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": NS}}
+    for user in (HUB, SYNC):
+        for obj in (daemonset, account, config):
+            assert refusals(obj, user=user), (user, obj["kind"])
+    assert refusals(pod, user=SYNC)
+
+
+def test_nothing_into_a_profile_namespace_without_pod_security_restricted(
+    objects: dict[str, dict[str, Any]], pod: dict[str, Any]
+) -> None:
+    for enforce in ("privileged", "baseline"):
+        labels = {**PROFILE_LABELS, "pod-security.kubernetes.io/enforce": enforce}
+        assert refusals(pod, namespace_labels=labels), enforce
+        limits = objects[f"LimitRange/{NS}/dna-hub-defaults"]
+        assert refusals(limits, namespace_labels=labels, user=SYNC), enforce
+    open_ns = {k: v for k, v in PROFILE_LABELS.items() if "pod-security" not in k}
+    assert refusals(pod, namespace_labels=open_ns)
 
 
 def claim() -> dict[str, Any]:

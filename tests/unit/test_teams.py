@@ -28,7 +28,6 @@ from dna_hub.policy.teams import (
 )
 from tests.unit.test_naming import DNS_1123_LABEL, HOSTILE_USERNAMES
 
-OWNER = "system:serviceaccount:jupyterhub:hub"
 
 HOSTILE_GROUPS = [
     *HOSTILE_USERNAMES,
@@ -64,7 +63,7 @@ def test_hostile_group_names_give_valid_short_stable_namespaces(group: str) -> N
 
 def test_hostile_group_names_map_to_distinct_namespaces() -> None:
     groups = sorted(set(HOSTILE_GROUPS))
-    teams = parse_teams(dict.fromkeys(groups, "edit"), owner=OWNER)
+    teams = parse_teams(dict.fromkeys(groups, "edit"))
     namespaces = [teams[g].namespace for g in groups]
     assert len(set(namespaces)) == len(groups)
     # ... and none is the personal profile of a user named like the group; the only
@@ -85,7 +84,7 @@ def test_team_namespaces_are_injective(a: str, b: str) -> None:
 
 def test_reserved_namespace_is_refused_naming_the_group() -> None:
     with pytest.raises(TeamConfigError, match=r"team group 'kube-system'.*reserved"):
-        parse_teams({"kube-system": "edit"}, template="{group}", owner=OWNER)
+        parse_teams({"kube-system": "edit"}, template="{group}")
 
 
 @pytest.mark.parametrize(
@@ -107,28 +106,31 @@ def test_bad_team_config_is_refused_clearly(
     config: dict[str, Any], template: str, message: str
 ) -> None:
     with pytest.raises(TeamConfigError, match=message):
-        parse_teams(config, template=template, owner=OWNER)
+        parse_teams(config, template=template)
 
 
-def test_team_owner_must_be_set() -> None:
-    with pytest.raises(TeamConfigError, match="owner"):
-        parse_teams({"fraud": "edit"}, owner=" ")
+def test_each_team_is_owned_by_its_own_identity_never_the_hub() -> None:
+    teams = parse_teams({"fraud": "edit", "risk": "view"})
+    assert teams["fraud"].owner == "dna-hub-team:kubeflow-team-fraud"
+    assert teams["risk"].owner == "dna-hub-team:kubeflow-team-risk"
+    assert not any(t.owner.startswith("system:") for t in teams.values())
 
 
 def test_team_settings() -> None:
     teams = parse_teams(
         {"fraud": "edit", "risk": {"role": "view", "resource_quota": {"hard": {"cpu": "4"}}}},
-        owner=OWNER,
     )
     assert teams["fraud"].role == "edit" and teams["fraud"].resource_quota is None
     assert teams["risk"].role == "view"
     assert teams["risk"].resource_quota == {"hard": {"cpu": "4"}}
-    assert {t.owner for t in teams.values()} == {OWNER}
-    assert parse_teams({"x": {}}, owner=OWNER)["x"].role == "edit"
+    assert {t.owner for t in teams.values()} == {
+        f"dna-hub-team:{t.namespace}" for t in teams.values()
+    }
+    assert parse_teams({"x": {}})["x"].role == "edit"
 
 
 def test_plan_matches_verified_groups_exactly() -> None:
-    teams = parse_teams({"fraud": "edit", "risk": "view", "Ops": "edit"}, owner=OWNER)
+    teams = parse_teams({"fraud": "edit", "risk": "view", "Ops": "edit"})
     plan = plan_for(
         ["fraud", "FRAUD", "risk", "ops", None, 7, ["fraud"], "unrelated"],
         teams,
@@ -146,9 +148,7 @@ def test_plan_matches_verified_groups_exactly() -> None:
 
 def test_team_that_is_the_users_personal_profile_is_refused() -> None:
     # an admin template without a team prefix: group "alice" lands on alice's profile
-    teams = parse_teams(
-        {"alice": "edit", "fraud": "edit"}, template="kubeflow-{group}", owner=OWNER
-    )
+    teams = parse_teams({"alice": "edit", "fraud": "edit"}, template="kubeflow-{group}")
     plan = plan_for(["alice", "fraud"], teams, namespace_for("alice"))
     assert [t.group for t in plan.teams] == ["fraud"]
     ((group, reason),) = plan.refused
@@ -235,9 +235,7 @@ def test_contributor_objects_are_what_kfam_writes_and_reads() -> None:
 
 
 def test_team_profile_renders_from_the_same_templates() -> None:
-    teams = parse_teams(
-        {"Fraud.Team": {"role": "edit", "resource_quota": {"hard": {"cpu": "4"}}}}, owner=OWNER
-    )
+    teams = parse_teams({"Fraud.Team": {"role": "edit", "resource_quota": {"hard": {"cpu": "4"}}}})
     team = teams["Fraud.Team"]
     personal = render_profile(
         ProfileContext(
@@ -260,7 +258,8 @@ def test_team_profile_renders_from_the_same_templates() -> None:
     kinds = sorted((o["kind"], o["metadata"]["name"]) for o in personal.namespaced)
     assert sorted((o["kind"], o["metadata"]["name"]) for o in shared.namespaced) == kinds
     assert shared.profile["metadata"]["name"] == team.namespace
-    assert shared.profile["spec"]["owner"] == {"kind": "User", "name": OWNER}
+    assert shared.profile["spec"]["owner"] == {"kind": "User", "name": team.owner}
+    assert team.owner == f"dna-hub-team:{team.namespace}"
     assert shared.profile["spec"]["resourceQuotaSpec"] == {"hard": {"cpu": "4"}}
     assert shared.profile["metadata"]["annotations"] == {"dna-hub.io/team-group": "Fraud.Team"}
     assert {o["metadata"]["namespace"] for o in shared.namespaced} == {team.namespace}
@@ -292,7 +291,6 @@ async def test_bad_team_config_fails_at_config_time() -> None:
 async def test_team_defaults() -> None:
     s = spawner()
     assert s.team_profiles == {} and s.profile_list == []  # no teams: no spawn form
-    assert s.team_profile_owner == "system:serviceaccount:jupyterhub:hub"
     assert s.team_namespace_template == "kubeflow-team-{group}"
     assert callable(spawner(team_profiles={"fraud": "edit"}).profile_list)
 
