@@ -307,11 +307,12 @@ async def check_guards(
         return [GuardVerdict("admission guards", False, describe(e), "check the API server")]
     if not supported:
         return [unsupported()]
+    # a namespace being deleted takes no new writes: neither a target nor a finding
+    namespaces = [ns for ns in namespaces if not ns["metadata"].get("deletionTimestamp")]
     restricted = [
         ns["metadata"]["name"]
         for ns in namespaces
         if (ns["metadata"].get("labels") or {}).get(PSA_ENFORCE) == "restricted"
-        and not ns["metadata"].get("deletionTimestamp")
     ]
     target = sorted(restricted)[0] if restricted else None
     verdicts = pod_security_verdicts(namespaces)

@@ -24,7 +24,13 @@ from dna_hub.errors import OwnershipConflict
 from dna_hub.k8s.api import AUTHORIZATION_POLICY, PROFILE, ROLE_BINDING, KubeApi
 from dna_hub.policy.naming import namespace_for
 from dna_hub.policy.rendering import ProfileContext, RenderedProfile, render_profile
-from dna_hub.policy.teams import Team, contributor_binding_name, parse_teams, plan_for
+from dna_hub.policy.teams import (
+    Team,
+    contributor_binding_name,
+    parse_teams,
+    plan_for,
+    team_owner,
+)
 from dna_hub.profiles.contributors import ContributorSync
 from dna_hub.profiles.provisioning import ProfileProvisioner
 
@@ -182,12 +188,14 @@ async def test_group_membership_grants_and_revokes_access(
     assert sorted(result.created) == [(namespace, name), (namespace, name)]
 
     profile = await admin_kube.get(PROFILE, namespace)
-    assert profile["spec"]["owner"] == {"kind": "User", "name": HUB_IDENTITY}
+    # owned by the team's own identity: the hub is no team's kubeflow-admin (issue 24)
+    owner = team_owner(namespace)
+    assert profile["spec"]["owner"] == {"kind": "User", "name": owner}
+    # (kubeflow-admin there would let the hub read every Secret of the team)
+    assert not await may(admin_api, HUB_IDENTITY, "get", "secrets", namespace)
     assert await may(admin_api, alice, "create", "pods", namespace)
     assert not await may(admin_api, bob, "create", "pods", namespace)
-    assert await kfam_list(admin_kube, namespace) == sorted(
-        [(HUB_IDENTITY, "admin"), (alice, "edit")]
-    )
+    assert await kfam_list(admin_kube, namespace) == sorted([(owner, "admin"), (alice, "edit")])
     policy = await admin_kube.get(AUTHORIZATION_POLICY, name, namespace)
     assert policy["metadata"]["annotations"] == {"user": alice, "role": "edit"}
     assert policy["spec"]["rules"][0]["when"] == [
@@ -218,9 +226,7 @@ async def test_group_membership_grants_and_revokes_access(
     assert await admin_kube.get(AUTHORIZATION_POLICY, name, namespace) is None
     after = await admin_kube.get(ROLE_BINDING, contributor_binding_name(carol, "view"), namespace)
     assert after == carols  # the dashboard's binding: not touched at all
-    assert await kfam_list(admin_kube, namespace) == sorted(
-        [(HUB_IDENTITY, "admin"), (carol, "view")]
-    )
+    assert await kfam_list(admin_kube, namespace) == sorted([(owner, "admin"), (carol, "view")])
 
 
 async def test_role_change_replaces_the_binding(

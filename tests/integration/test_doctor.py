@@ -18,26 +18,49 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from devstack.controlplane import ControlPlane, _write_kubeconfig, apply_object
 from devstack.paths import shared_path
+from devstack.standins.profile_controller import DEFAULT_NAMESPACE_LABELS
 from dna_hub.cli import guard_check
-from dna_hub.policy.permissions import HUB_PERMISSIONS
+from dna_hub.policy.permissions import HUB_PERMISSIONS, hub_permissions
+from dna_hub.policy.platform import PlatformValues
 from tests.integration.test_hub_rbac import token_without
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.usefixtures("guards_in_force")]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def guards_in_force(guards: float, hub_api_module: ApiClient) -> None:
+async def guards_in_force(
+    guards: float, hub_api_module: ApiClient, admin_api_module: ApiClient
+) -> AsyncIterator[None]:
     """Both guard files applied (as a platform engineer does on Kubernetes >= 1.30) and
-    already refusing: doctor fails a cluster that serves ValidatingAdmissionPolicy without
-    them (tests/integration/test_doctor_guards.py)."""
+    already refusing, with a profile namespace (restricted) for doctor's object probes:
+    doctor fails a cluster that serves ValidatingAdmissionPolicy without them
+    (tests/integration/test_doctor_guards.py)."""
+    name = f"kubeflow-doctor-{os.getpid()}"
+    body = {"metadata": {"name": name, "labels": dict(DEFAULT_NAMESPACE_LABELS)}}
+    await apply_object(admin_api_module, {"apiVersion": "v1", "kind": "Namespace", **body})
+    values = PlatformValues()
     deadline = asyncio.get_running_loop().time() + 60
-    while True:
-        verdicts = await guard_check.check_guards(hub_api_module, "jupyterhub", 10)
-        if all(v.ok for v in verdicts):
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"the guards never took effect: {verdicts}")
-        await asyncio.sleep(0.5)
+    try:
+        while True:
+            verdicts = await guard_check.check_guards({"hub": hub_api_module}, values, 10)
+            if all(v.ok or v.skipped for v in verdicts) and not any(
+                v.skipped and "no profile namespace" in v.detail for v in verdicts
+            ):
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"the guards never took effect: {verdicts}")
+            await asyncio.sleep(0.5)
+        yield
+    finally:
+        await admin_api_module.call_api(
+            f"/api/v1/namespaces/{name}", "DELETE", auth_settings=["BearerToken"]
+        )
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def admin_api_module(control_plane: ControlPlane) -> AsyncIterator[ApiClient]:
+    async with control_plane.admin_client() as api:
+        yield api
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -88,7 +111,13 @@ def test_good_setup_passes(control_plane: ControlPlane, tmp_path: Path) -> None:
     assert table["API server reachable"] == "pass"
     assert table["Profile (profiles.kubeflow.org/v1) served"] == "pass"
     assert table["may create profiles.kubeflow.org in all namespaces"] == "pass"
-    assert sum(name.startswith("may ") for name in table) == len(HUB_PERMISSIONS)
+    # only what the configured features need (no teams, no legacy EnvoyFilter here)
+    wanted = hub_permissions(teams=False, legacy_envoy_filter=False)
+    assert sum(name.startswith("may ") for name in table) == len(wanted)
+    # every policy that confines the hub, probed through the API server
+    assert table["admission guard dna-hub-hub-allowlist in force (hub)"] == "pass"
+    assert table["admission guard dna-hub-pods in force (hub)"] == "pass"
+    assert table["profile namespaces enforce Pod Security restricted"] == "pass"
     assert "0 failed" in result.stdout
 
 
@@ -118,7 +147,9 @@ def test_outside_the_cluster_in_cluster_names_are_not_blamed_on_the_config(
     (line,) = [x for x in result.stdout.splitlines() if "'ml-pipeline.kubeflow' resolves" in x]
     assert "  skip  " in line and "outside the cluster" in line
     assert "exec deploy/hub -- dna-hub doctor" in result.stdout
-    assert "0 failed, 2 not checked" in result.stdout
+    # the two in-cluster names, and the sync job's three probes (doctor runs as the hub:
+    # an operator probes those with --as, test_doctor_guards.py)
+    assert "0 failed, 5 not checked" in result.stdout
 
 
 async def test_a_missing_rbac_rule_is_reported_with_its_fix(
@@ -137,16 +168,14 @@ async def test_a_missing_rbac_rule_is_reported_with_its_fix(
     assert result.returncode == 1, result.stdout
     table = rows(result.stdout)
     assert table["may create profiles.kubeflow.org in all namespaces"] == "FAIL"
-    # The guards' probes are Profile creations, which this identity may not make; nor do the
-    # guards name it (they confine the hub's own ServiceAccount): so neither can be shown
-    # in force for it — doctor says so rather than pass them.
+    # The guards confine the hub's and the sync job's own identities, not this one: doctor
+    # says it cannot probe them as it (not checked, with how), rather than pass or fail them.
     assert [name for name, r in table.items() if r == "FAIL"] == [
         "may create profiles.kubeflow.org in all namespaces",
-        "admission guard dna-hub-profiles in force",
-        "admission guard dna-hub-writes-only-to-profiles in force",
     ]
-    assert "kubectl apply -f helm-values/hub-rbac.yaml" in result.stdout
-    assert "3 failed" in result.stdout
+    assert "dna-hub manifests --config <hub config> | kubectl apply -f -" in result.stdout
+    assert "dna-hub doctor --as system:serviceaccount:jupyterhub:hub" in result.stdout
+    assert "1 failed" in result.stdout
 
 
 async def wait_envoyfilters_served(api: ApiClient, served: bool, timeout: float = 60) -> None:

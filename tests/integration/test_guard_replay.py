@@ -339,7 +339,10 @@ def role_binding(name: str, ns: str, kind: str, role: str) -> dict[str, Any]:
         "kind": "RoleBinding",
         "metadata": {"name": name, "namespace": ns},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": HUB}],
+        "subjects": [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}
+            for user in (HUB, SYNC)
+        ],
     }
 
 

@@ -53,6 +53,12 @@ def rbac_objects() -> list[dict[str, Any]]:
 def test_rbac_file_grants_exactly_the_documented_permissions() -> None:
     (role,) = [o for o in rbac_objects() if o["kind"] == "ClusterRole"]
     assert granted(role) == {(p.group, p.resource, p.verb) for p in HUB_PERMISSIONS}
+    # the only resourceNames: bind on exactly Kubeflow's edit and view roles
+    assert {
+        (tuple(rule["resources"]), tuple(rule["verbs"]), tuple(rule["resourceNames"]))
+        for rule in role["rules"]
+        if "resourceNames" in rule
+    } == {(("clusterroles",), ("bind",), ("kubeflow-edit", "kubeflow-view"))}
 
 
 def test_rbac_file_is_least_privilege() -> None:
@@ -63,9 +69,22 @@ def test_rbac_file_is_least_privilege() -> None:
         assert "*" not in (group, resource, verb)
         # Secrets: create only (each server's API token Secret), never read, list or change
         assert resource != "secrets" or verb == "create", "no cluster-wide access to Secrets"
-        assert verb not in {"escalate", "bind", "impersonate", "deletecollection"}
+        assert verb not in {"escalate", "impersonate", "deletecollection"}
     for rule in role["rules"]:
-        assert "nonResourceURLs" not in rule and "resourceNames" not in rule
+        assert "nonResourceURLs" not in rule
+        # bind (teams: grant kubeflow-edit/-view without holding them) only on those two;
+        # every other rule applies to any object of its kind
+        if "bind" in rule["verbs"]:
+            assert rule == {
+                "apiGroups": ["rbac.authorization.k8s.io"],
+                "resources": ["clusterroles"],
+                "verbs": ["bind"],
+                "resourceNames": ["kubeflow-edit", "kubeflow-view"],
+            }
+        else:
+            assert "resourceNames" not in rule
+    # never delete a Profile (deleting one deletes its namespace and every volume in it)
+    assert ("kubeflow.org", "profiles", "delete") not in granted(role)
     # writes: nothing to namespaces themselves, no cluster-scoped kinds but the Profile
     writes = {(g, r) for g, r, v in granted(role) if v in {"create", "patch", "update", "delete"}}
     assert ("", "namespaces") not in writes
@@ -174,10 +193,8 @@ class Exercised:
     warnings: list[str]
 
 
-async def exercise(
-    api_client: ApiClient, admin: ApiClient, username: str, team_owner: str
-) -> Exercised:
-    """What dna_hub does against the API, with one identity (``team_owner``: its username).
+async def exercise(api_client: ApiClient, admin: ApiClient, username: str) -> Exercised:
+    """What dna_hub does against the API, with one identity.
 
     Provisioning is dna_hub's own code (create path, then the forced patch path), with the
     profile controller held so that both waits must watch (see HeldController); the pod and
@@ -249,7 +266,7 @@ async def exercise(
     except ApiException as e:
         if e.status != 404:
             raise
-    # teams: a team profile owned by this identity; a member joins, then leaves the group
+    # teams: a team profile (owned by the team's own identity); a member joins, then leaves
     teams = parse_teams({f"team-{username}": "edit"})
     # (not held: the team's profile controller work is no permission's only path)
     plain = KubeApi(api_client, request_timeout=10, retry=RetryPolicy(attempts=3))
@@ -278,8 +295,8 @@ class ListHandler(logging.Handler):
 
 async def lose_the_race(kube: KubeApi, admin: ApiClient, username: str) -> None:
     """A spawn creates the Profile, then someone else's namespace of that name appears
-    (the profile controller stand-in is paused, so only that one comes): dna_hub removes
-    its Profile again."""
+    (the profile controller stand-in is paused, so only that one comes): dna_hub refuses and
+    leaves its Profile pending (it may not delete Profiles: `dna-hub gc` removes it)."""
     template_dir = Path(tempfile.mkdtemp(prefix="dna-hub-rbac-"))
     (template_dir / "00-profile.yaml.j2").write_text(
         profile_template_with({"dna-hub.test/controller-paused": "true"})
@@ -308,8 +325,8 @@ async def lose_the_race(kube: KubeApi, admin: ApiClient, username: str) -> None:
         pass
     else:
         raise AssertionError(f"a spawn into someone else's namespace {namespace} succeeded")
-    if await as_admin.get(PROFILE, namespace) is not None:
-        raise AssertionError(f"Profile {namespace} left behind after losing the race")
+    if await as_admin.get(PROFILE, namespace) is None:
+        raise AssertionError(f"Profile {namespace} deleted by the hub after losing the race")
 
 
 async def identity_without(
@@ -362,7 +379,7 @@ async def test_every_permission_is_needed_and_all_suffice(
     tag = unique_name("all")
     full = await identity_without(admin_api, control_plane, None, tag)
     async with full:
-        done = await exercise(full, admin_api, unique_name("rbac-all"), service_account_user(tag))
+        done = await exercise(full, admin_api, unique_name("rbac-all"))
     assert done.watched == {"namespaces", "serviceaccounts"}, (
         f"dna_hub must watch for the profile controller's work; it watched only {done.watched}"
     )
@@ -380,9 +397,7 @@ async def test_every_permission_is_needed_and_all_suffice(
             api = await identity_without(admin_api, control_plane, permission, tag)
             async with api:
                 try:
-                    return permission, await exercise(
-                        api, admin_api, unique_name(f"rbac-{index}"), service_account_user(tag)
-                    )
+                    return permission, await exercise(api, admin_api, unique_name(f"rbac-{index}"))
                 except Exception as error:
                     return permission, error
 
@@ -412,32 +427,58 @@ async def test_every_permission_is_needed_and_all_suffice(
         assert named, f"without {label(p)} a warning must name it; warnings: {r.warnings}"
 
 
-# --- the optional admission guard for Kubernetes >= 1.30 ------------------------------------
+# --- the allow-list (hub-namespace-guard.yaml, Kubernetes >= 1.30) ---------------------------
 
 GUARD_FILE = REPO_ROOT / "helm-values" / "hub-namespace-guard.yaml"
+#: how an RBAC verb reaches admission
+OPERATIONS = {"create": {"CREATE"}, "patch": {"UPDATE", "CREATE"}, "delete": {"DELETE"}}
 
 
-def test_namespace_guard_is_valid_and_covers_every_namespaced_write() -> None:
+def test_the_hub_allow_list_admits_exactly_what_its_rbac_writes() -> None:
+    """Every write the hub's RBAC grants is on its allow-list and nothing else is (the Kale
+    workflow grants excepted: held only so the hub may grant them, never used)."""
+    import re
+
     import kubernetes_validate
 
-    policy, binding = [o for o in yaml.safe_load_all(GUARD_FILE.read_text()) if o]
-    for obj in (policy, binding):
+    objects = [o for o in yaml.safe_load_all(GUARD_FILE.read_text()) if o]
+    for obj in objects:
         kubernetes_validate.validate(obj, "1.30.0", strict=True)
-    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
-    assert binding["spec"]["validationActions"] == ["Deny"]
-    guarded = {
-        (group, resource)
-        for rule in policy["spec"]["matchConstraints"]["resourceRules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
+    (policy,) = [
+        o
+        for o in objects
+        if o["metadata"]["name"] == "dna-hub-hub-allowlist" and "matchConditions" in o["spec"]
+    ]
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rule == {
+        "apiGroups": ["*"],
+        "apiVersions": ["*"],
+        "operations": ["*"],
+        "resources": ["*/*"],
     }
-    cluster_scoped = {("kubeflow.org", "profiles")}
-    writes = {
-        (p.group, p.resource)
-        for p in HUB_PERMISSIONS
-        if p.verb in {"create", "patch", "update", "delete"}
-    }
-    # a namespaced kind the hub may write but the guard does not cover would be a hole
-    assert writes - cluster_scoped <= guarded
     (condition,) = policy["spec"]["matchConditions"]
-    assert "system:serviceaccount:jupyterhub:hub" in condition["expression"]
+    assert condition["expression"] == (
+        "request.userInfo.username == 'system:serviceaccount:jupyterhub:hub'"
+    )
+    listed = {
+        entry
+        for variable in policy["spec"]["variables"]
+        if variable["name"].endswith("Writes")
+        for entry in re.findall(r"'([^']+)'", variable["expression"])
+    }
+    allowed = {
+        (group, resource, op)
+        for entry in listed
+        for kind, op in [entry.rsplit(":", 1)]
+        for group, resource in [kind.split("/", 1)]
+    }
+    granted_writes = {
+        (p.group, p.resource, op)
+        for p in HUB_PERMISSIONS
+        if p.verb in OPERATIONS and p.group != "argoproj.io"
+        for op in OPERATIONS[p.verb]
+    }
+    # patch is server-side apply: CREATE when the object is new; nothing more is listed
+    assert allowed <= granted_writes, allowed - granted_writes
+    assert {(g, r, o) for g, r, o in granted_writes if o != "CREATE"} <= allowed
+    assert {(g, r) for g, r, _ in granted_writes} == {(g, r) for g, r, _ in allowed}

@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio.client import ApiClient
+from traitlets import TraitError
 
 from devstack.controlplane import ControlPlane
 from dna_hub import DnaSpawner
+from dna_hub.hub.settings import DnaSettings
 from dna_hub.k8s.api import NAMESPACE, PROFILE, KubeApi
 from dna_hub.policy.naming import namespace_for
 from dna_hub.profiles.managed import (
@@ -37,11 +39,16 @@ from tests.integration.test_sync import unmanaged_profile
 pytestmark = [pytest.mark.controlplane]
 
 
-def test_retention_help_says_what_delete_deletes() -> None:
+def test_retention_delete_is_refused_naming_why_and_what_to_do() -> None:
+    """The hub may never delete a Profile (issue 24): 'delete' was removed, and a config
+    still setting it fails at start with the reason and the operator's way (dna-hub gc)."""
     help_text = " ".join(DnaSpawner.class_traits()["profile_retention"].help.split())
-    assert "the user's namespace and EVERYTHING IN IT" in help_text
-    assert "volumes" in help_text and "cannot be undone" in help_text
+    assert "'delete' was removed and is refused" in help_text
     assert DnaSpawner.class_traits()["profile_retention"].default_value == "keep"
+    with pytest.raises(TraitError, match=r"deletes its namespace and every volume.*dna-hub gc"):
+        DnaSettings(profile_retention="delete")
+    with pytest.raises(TraitError, match="must be one of"):
+        DnaSettings(profile_retention="purge")
 
 
 async def namespaced_versions(admin: KubeApi, namespace: str) -> dict[str, str]:
@@ -101,30 +108,6 @@ async def test_keep_marks_the_profile_orphaned_and_changes_nothing_else(
     assert ORPHANED_AT_ANNOTATION not in back["metadata"].get("annotations", {})
 
 
-@pytest.mark.slow
-async def test_delete_removes_the_profile_and_its_namespace(
-    make_spawner: Callable[..., DnaSpawner],  # noqa: F811
-    admin_api: ApiClient,
-    unique_name: Callable[..., str],
-) -> None:
-    admin = KubeApi(admin_api, request_timeout=10)
-    username = unique_name("gone")
-    namespace = namespace_for(username)
-    spawner = make_spawner(username, f"{username}@example.com", profile_retention="delete")
-    await spawner.provision_profile()
-
-    # hub-rbac.yaml lets the hub delete Profiles (also to clean up a Profile it left
-    # pending after losing a race; the object guard narrows this on Kubernetes >= 1.30)
-    await spawner.delete_forever()
-
-    async def profile_and_namespace_gone() -> bool:
-        ns = await admin.get(NAMESPACE, namespace)
-        terminating = ns is None or (ns.get("status") or {}).get("phase") == "Terminating"
-        return await admin.get(PROFILE, namespace) is None and terminating
-
-    await eventually(profile_and_namespace_gone, timeout=60)
-
-
 async def test_offboarding_never_touches_a_profile_dna_hub_does_not_manage(
     hub_api: ApiClient, admin_api: ApiClient, standins: Any, unique_name: Callable[..., str]
 ) -> None:
@@ -134,9 +117,10 @@ async def test_offboarding_never_touches_a_profile_dna_hub_does_not_manage(
     await unmanaged_profile(admin, username)
     before = await admin.get(PROFILE, namespace)
     hub = KubeApi(hub_api, request_timeout=10)
-    for policy in ("keep", "delete"):
-        done = await offboard(hub, namespace, username, policy)
-        assert done.action == "untouched"
+    done = await offboard(hub, namespace, username, "keep")
+    assert done.action == "untouched"
+    with pytest.raises(ValueError, match="dna-hub gc"):
+        await offboard(hub, namespace, username, "delete")
     after = await admin.get(PROFILE, namespace)
     assert after["metadata"].get("labels") == before["metadata"].get("labels")
     assert after["metadata"].get("annotations") == before["metadata"].get("annotations")

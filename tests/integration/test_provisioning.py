@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 
 from devstack.controlplane import ControlPlane
 from devstack.standins import Kube
-from devstack.standins.profile_controller import PAUSED_ANNOTATION
+from devstack.standins.profile_controller import DEFAULT_NAMESPACE_LABELS, PAUSED_ANNOTATION
 from dna_hub.errors import ApiFailure, OwnershipConflict, ProfileNotReady
 from dna_hub.k8s.api import NAMESPACE, PROFILE, SERVICE_ACCOUNT, Kind, KubeApi
 from dna_hub.k8s.concurrency import LoopLimit
@@ -593,7 +593,11 @@ async def test_a_first_spawn_sends_thirteen_requests(
                 {
                     "apiVersion": "v1",
                     "kind": "Namespace",
-                    "metadata": {"name": name, "annotations": {"owner": owner}},
+                    "metadata": {
+                        "name": name,
+                        "annotations": {"owner": owner},
+                        "labels": dict(DEFAULT_NAMESPACE_LABELS),
+                    },
                 },
                 field_manager="test",
             )

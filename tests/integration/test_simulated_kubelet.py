@@ -26,9 +26,14 @@ from devstack.controlplane import ControlPlane
 from devstack.standins import JSON, Kube
 from devstack.standins.__main__ import parse_args
 from devstack.standins.kubelet import IpPool, Kubelet, KubeletConfig, PodWorker
+from devstack.standins.profile_controller import DEFAULT_NAMESPACE_LABELS
 from devstack.standins.simulated_pods import DEFAULT_POD_CIDR, PodCidrPool, SimulatedPodWorker
 from devstack.standins_process import StandIns, running_standins, start_standins
 from tests.integration.test_standins import eventually
+from tests.support.pod_security import (
+    RESTRICTED_CONTAINER_SECURITY_CONTEXT,
+    RESTRICTED_POD_SECURITY_CONTEXT,
+)
 
 NODE = "standin-none"
 TAINT_KEY = "dna-hub.test/runtime"
@@ -145,9 +150,18 @@ def simulated_standins(
         yield running
 
 
-async def _namespace(kube: Kube, name: str) -> None:
-    """A namespace whose ``default`` ServiceAccount exists (pod admission needs it)."""
-    await kube.create("/api/v1/namespaces", {"metadata": {"name": name}})
+async def _namespace(kube: Kube, name: str, *, profile: bool = False) -> None:
+    """A namespace whose ``default`` ServiceAccount exists (pod admission needs it); with
+    ``profile``, labelled as Kubeflow's profile controller labels one, with its
+    ``default-editor``."""
+    metadata: JSON = {"name": name}
+    if profile:
+        metadata["labels"] = dict(DEFAULT_NAMESPACE_LABELS)
+    await kube.create("/api/v1/namespaces", {"metadata": metadata})
+    if profile:
+        await kube.create(
+            f"/api/v1/namespaces/{name}/serviceaccounts", {"metadata": {"name": "default-editor"}}
+        )
     await eventually(
         lambda: kube.get_or_none(f"/api/v1/namespaces/{name}/serviceaccounts/default"),
         timeout=60,
@@ -341,10 +355,11 @@ async def test_stock_kubespawner_starts_and_stops_on_the_none_runtime(
 ) -> None:
     # KubeSpawner's load_kube_config() must see the hub's kubeconfig (see
     # tests/integration/test_kubespawner_standins.py): stock KubeSpawner runs with the hub's
-    # identity.
+    # identity, which the admission guards confine to profile namespaces, as default-editor,
+    # Pod Security "restricted" — so that is where, and how, it runs the pod.
     monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", os.environ["KUBECONFIG"])
-    kube, ns = standins_kube, unique_name("ks")
-    await _namespace(kube, ns)
+    kube, ns = standins_kube, unique_name("kubeflow-ks")
+    await _namespace(kube, ns, profile=True)
     try:
         user = SimpleNamespace(
             name="erin", escaped_name="erin", id=9, url="/user/erin/", settings={}
@@ -364,6 +379,9 @@ async def test_stock_kubespawner_starts_and_stops_on_the_none_runtime(
             node_selector=placement()["nodeSelector"],
             tolerations=placement()["tolerations"],
             start_timeout=90,
+            service_account="default-editor",
+            pod_security_context=dict(RESTRICTED_POD_SECURITY_CONTEXT),
+            container_security_context=dict(RESTRICTED_CONTAINER_SECURITY_CONTEXT),
         )
         spawner.server = Server(base_url="/user/erin/")
         url = await asyncio.wait_for(spawner.start(), timeout=120)

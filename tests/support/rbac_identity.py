@@ -28,10 +28,18 @@ def granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
 
 
 def rules_without(role: dict[str, Any], missing: Permission | None) -> list[dict[str, Any]]:
-    """The role's rules, one verb each, less ``missing``."""
+    """The role's rules, one verb each (resourceNames kept), less ``missing``."""
+    split = {
+        (group, resource, verb, tuple(rule.get("resourceNames") or ()))
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
     return [
         {"apiGroups": [g], "resources": [r], "verbs": [v]}
-        for g, r, v in sorted(granted(role))
+        | ({"resourceNames": list(names)} if names else {})
+        for g, r, v, names in sorted(split)
         if missing is None or (g, r, v) != (missing.group, missing.resource, missing.verb)
     ]
 

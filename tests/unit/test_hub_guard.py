@@ -379,7 +379,8 @@ POD_BREAKAGES: dict[str, Callable[[dict[str, Any]], None]] = {
     "hostPort": lambda p: p["spec"]["containers"][0].update(
         ports=[{"containerPort": 8888, "hostPort": 8888}]
     ),
-    "runtimeClassName": lambda p: p["spec"].update(runtimeClassName="unsandboxed"),
+    # (runtimeClassName: on the API server with a RuntimeClass that exists,
+    # tests/integration/test_hub_confinement.py::test_pod_gaps_are_closed)
     "system priority": lambda p: p["spec"].update(priorityClassName="system-node-critical"),
     "AppArmor unconfined": lambda p: p["spec"]["securityContext"].update(
         appArmorProfile={"type": "Unconfined"}
@@ -653,7 +654,13 @@ def test_nothing_outside_the_allow_list(pod: dict[str, Any]) -> None:
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
         "metadata": {"name": "root", "namespace": NS},
-        "spec": {"template": {"spec": pod["spec"]}},
+        "spec": {
+            "selector": {"matchLabels": {"a": "b"}},
+            "template": {
+                "metadata": {"labels": {"a": "b"}},
+                "spec": {**pod["spec"], "restartPolicy": "Always"},
+            },
+        },
     }
     account = {
         "apiVersion": "v1",
