@@ -70,6 +70,7 @@ from dna_hub.auth.tokens import (
     TokenVerificationError,
     validate_algorithms,
 )
+from dna_hub.errors import ConfigurationError
 
 #: id_token claims that describe the login itself; kept when a re-check gets no id_token.
 _LOGIN_CLAIMS = ("iss", "sub", "aud", "azp", "exp", "iat", "auth_time", "nonce", "acr", "amr")
@@ -333,6 +334,24 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         """,
     )
 
+    accept_no_revocation = Bool(
+        False,
+        config=True,
+        help="""
+        Allow `enable_auth_state = False` (default True here; False is refused at startup
+        unless this is set). Without auth_state there is no subject binding, no re-check
+        with the provider, no revocation of removed users (they keep access until their hub
+        cookie expires) and no Kubeflow identity claim (the spawner needs
+        `profile_owner_fallback`). Set True only if you accept all of that.
+        """,
+    )
+
+    @default("enable_auth_state")
+    def _enable_auth_state_default(self) -> bool:
+        # Subject binding, re-checks, revocation and the Kubeflow identity all live in
+        # auth_state; JupyterHub then refuses to start without JUPYTERHUB_CRYPT_KEY.
+        return True
+
     @default("refresh_pre_spawn")
     def _refresh_pre_spawn_default(self) -> bool:
         # Re-check with the provider before every spawn (tokens and group membership).
@@ -359,9 +378,18 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         self._recheck_locks: dict[str, asyncio.Lock] = {}
         self._last_recheck: dict[str, tuple[float, bool]] = {}
         if not self.enable_auth_state:
+            if not self.accept_no_revocation:
+                raise ConfigurationError(
+                    "Login is misconfigured. Please contact your platform administrator.",
+                    "DnaOIDCAuthenticator needs Authenticator.enable_auth_state = True (with "
+                    "JUPYTERHUB_CRYPT_KEY): without it there is no subject binding, no re-check "
+                    "with the provider and no revocation of removed users. Set "
+                    "DnaOIDCAuthenticator.accept_no_revocation = True to run without them.",
+                )
             self.log.warning(
-                "DnaOIDCAuthenticator without enable_auth_state: no subject binding, no "
-                "re-check with the provider (removed users keep access), no Kubeflow identity"
+                "DnaOIDCAuthenticator without enable_auth_state (accept_no_revocation): no "
+                "subject binding, no re-check with the provider (removed users keep access), "
+                "no Kubeflow identity"
             )
         try:
             loop = asyncio.get_running_loop()
@@ -648,6 +676,32 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
             return None
         return binding.bind(username, claims, stored, binding.hub_secrets(), self.log)
 
+    def _refuse_unreadable_auth_state(self, user: Any, claims: dict[str, Any]) -> None:
+        """LoginRejected if `user` has auth_state that the current keys cannot decrypt.
+
+        JupyterHub's `get_auth_state` answers None both for "no auth_state" and for
+        "cannot decrypt it" (e.g. the key that encrypted it was dropped from
+        JUPYTERHUB_CRYPT_KEY); binding afresh in the second case would hand the account to
+        whoever logs in first. An admin re-binds by replacing the auth_state
+        (docs/deploy.md, "Re-binding").
+        """
+        if getattr(user, "encrypted_auth_state", None) is None:
+            return  # never had auth_state: a first login binds
+        self.log.warning(
+            "Refused login as hub user %s by sub %r at %s: its auth_state cannot be "
+            "decrypted with the current JUPYTERHUB_CRYPT_KEY, so its subject binding cannot "
+            "be checked (admin re-bind: PATCH /hub/api/users/%s with "
+            '{"auth_state": {}}, docs/deploy.md)',
+            user.name,
+            claims.get("sub"),
+            claims.get("iss"),
+            user.name,
+        )
+        raise LoginRejected(
+            f"The hub cannot verify that the account {user.name!r} is yours (its stored "
+            "login data is unreadable). Please ask your hub administrator to re-bind it."
+        )
+
     # ------------------------------------------------------------------ login
 
     async def authenticate(self, handler: Any, data: Any = None, **kwargs: Any) -> dict:
@@ -676,6 +730,8 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
             existing = find_user(auth_model["name"])
             if existing is not None:
                 stored = await existing.get_auth_state()
+                if stored is None and self.enable_auth_state:
+                    self._refuse_unreadable_auth_state(existing, claims)
         binding = self.bind_subject(auth_model["name"], claims, stored)
         if binding is not None:
             auth_model["auth_state"][AUTH_STATE_BINDING] = binding
