@@ -464,6 +464,15 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
                     log=self.log,
                 )
             metadata = await self._discovery.get()
+            # Explicitly configured endpoints pass the same https check as discovered
+            # ones: an http jwks_url would let anyone on the path forge id_tokens.
+            # (end_session_url is checked at logout, where it is used.)
+            for name in sorted(self._explicit_endpoints - {"end_session_url"}):
+                check_endpoint_url(
+                    getattr(self, name),
+                    f"DnaOIDCAuthenticator.{name}",
+                    allow_insecure_loopback=self.allow_insecure_loopback,
+                )
         except DiscoveryError as e:
             self.log.error("OpenID discovery failed: %s", e)
             if user_facing:
@@ -557,6 +566,7 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
 
     async def _userinfo(self, token_info: dict[str, Any], sub: str) -> dict[str, Any]:
         """The userinfo claims for `sub`, or LoginRejected (no endpoint, other subject)."""
+        await self.provider_metadata()  # endpoints checked (https) and current
         if not self.userdata_url:
             raise LoginRejected("The provider has no userinfo endpoint (fetch_userinfo).")
         info = await self.httpfetch(
@@ -845,7 +855,7 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
             # the id_token claims that describe the login itself stay.
             try:
                 info = await self._userinfo(token_info, str(old_claims.get("sub")))
-            except (LoginRejected, HTTPClientError, OSError) as e:
+            except (LoginRejected, HTTPClientError, OSError, DiscoveryError) as e:
                 self.log.info("Userinfo re-check of %s failed: %s", user.name, e)
                 return False
             login_claims = {k: old_claims[k] for k in _LOGIN_CLAIMS if k in old_claims}
