@@ -860,6 +860,16 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
                 return False
             login_claims = {k: old_claims[k] for k in _LOGIN_CLAIMS if k in old_claims}
             claims = {**info, **login_claims}
+            if self.groups_claim not in info and self.groups_claim in old_claims:
+                # Many providers put groups in the id_token only: keep the last verified
+                # ones rather than count the user as removed from every group.
+                self.log.info(
+                    "Userinfo for %s has no %r claim: keeping the groups of the last "
+                    "verified login or refresh",
+                    user.name,
+                    self.groups_claim,
+                )
+                claims[self.groups_claim] = old_claims[self.groups_claim]
             token_info["id_token"] = auth_state.get("id_token")  # keep it for logout
         try:
             auth_model = await self.claims_to_auth_model(token_info, claims, userinfo=False)
