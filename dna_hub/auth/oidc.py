@@ -592,8 +592,9 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         """
         if self.fetch_userinfo and userinfo:
             info = await self._userinfo(token_info, claims["sub"])
-            # The verified id_token wins for the claims that identify the token.
-            claims = {**info, **claims}
+            # The verified id_token wins for the claims that identify the token; email
+            # and email_verified come from one source.
+            claims = claim_rules.merge_userinfo(claims, info)
         self.check_email_verified(claims)
         username = self.username_from_claims(claims)
         try:
