@@ -21,6 +21,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from dna_hub.cli.context import in_cluster, load_client, load_hub_config, settings_from
 from dna_hub.cli.guard_check import check_guards
+from dna_hub.cli.versions_check import check_versions
 from dna_hub.k8s.retry import describe
 from dna_hub.policy.permissions import HUB_PERMISSIONS, REQUIRED_KINDS
 
@@ -245,5 +246,6 @@ def run_doctor(args: argparse.Namespace) -> int:
     except kube_config.ConfigException as e:
         print(f"dna-hub doctor: no usable kube context: {e}", file=sys.stderr)
         return 2
+    checks += [Check(v.name, v.ok, v.detail, v.fix) for v in check_versions()]
     print(format_table(checks))
     return 1 if any(c.failed for c in checks) else 0
