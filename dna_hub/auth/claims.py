@@ -22,6 +22,7 @@ __all__ = [
     "has_control_characters",
     "kubeflow_identity_problem",
     "kubeflow_userid_from_claims",
+    "merge_userinfo",
     "normalize_username",
     "username_from_claims",
 ]
@@ -132,6 +133,21 @@ def email_verified(claims: Mapping[str, Any]) -> bool:
     """
     verified = claims.get("email_verified")
     return verified is True or (isinstance(verified, str) and verified.lower() == "true")
+
+
+def merge_userinfo(id_token_claims: Mapping[str, Any], userinfo: Mapping[str, Any]) -> dict:
+    """The id_token's claims with userinfo's added; the id_token wins where both have one.
+
+    `email` and `email_verified` are taken as a pair from one source: an id_token that says
+    `email_verified: true` but carries no `email` must not vouch for the address userinfo
+    sends (CVE-2026-33175 class: an unverified email naming someone else's account).
+    """
+    merged = {**userinfo, **id_token_claims}
+    source = id_token_claims if "email" in id_token_claims else userinfo
+    merged.pop("email_verified", None)
+    if "email_verified" in source:
+        merged["email_verified"] = source["email_verified"]
+    return merged
 
 
 def kubeflow_userid_from_claims(claims: Mapping[str, Any], claim: str) -> str:

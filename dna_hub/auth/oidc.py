@@ -70,6 +70,7 @@ from dna_hub.auth.tokens import (
     TokenVerificationError,
     validate_algorithms,
 )
+from dna_hub.errors import ConfigurationError
 
 #: id_token claims that describe the login itself; kept when a re-check gets no id_token.
 _LOGIN_CLAIMS = ("iss", "sub", "aud", "azp", "exp", "iat", "auth_time", "nonce", "acr", "amr")
@@ -333,6 +334,24 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         """,
     )
 
+    accept_no_revocation = Bool(
+        False,
+        config=True,
+        help="""
+        Allow `enable_auth_state = False` (default True here; False is refused at startup
+        unless this is set). Without auth_state there is no subject binding, no re-check
+        with the provider, no revocation of removed users (they keep access until their hub
+        cookie expires) and no Kubeflow identity claim (the spawner needs
+        `profile_owner_fallback`). Set True only if you accept all of that.
+        """,
+    )
+
+    @default("enable_auth_state")
+    def _enable_auth_state_default(self) -> bool:
+        # Subject binding, re-checks, revocation and the Kubeflow identity all live in
+        # auth_state; JupyterHub then refuses to start without JUPYTERHUB_CRYPT_KEY.
+        return True
+
     @default("refresh_pre_spawn")
     def _refresh_pre_spawn_default(self) -> bool:
         # Re-check with the provider before every spawn (tokens and group membership).
@@ -359,9 +378,18 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         self._recheck_locks: dict[str, asyncio.Lock] = {}
         self._last_recheck: dict[str, tuple[float, bool]] = {}
         if not self.enable_auth_state:
+            if not self.accept_no_revocation:
+                raise ConfigurationError(
+                    "Login is misconfigured. Please contact your platform administrator.",
+                    "DnaOIDCAuthenticator needs Authenticator.enable_auth_state = True (with "
+                    "JUPYTERHUB_CRYPT_KEY): without it there is no subject binding, no re-check "
+                    "with the provider and no revocation of removed users. Set "
+                    "DnaOIDCAuthenticator.accept_no_revocation = True to run without them.",
+                )
             self.log.warning(
-                "DnaOIDCAuthenticator without enable_auth_state: no subject binding, no "
-                "re-check with the provider (removed users keep access), no Kubeflow identity"
+                "DnaOIDCAuthenticator without enable_auth_state (accept_no_revocation): no "
+                "subject binding, no re-check with the provider (removed users keep access), "
+                "no Kubeflow identity"
             )
         try:
             loop = asyncio.get_running_loop()
@@ -436,6 +464,15 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
                     log=self.log,
                 )
             metadata = await self._discovery.get()
+            # Explicitly configured endpoints pass the same https check as discovered
+            # ones: an http jwks_url would let anyone on the path forge id_tokens.
+            # (end_session_url is checked at logout, where it is used.)
+            for name in sorted(self._explicit_endpoints - {"end_session_url"}):
+                check_endpoint_url(
+                    getattr(self, name),
+                    f"DnaOIDCAuthenticator.{name}",
+                    allow_insecure_loopback=self.allow_insecure_loopback,
+                )
         except DiscoveryError as e:
             self.log.error("OpenID discovery failed: %s", e)
             if user_facing:
@@ -529,6 +566,7 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
 
     async def _userinfo(self, token_info: dict[str, Any], sub: str) -> dict[str, Any]:
         """The userinfo claims for `sub`, or LoginRejected (no endpoint, other subject)."""
+        await self.provider_metadata()  # endpoints checked (https) and current
         if not self.userdata_url:
             raise LoginRejected("The provider has no userinfo endpoint (fetch_userinfo).")
         info = await self.httpfetch(
@@ -554,8 +592,9 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         """
         if self.fetch_userinfo and userinfo:
             info = await self._userinfo(token_info, claims["sub"])
-            # The verified id_token wins for the claims that identify the token.
-            claims = {**info, **claims}
+            # The verified id_token wins for the claims that identify the token; email
+            # and email_verified come from one source.
+            claims = claim_rules.merge_userinfo(claims, info)
         self.check_email_verified(claims)
         username = self.username_from_claims(claims)
         try:
@@ -648,6 +687,32 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
             return None
         return binding.bind(username, claims, stored, binding.hub_secrets(), self.log)
 
+    def _refuse_unreadable_auth_state(self, user: Any, claims: dict[str, Any]) -> None:
+        """LoginRejected if `user` has auth_state that the current keys cannot decrypt.
+
+        JupyterHub's `get_auth_state` answers None both for "no auth_state" and for
+        "cannot decrypt it" (e.g. the key that encrypted it was dropped from
+        JUPYTERHUB_CRYPT_KEY); binding afresh in the second case would hand the account to
+        whoever logs in first. An admin re-binds by replacing the auth_state
+        (docs/deploy.md, "Re-binding").
+        """
+        if getattr(user, "encrypted_auth_state", None) is None:
+            return  # never had auth_state: a first login binds
+        self.log.warning(
+            "Refused login as hub user %s by sub %r at %s: its auth_state cannot be "
+            "decrypted with the current JUPYTERHUB_CRYPT_KEY, so its subject binding cannot "
+            "be checked (admin re-bind: PATCH /hub/api/users/%s with "
+            '{"auth_state": {}}, docs/deploy.md)',
+            user.name,
+            claims.get("sub"),
+            claims.get("iss"),
+            user.name,
+        )
+        raise LoginRejected(
+            f"The hub cannot verify that the account {user.name!r} is yours (its stored "
+            "login data is unreadable). Please ask your hub administrator to re-bind it."
+        )
+
     # ------------------------------------------------------------------ login
 
     async def authenticate(self, handler: Any, data: Any = None, **kwargs: Any) -> dict:
@@ -676,6 +741,8 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
             existing = find_user(auth_model["name"])
             if existing is not None:
                 stored = await existing.get_auth_state()
+                if stored is None and self.enable_auth_state:
+                    self._refuse_unreadable_auth_state(existing, claims)
         binding = self.bind_subject(auth_model["name"], claims, stored)
         if binding is not None:
             auth_model["auth_state"][AUTH_STATE_BINDING] = binding
@@ -789,11 +856,21 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
             # the id_token claims that describe the login itself stay.
             try:
                 info = await self._userinfo(token_info, str(old_claims.get("sub")))
-            except (LoginRejected, HTTPClientError, OSError) as e:
+            except (LoginRejected, HTTPClientError, OSError, DiscoveryError) as e:
                 self.log.info("Userinfo re-check of %s failed: %s", user.name, e)
                 return False
             login_claims = {k: old_claims[k] for k in _LOGIN_CLAIMS if k in old_claims}
             claims = {**info, **login_claims}
+            if self.groups_claim not in info and self.groups_claim in old_claims:
+                # Many providers put groups in the id_token only: keep the last verified
+                # ones rather than count the user as removed from every group.
+                self.log.info(
+                    "Userinfo for %s has no %r claim: keeping the groups of the last "
+                    "verified login or refresh",
+                    user.name,
+                    self.groups_claim,
+                )
+                claims[self.groups_claim] = old_claims[self.groups_claim]
             token_info["id_token"] = auth_state.get("id_token")  # keep it for logout
         try:
             auth_model = await self.claims_to_auth_model(token_info, claims, userinfo=False)

@@ -53,6 +53,7 @@ from dna_hub.policy.teams import (
     Team,
     TeamConfigError,
     parse_teams,
+    team_like_namespace,
 )
 from dna_hub.profiles.contributors import ContributorSync
 from dna_hub.profiles.offboarding import DELETE_REMOVED, RETENTION_POLICIES
@@ -514,19 +515,40 @@ class DnaSettings(LoggingConfigurable):
     def personal_namespace(self, username: str) -> str:
         """The user's own namespace by the naming policy, or :class:`NamingError`."""
         try:
-            return namespace_for(username, self.namespace_template)
+            namespace = namespace_for(username, self.namespace_template)
         except NamespacePolicyError as e:
             raise NamingError(
                 "Your username cannot be mapped to a Kubeflow profile. "
                 "Please contact your platform administrator.",
                 str(e),
             ) from e
+        self.check_personal_namespace(username, namespace)
+        return namespace
+
+    def _refuse_team_like(self, username: str, namespace: str) -> None:
+        """NamingError if the personal namespace has the form of a team namespace."""
+        try:
+            clash = team_like_namespace(namespace, self.team_namespace_template)
+        except TeamConfigError as e:
+            raise ConfigurationError(
+                "The team profiles are misconfigured. Please contact your platform administrator.",
+                str(e),
+            ) from e
+        if clash:
+            raise NamingError(
+                f"Your username {username!r} gives a Kubeflow profile name reserved for team "
+                "profiles, so your own profile cannot be created. Please contact your "
+                "platform administrator.",
+                f"user {username!r}: personal namespace {namespace!r} (namespace_template "
+                f"{self.namespace_template!r}) has the form of team_namespace_template "
+                f"{self.team_namespace_template!r}, so it is, or could become, a team's "
+                "namespace; such usernames are refused (docs/deploy.md, 'Usernames that look "
+                "like teams'); nothing written",
+            )
 
     def check_personal_namespace(self, username: str, namespace: str) -> None:
-        """A personal profile must never be a configured team's namespace."""
-        if not self.team_profiles:
-            return
-        for team in self.teams().values():
+        """A personal profile must never be, or look like, a team's namespace."""
+        for team in self.teams().values() if self.team_profiles else ():
             if team.namespace == namespace:
                 raise NamingError(
                     "Your username maps to a team's Kubeflow profile, so your own profile "
@@ -534,6 +556,7 @@ class DnaSettings(LoggingConfigurable):
                     f"{username}'s personal namespace {namespace} is team {team.group!r}'s "
                     "namespace; nothing written",
                 )
+        self._refuse_team_like(username, namespace)
 
     def owner_of(
         self, username: str, auth_state: Mapping[str, Any] | None, *, auth_state_enabled: bool
