@@ -29,7 +29,6 @@ from dna_hub.policy.teams import (
 )
 from tests.unit.test_naming import DNS_1123_LABEL, HOSTILE_USERNAMES
 
-
 HOSTILE_GROUPS = [
     *HOSTILE_USERNAMES,
     "fraud",
