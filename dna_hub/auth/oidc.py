@@ -27,6 +27,7 @@ auth_state keys (see `dna_hub.auth`): `kubeflow_userid`, `groups`, `oidc_claims`
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hmac
 import json
 import time
@@ -34,11 +35,13 @@ from inspect import isawaitable
 from typing import Any
 from urllib.parse import urlencode, urljoin
 
+from jupyterhub import orm
 from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import _deserialize_state
 from tornado import web
 from tornado.httpclient import HTTPClientError
-from traitlets import Bool, Float, List, Unicode, default, validate
+from traitlets import Any as AnyTrait
+from traitlets import Bool, Float, List, TraitError, Unicode, default, validate
 
 from dna_hub.auth import (
     AUTH_STATE_BINDING,
@@ -74,6 +77,9 @@ from dna_hub.errors import ConfigurationError
 
 #: id_token claims that describe the login itself; kept when a re-check gets no id_token.
 _LOGIN_CLAIMS = ("iss", "sub", "aud", "azp", "exp", "iat", "auth_time", "nonce", "acr", "amr")
+
+#: True inside the background re-check of every user (`reconcile_users`).
+_RECONCILING: contextvars.ContextVar[bool] = contextvars.ContextVar("reconciling", default=False)
 
 #: Endpoint traits that discovery fills unless the admin configured them explicitly.
 _ENDPOINT_TRAITS = {
@@ -334,6 +340,47 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         """,
     )
 
+    team_access_hook = AnyTrait(
+        None,
+        allow_none=True,
+        config=True,
+        help="""
+        Called after every re-check with the provider, so that access the provider took
+        away is taken away in Kubeflow without the user's cooperation:
+        `await hook(authenticator, user, auth_state, removed=...)`. After a successful
+        re-check `auth_state` is the new one (`removed=False`); after a revocation
+        (`revoke_removed_users`) it is the last stored one and `removed=True`. With
+        dna_hub's team profiles set it to `dna_hub.team_login.sync_teams_at_recheck`
+        (re-syncs the contributor bindings to the verified groups, stops team servers the
+        user is no longer an editor of, removes every binding of a revoked user). A
+        failing hook is logged and never fails the request.
+        """,
+    )
+
+    reconcile_interval = Float(
+        300.0,
+        config=True,
+        help="""
+        Seconds between two re-checks of every hub user with the provider, in the
+        background, whether or not they use the hub (the same re-check as `refresh_user`:
+        refresh grant or userinfo, allow checks, `revoke_removed_users`,
+        `team_access_hook`). Bounds how long a user removed at the provider keeps access
+        without logging in: about one interval plus the time the re-checks take (users are
+        re-checked one at a time). 0 turns it off (then removals take effect only when the
+        user next makes a request); the minimum otherwise is 1.
+        """,
+    )
+
+    @validate("reconcile_interval")
+    def _validate_reconcile_interval(self, proposal: Any) -> float:
+        value = float(proposal.value)
+        if value != 0 and not 1 <= value <= 86400:
+            raise TraitError(
+                f"DnaOIDCAuthenticator.reconcile_interval must be 0 (off) or 1 to 86400 "
+                f"seconds, not {proposal.value!r}"
+            )
+        return value
+
     accept_no_revocation = Bool(
         False,
         config=True,
@@ -399,6 +446,10 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
             # JupyterHub builds the authenticator inside its running loop: check the
             # provider now, without blocking startup, so a wrong issuer is seen at once.
             self._startup_task = loop.create_task(self._startup_check())
+        self._reconcile_task: asyncio.Task[None] | None = None
+        self._team_tasks: set[asyncio.Task[None]] = set()
+        if loop is not None and self.enable_auth_state and self.reconcile_interval:
+            self._reconcile_task = loop.create_task(self._reconcile_forever())
 
     async def _startup_check(self) -> None:
         """Log loudly at startup if the provider is unusable or cannot meet our config.
@@ -883,11 +934,105 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
             reason = getattr(e, "jupyterhub_message", None) or e.log_message or str(e)
             self.log.warning("%s may no longer log in: %s", user.name, reason)
             if self.revoke_removed_users:
-                await revoke_access(user, handler, log=self.log)
+                await revoke_access(user, handler, log=self.log, proxy=self._proxy())
+                await self._team_access(user, auth_state, removed=True, wait=True)
             return False
         if binding is not None:
             auth_model["auth_state"][AUTH_STATE_BINDING] = binding
+        reconciling = _RECONCILING.get()
+        if reconciling or auth_model["auth_state"].get(AUTH_STATE_GROUPS) != auth_state.get(
+            AUTH_STATE_GROUPS
+        ):
+            # the background re-check re-syncs everyone; a request's refresh only on a change
+            await self._team_access(user, auth_model["auth_state"], removed=False, wait=reconciling)
         return auth_model
+
+    async def delete_user(self, user: Any) -> None:
+        """An admin deletes the hub user: their team access goes with them (`team_access_hook`
+        with ``removed=True``), so a later account with the same Kubeflow identity (a reused
+        email) inherits no binding."""
+        state = await user.get_auth_state() if self.enable_auth_state else None
+        await self._team_access(user, state, removed=True, wait=True)
+        super().delete_user(user)
+
+    def _proxy(self) -> Any:
+        """The hub's proxy (to remove a stopped server's route without a request handler)."""
+        return getattr(self.parent, "proxy", None)
+
+    # ------------------------------------------------------------------ removal
+
+    async def _team_access(
+        self, user: Any, auth_state: dict[str, Any] | None, *, removed: bool, wait: bool
+    ) -> None:
+        """Run `team_access_hook` (awaited if `wait`, else in the background); log failures."""
+        hook = self.team_access_hook
+        if hook is None or not auth_state:
+            return
+
+        async def run() -> None:
+            try:
+                await hook(self, user, auth_state, removed=removed)
+            except Exception:
+                self.log.exception("team_access_hook failed for %s", user.name)
+
+        if wait:
+            await run()
+            return
+        task = asyncio.ensure_future(run())
+        self._team_tasks.add(task)
+        task.add_done_callback(self._team_tasks.discard)
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.reconcile_interval)
+            try:
+                await self.reconcile_users()
+            except Exception:
+                self.log.exception("Background re-check of the hub's users failed")
+
+    async def reconcile_users(self) -> dict[str, Any]:
+        """Re-check every hub user that has tokens with the provider, one at a time.
+
+        The same re-check as a request's (`refresh_user`): a user the provider no longer
+        allows is revoked (`revoke_removed_users`), and `team_access_hook` re-syncs each
+        confirmed user's team access to their verified groups. A new auth_state is saved as
+        JupyterHub saves it after a request's refresh. Returns what happened per user
+        (True: confirmed, False: not confirmed). Users without tokens (never logged in,
+        logged out) cannot be re-checked and are skipped.
+        """
+        app = self.parent
+        users, db = getattr(app, "users", None), getattr(app, "db", None)
+        if users is None or db is None:
+            return {}  # not inside a JupyterHub
+        outcome: dict[str, Any] = {}
+        for name in [u.name for u in db.query(orm.User)]:
+            orm_user = orm.User.find(db, name)
+            if orm_user is None:
+                continue  # deleted meanwhile
+            user = users[orm_user]
+            state = await user.get_auth_state()
+            if not state or not (state.get("refresh_token") or state.get("access_token")):
+                continue
+            token = _RECONCILING.set(True)
+            try:
+                result = await self.refresh_user(user, None)
+            except Exception:
+                self.log.exception("Background re-check of %s failed", name)
+                continue
+            finally:
+                _RECONCILING.reset(token)
+            if isinstance(result, dict):
+                if result.get("auth_state") is not None:
+                    await user.save_auth_state(result["auth_state"])
+                if self.manage_groups and result.get("groups") is not None:
+                    user.sync_groups(result["groups"])
+            outcome[name] = bool(result)
+        self.log.info(
+            "Background re-check of %d user(s) with the provider: %d not confirmed",
+            len(outcome),
+            sum(1 for ok in outcome.values() if not ok),
+        )
+        return outcome
 
     # ------------------------------------------------------------------ logout
 
