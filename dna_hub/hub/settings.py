@@ -68,6 +68,7 @@ __all__ = [
     "notebook_server_from_config",
     "request_timeout_from_config",
     "spawner_config_section",
+    "subdomain_host_from_config",
 ]
 
 #: auth_state key under which DnaOIDCAuthenticator stores the identity Kubeflow sees.
@@ -114,6 +115,12 @@ def notebook_server_from_config(config: Config) -> NotebookServer:
     service_account = merged.get("service_account") or DEFAULT_SERVICE_ACCOUNT
     port = int(merged.get("port") or 8888)
     return NotebookServer(service_account=str(service_account), port=port)
+
+
+def subdomain_host_from_config(config: Config) -> str:
+    """``JupyterHub.subdomain_host`` of this config ('' if unset)."""
+    section = config.JupyterHub if "JupyterHub" in config else {}
+    return str(section.get("subdomain_host") or "")
 
 
 def request_timeout_from_config(config: Config) -> float:
@@ -422,6 +429,33 @@ class DnaSettings(LoggingConfigurable):
         (DnaOIDCAuthenticator stores them under 'groups'). Teams come only from there, never
         from anything a user posts.""",
     )
+
+    team_shared_origin_risk_accepted = Bool(
+        False,
+        config=True,
+        help="""Run team profiles without JupyterHub.subdomain_host, ACCEPTING THE RISK: then
+        every user's server is served from the hub's own origin, so JavaScript in any
+        notebook a user opens (e.g. a team mate's, or one a team mate edited in the shared
+        team volume) runs with that user's hub cookies and can act as them: open and use
+        their other servers (their personal Kubeflow identity) and call the hub API with
+        their rights. With team profiles, team members share files and notebooks by design,
+        which makes this easy; per-user origins (subdomain_host) confine each server to its
+        own origin. False (default): team profiles without subdomain_host are refused.""",
+    )
+
+    def check_team_isolation(self, subdomain_host: str | None) -> None:
+        """ConfigurationError if team profiles are on without per-user origins (and the risk
+        was not accepted by team_shared_origin_risk_accepted)."""
+        if not self.team_profiles or subdomain_host or self.team_shared_origin_risk_accepted:
+            return
+        raise ConfigurationError(
+            "Team profiles are misconfigured. Please contact your platform administrator.",
+            "DnaSpawner.team_profiles needs JupyterHub.subdomain_host (per-user origins): "
+            "without it every server shares the hub's origin and a notebook a team mate "
+            "wrote can act as whoever opens it. Set JupyterHub.subdomain_host (wildcard DNS "
+            "and TLS, docs/deploy.md), or DnaSpawner.team_shared_origin_risk_accepted = True "
+            "to accept that risk",
+        )
 
     @validate("team_profiles", "team_namespace_template")
     def _validate_teams(self, proposal: dict[str, Any]) -> Any:

@@ -39,6 +39,7 @@ from dna_hub.hub.settings import (
     notebook_server_from_config,
     request_timeout_from_config,
     spawner_config_section,
+    subdomain_host_from_config,
 )
 from dna_hub.profiles.contributors import describe_result
 
@@ -75,6 +76,14 @@ def _kube_api_client(config: Config) -> Any:
     return shared_client("CoreV1Api").api_client
 
 
+def subdomain_host(authenticator: Any) -> str:
+    """The running hub's ``subdomain_host`` (else the config's): per-user origins or ''."""
+    hub = getattr(authenticator, "parent", None)
+    return str(
+        getattr(hub, "subdomain_host", "") or subdomain_host_from_config(authenticator.config)
+    )
+
+
 async def _sync(authenticator: Any, authentication: dict[str, Any]) -> None:
     name = authentication["name"]
     log = authenticator.log
@@ -83,6 +92,7 @@ async def _sync(authenticator: Any, authentication: dict[str, Any]) -> None:
         settings = DnaSettings.from_config(authenticator.config, log=log)
         if not settings.team_profiles:
             return
+        settings.check_team_isolation(subdomain_host(authenticator))
         server = notebook_server_from_config(authenticator.config)
         identity = settings.owner_of(
             name,
@@ -129,6 +139,13 @@ async def sync_teams_at_recheck(
     if not settings.team_profiles:
         return
     state = dict(auth_state)
+    if not removed:
+        try:
+            settings.check_team_isolation(subdomain_host(authenticator))
+        except DnaHubError as e:
+            # misconfigured: grant nothing, but still take away what the groups no longer give
+            log.error("Teams of %s: only removals after this re-check: %s", name, e)
+            removed = True
     if removed:
         state[settings.team_groups_auth_state_key] = []
     server = notebook_server_from_config(authenticator.config)

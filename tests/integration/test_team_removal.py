@@ -54,6 +54,8 @@ c.JupyterHub.allow_named_servers = True
 c.DnaSpawner.hub_namespace = "jupyterhub"
 c.DnaSpawner.profile_ready_timeout = 60
 c.DnaSpawner.team_profiles = json.loads({json.dumps(teams)!r})
+# one origin for the test's hub (a wildcard host is not available here): risk accepted
+c.DnaSpawner.team_shared_origin_risk_accepted = True
 c.Authenticator.post_auth_hook = sync_teams_at_login
 c.DnaOIDCAuthenticator.team_access_hook = sync_teams_at_recheck
 """

@@ -401,3 +401,21 @@ def test_team_like_username_is_refused_by_render() -> None:
     assert "has the form of team_namespace_template 'kubeflow-team-{group}'" in result.stderr
     assert "Traceback" not in result.stderr
     assert render("--user", "teamx", "--owner", "teamx@example.com").returncode == 0
+
+
+def test_teams_need_per_user_origins_or_the_risk_accepted():
+    """Issue 25.3: team profiles without JupyterHub.subdomain_host are a clear config error."""
+    from traitlets.config import Config
+
+    from dna_hub.errors import ConfigurationError
+    from dna_hub.hub.settings import DnaSettings
+
+    config = Config({"DnaSpawner": {"team_profiles": {"ml": "edit"}}})
+    settings = DnaSettings.from_config(config)
+    with pytest.raises(ConfigurationError, match=r"JupyterHub\.subdomain_host") as error:
+        settings.check_team_isolation("")
+    assert "team_shared_origin_risk_accepted" in error.value.detail
+    settings.check_team_isolation("https://hub.example.com")  # per-user origins: fine
+    DnaSettings.from_config(Config()).check_team_isolation("")  # no teams: fine
+    config.DnaSpawner.team_shared_origin_risk_accepted = True
+    DnaSettings.from_config(config).check_team_isolation("")  # the risk explicitly accepted
