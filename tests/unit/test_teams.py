@@ -419,3 +419,37 @@ def test_teams_need_per_user_origins_or_the_risk_accepted():
     DnaSettings.from_config(Config()).check_team_isolation("")  # no teams: fine
     config.DnaSpawner.team_shared_origin_risk_accepted = True
     DnaSettings.from_config(config).check_team_isolation("")  # the risk explicitly accepted
+
+
+def test_legacy_envoy_filter_gives_team_notebooks_the_team_identity_never_the_hubs():
+    """Issue 25.2: in legacy header mode a team notebook's requests to ml-pipeline carry
+    the team's own identity (dna-hub-team:<namespace>), never the hub's service account
+    (which would be admin everywhere) nor a member's."""
+    import json as _json
+
+    from traitlets.config import Config
+
+    from dna_hub.hub.settings import DnaSettings, notebook_server_from_config
+    from dna_hub.policy.teams import team_owner
+
+    config = Config(
+        {
+            "DnaSpawner": {
+                "team_profiles": {"ml": "edit"},
+                "legacy_envoy_filter": True,
+                "legacy_ml_pipeline_policy": True,
+                "hub_namespace": "jupyterhub",
+            }
+        }
+    )
+    settings = DnaSettings.from_config(config)
+    team = settings.teams()["ml"]
+    rendered = settings.render_team(team, notebook_server_from_config(config))
+    (envoy,) = [o for o in rendered.namespaced if o["kind"] == "EnvoyFilter"]
+    (header,) = envoy["spec"]["configPatches"][0]["patch"]["value"]["request_headers_to_add"]
+    assert header["header"] == {"key": "kubeflow-userid", "value": team_owner(team.namespace)}
+    assert rendered.profile["spec"]["owner"]["name"] == team_owner(team.namespace)
+    for obj in [rendered.profile, *rendered.namespaced]:
+        text = _json.dumps(obj)
+        assert "system:serviceaccount:jupyterhub" not in text, obj
+        assert "serviceaccount:jupyterhub:hub" not in text, obj
