@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import hmac
+import importlib
 import json
 import time
 from inspect import isawaitable
@@ -347,10 +348,11 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         help="""
         Called after every re-check with the provider, so that access the provider took
         away is taken away in Kubeflow without the user's cooperation:
-        `await hook(authenticator, user, auth_state, removed=...)`. After a successful
+        `await hook(authenticator, user, auth_state, removed=...)`, or its import path
+        `"module:function"` (for YAML values). After a successful
         re-check `auth_state` is the new one (`removed=False`); after a revocation
         (`revoke_removed_users`) it is the last stored one and `removed=True`. With
-        dna_hub's team profiles set it to `dna_hub.team_login.sync_teams_at_recheck`
+        dna_hub's team profiles set it to `dna_hub.team_login:sync_teams_at_recheck`
         (re-syncs the contributor bindings to the verified groups, stops team servers the
         user is no longer an editor of, removes every binding of a revoked user). A
         failing hook is logged and never fails the request.
@@ -968,6 +970,9 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         hook = self.team_access_hook
         if hook is None or not auth_state:
             return
+        if isinstance(hook, str):  # "module:function", as YAML values can give it
+            module, _, attribute = hook.partition(":")
+            hook = getattr(importlib.import_module(module), attribute)
 
         async def run() -> None:
             try:

@@ -36,7 +36,7 @@ def extra_config(teams: dict[str, str]) -> str:
     # A stand-in spawner that records its team as DnaSpawner does (``spawner.team``).
     return f"""
 from dna_hub.hub.settings import DnaSettings
-from dna_hub.team_login import sync_teams_at_login, sync_teams_at_recheck
+from dna_hub.team_login import sync_teams_at_login
 
 
 class TeamRecordingSpawner(RecordingSpawner):
@@ -57,7 +57,7 @@ c.DnaSpawner.team_profiles = json.loads({json.dumps(teams)!r})
 # one origin for the test's hub (a wildcard host is not available here): risk accepted
 c.DnaSpawner.team_shared_origin_risk_accepted = True
 c.Authenticator.post_auth_hook = sync_teams_at_login
-c.DnaOIDCAuthenticator.team_access_hook = sync_teams_at_recheck
+c.DnaOIDCAuthenticator.team_access_hook = "dna_hub.team_login:sync_teams_at_recheck"
 """
 
 
