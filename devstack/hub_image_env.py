@@ -2,11 +2,14 @@
 
 ``quay.io/jupyterhub/k8s-hub:4.4.0`` is a frozen requirements file
 (``../shared/charts/k8s-hub-4.4.0-requirements.txt``: JupyterHub 5.5.0, KubeSpawner 7.0.0,
-OAuthenticator 17.4.0, kubernetes-asyncio, pycurl, ...) installed on Python 3.12, and our
-image adds the dna_hub wheel without pulling anything else (images/hub/Dockerfile). Here:
+OAuthenticator 17.4.0, kubernetes-asyncio, pycurl, ...) installed on Python 3.12; our image
+installs its own security pins over it (``images/hub/requirements.txt``: JupyterHub 5.5.4,
+``--no-deps``) and adds the dna_hub wheel without pulling anything else
+(images/hub/Dockerfile). Here:
 
-* a virtualenv with exactly those requirements, cached under ``DNA_HUB_CACHE_DIR`` and keyed
-  by the requirements' hash and the interpreter (made once, under a file lock);
+* a virtualenv with exactly those requirements and then our pins, cached under
+  ``DNA_HUB_CACHE_DIR`` and keyed by both files' hashes and the interpreter (made once, under
+  a file lock);
 * the dna_hub wheel built from this checkout, installed ``--no-deps`` into its own directory
   keyed by the hash of the package sources (so worktrees with different sources never share
   one), put on ``PYTHONPATH`` — entry points included;
@@ -34,6 +37,8 @@ from pathlib import Path
 from devstack import paths
 
 REQUIREMENTS = ("charts", "k8s-hub-4.4.0-requirements.txt")
+#: The hub image's own pins over the chart's (images/hub/Dockerfile installs the same).
+IMAGE_PINS = paths.REPO_ROOT / "images" / "hub" / "requirements.txt"
 #: What the dna_hub wheel is made of (images/hub/Dockerfile copies the same).
 WHEEL_SOURCES = ("pyproject.toml", "README.md", "dna_hub", "profile-templates")
 INSTALL_TIMEOUT = 1800
@@ -116,7 +121,7 @@ def _venv(requirements: Path) -> Path:
     version = subprocess.run(
         [interpreter, "-c", "import sys; print(sys.version)"], capture_output=True, text=True
     ).stdout.strip()
-    key = _digest(requirements.read_bytes(), version.encode())
+    key = _digest(requirements.read_bytes(), IMAGE_PINS.read_bytes(), version.encode())
     root = paths.CACHE_DIR / "hub-image-venv"
     target = root / key
     python = target / "bin" / "python"
@@ -132,6 +137,11 @@ def _venv(requirements: Path) -> Path:
                 [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                  "-r", str(requirements)],
                 f"installing {requirements.name}",
+            )  # fmt: skip
+            _run(
+                [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                 "--no-deps", "--require-hashes", "-r", str(IMAGE_PINS)],
+                "installing images/hub/requirements.txt",
             )  # fmt: skip
             marker.write_text(version + "\n")
     finally:

@@ -498,6 +498,7 @@ PROJECT_IMAGES = {
             "images/hub/Dockerfile",
             "images/hub/Dockerfile.dockerignore",
             "images/hub/build-requirements.txt",
+            "images/hub/requirements.txt",
             "pyproject.toml",
             "README.md",
             "dna_hub",

@@ -422,6 +422,12 @@ class OIDCProvider:
             )
         response.raise_for_status()
 
+    async def set_outage(self, down: bool) -> None:
+        """While `down`, every request to the provider answers 503 (an IdP outage)."""
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
+            response = await http.post(self.url("/__test/outage"), json={"down": down})
+        response.raise_for_status()
+
     # browsing -------------------------------------------------------------------
 
     async def browse(
@@ -791,11 +797,12 @@ async def start_hub(
         auth_settings=json.dumps(settings),
     )
     (work / "jupyterhub_config.py").write_text(config + extra_config)
+    # `env` may set JUPYTERHUB_CRYPT_KEY (e.g. "new;old" to rotate the auth_state key).
     process_env = {
         **os.environ,
-        **(env or {}),
         "JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32),
         "CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(32),
+        **(env or {}),
     }
     log_file = work / "jupyterhub.log"
     with open(log_file, "wb") as log:

@@ -9,7 +9,10 @@
 //   keys       private signing JWKs (the fixture generates them so two instances can share
 //              or deliberately not share a key under the same `kid`)
 //   clients    static clients (client_id, client_secret, redirect_uris, ...)
-//   accounts   { login: { claims: {...} } }; the devInteractions form accepts any password.
+//   accounts   { login: { claims: {...}, idToken?: {...}, userinfo?: {...} } }; the
+//              devInteractions form accepts any password. `idToken` / `userinfo` override
+//              claims for that use only (a null value removes the claim), e.g. a userinfo
+//              without `groups`, as providers that keep groups in the id_token send it.
 //              Any other login (the form says "Enter any login") is a plain user with a
 //              verified email and no groups, so a hub refuses it politely (no allowed group).
 //   ttl        token lifetimes in seconds (AccessToken, IdToken, RefreshToken, ...)
@@ -26,6 +29,8 @@
 // {"claims": {...}} replaces that account's claims (e.g. removes it from its groups);
 // {"claims": null} deletes the account: as at a real provider, its later grants (refresh,
 // userinfo) fail — it is not treated as an unknown demo login.
+// POST /__test/outage {"down": true} makes every other request answer 503 (an IdP outage)
+// until {"down": false}.
 //
 // Once listening it prints one line `READY <issuer> <base-url>` on stdout.
 // Test-only conveniences: open dynamic client registration (RFC 7591) so every hub under
@@ -78,8 +83,14 @@ const provider = new Provider(issuer, {
     const account = Object.hasOwn(accounts, id) ? accounts[id] : unknownAccount(id);
     return {
       accountId: id,
-      async claims() {
-        return { ...account.claims, sub: id };
+      async claims(use) {
+        const claims = { ...account.claims };
+        const override = use === 'id_token' ? account.idToken : account.userinfo;
+        for (const [name, value] of Object.entries(override || {})) {
+          if (value === null) delete claims[name];
+          else claims[name] = value;
+        }
+        return { ...claims, sub: id };
       },
     };
   },
@@ -146,7 +157,18 @@ if (hostile.tokenType || hostile.weakKey || hostile.noRefreshIdToken) {
 }
 
 const callback = provider.callback();
+let down = false;
 server.on('request', (req, res) => {
+  if (req.method === 'POST' && req.url === '/__test/outage') {
+    let data = '';
+    req.on('data', (chunk) => { data += chunk; });
+    req.on('end', () => {
+      down = Boolean(JSON.parse(data || '{}').down);
+      res.writeHead(204).end();
+    });
+    return undefined;
+  }
+  if (down) return res.writeHead(503, { 'content-type': 'text/plain' }).end('outage');
   const match = req.method === 'POST' && req.url.match(/^\/__test\/accounts\/([^/?]+)$/);
   if (!match) return callback(req, res);
   let data = '';
@@ -158,11 +180,12 @@ server.on('request', (req, res) => {
       delete accounts[login];
       deleted.add(login);
     } else {
-      accounts[login] = { claims };
+      accounts[login] = { ...accounts[login], claims };
       deleted.delete(login);
     }
     res.writeHead(204).end();
   });
+  return undefined;
 });
 process.stdout.write(`READY ${issuer} ${base}\n`);
 

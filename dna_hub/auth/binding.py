@@ -69,9 +69,10 @@ def bind(
     """The (issuer, subject) binding for `username`, or LoginRejected for another subject.
 
     `stored` is the user's current auth_state (None for a new user). Its binding must carry
-    a valid MAC and name this login's issuer and subject. A user without one (created
-    before bindings existed) is bound now, unless the claims of their last login name
-    another subject. None if no key is configured (nothing can be bound).
+    a valid MAC (by any of `secrets`) and name this login's issuer and subject; it is
+    returned MAC'ed with the newest secret (`secrets[0]`), so key rotation keeps it. A
+    user without one (created before bindings existed) is bound now, unless the claims of
+    their last login name another subject. None if no key is configured (nothing can be bound).
     """
     if not secrets:
         log.warning("No auth_state encryption key: cannot bind %s to a subject", username)
@@ -85,7 +86,12 @@ def bind(
             _refuse(
                 log, username, f"it is bound to sub {binding['sub']!r} at {binding['iss']}", claims
             )
-        return dict(binding)
+        renewed = make_binding(secrets[0], username, issuer, subject)
+        if renewed["mac"] != binding["mac"]:
+            # Verified by an older key: re-MAC with the newest, so the binding survives
+            # when the old key is dropped from JUPYTERHUB_CRYPT_KEY.
+            log.info("Re-MACed the subject binding of %s with the newest key", username)
+        return renewed
     previous = (stored or {}).get(AUTH_STATE_CLAIMS) or {}
     if previous.get("sub") is not None and (
         str(previous.get("iss")),

@@ -12,8 +12,11 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from dna_hub.policy.labels import TEAM_OWNER_PREFIX
+
 __all__ = [
     "KUBEFLOW_IDENTITY_MAX_LENGTH",
+    "RESERVED_IDENTITY_PREFIXES",
     "ClaimError",
     "check_kubeflow_identity",
     "claim_str",
@@ -22,6 +25,7 @@ __all__ = [
     "has_control_characters",
     "kubeflow_identity_problem",
     "kubeflow_userid_from_claims",
+    "merge_userinfo",
     "normalize_username",
     "username_from_claims",
 ]
@@ -134,6 +138,21 @@ def email_verified(claims: Mapping[str, Any]) -> bool:
     return verified is True or (isinstance(verified, str) and verified.lower() == "true")
 
 
+def merge_userinfo(id_token_claims: Mapping[str, Any], userinfo: Mapping[str, Any]) -> dict:
+    """The id_token's claims with userinfo's added; the id_token wins where both have one.
+
+    `email` and `email_verified` are taken as a pair from one source: an id_token that says
+    `email_verified: true` but carries no `email` must not vouch for the address userinfo
+    sends (CVE-2026-33175 class: an unverified email naming someone else's account).
+    """
+    merged = {**userinfo, **id_token_claims}
+    source = id_token_claims if "email" in id_token_claims else userinfo
+    merged.pop("email_verified", None)
+    if "email_verified" in source:
+        merged["email_verified"] = source["email_verified"]
+    return merged
+
+
 def kubeflow_userid_from_claims(claims: Mapping[str, Any], claim: str) -> str:
     """The identity Kubeflow sees, exactly as sent (case kept), or ClaimError.
 
@@ -149,13 +168,24 @@ def kubeflow_userid_from_claims(claims: Mapping[str, Any], claim: str) -> str:
     return check_kubeflow_identity(value, f"the {claim!r} claim")
 
 
+#: Kubeflow identities no person may have (compared case-insensitively).
+RESERVED_IDENTITY_PREFIXES = ("system:", TEAM_OWNER_PREFIX)
+_RESERVED_FOR = {
+    "system:": "Kubernetes' own identities",
+    TEAM_OWNER_PREFIX: "the identities of team profiles",
+}
+
+
 def kubeflow_identity_problem(value: object) -> str | None:
     """Why `value` cannot be a Kubeflow identity (Profile owner), or None if it can.
 
     The identity becomes a Profile's owner, an RBAC subject and an exact Istio header
     match, so it must be one printable token: no whitespace, no control or format
     characters (a newline could split a header or a log line), 1 to
-    KUBEFLOW_IDENTITY_MAX_LENGTH characters.
+    KUBEFLOW_IDENTITY_MAX_LENGTH characters. It must not start (in any case) with a
+    reserved prefix: ``system:`` (Kubernetes' own users and service accounts) or
+    ``dna-hub-team:`` (a team Profile's owner, :func:`dna_hub.policy.teams.team_owner`): a
+    person logging in as either would own what that identity owns.
     """
     if not isinstance(value, str):
         return f"is a {type(value).__name__}, not a string"
@@ -167,6 +197,9 @@ def kubeflow_identity_problem(value: object) -> str | None:
         category = unicodedata.category(char)
         if char.isspace() or category.startswith(("C", "Z")):
             return f"contains the character U+{ord(char):04X} (whitespace or control)"
+    for prefix in RESERVED_IDENTITY_PREFIXES:
+        if value[: len(prefix)].lower() == prefix:
+            return f"starts with {prefix!r}, which is reserved for {_RESERVED_FOR[prefix]}"
     return None
 
 

@@ -27,18 +27,22 @@ auth_state keys (see `dna_hub.auth`): `kubeflow_userid`, `groups`, `oidc_claims`
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hmac
+import importlib
 import json
 import time
 from inspect import isawaitable
 from typing import Any
 from urllib.parse import urlencode, urljoin
 
+from jupyterhub import orm
 from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import _deserialize_state
 from tornado import web
 from tornado.httpclient import HTTPClientError
-from traitlets import Bool, Float, List, Unicode, default, validate
+from traitlets import Any as AnyTrait
+from traitlets import Bool, Float, List, TraitError, Unicode, default, validate
 
 from dna_hub.auth import (
     AUTH_STATE_BINDING,
@@ -70,9 +74,13 @@ from dna_hub.auth.tokens import (
     TokenVerificationError,
     validate_algorithms,
 )
+from dna_hub.errors import ConfigurationError
 
 #: id_token claims that describe the login itself; kept when a re-check gets no id_token.
 _LOGIN_CLAIMS = ("iss", "sub", "aud", "azp", "exp", "iat", "auth_time", "nonce", "acr", "amr")
+
+#: True inside the background re-check of every user (`reconcile_users`).
+_RECONCILING: contextvars.ContextVar[bool] = contextvars.ContextVar("reconciling", default=False)
 
 #: Endpoint traits that discovery fills unless the admin configured them explicitly.
 _ENDPOINT_TRAITS = {
@@ -333,6 +341,66 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         """,
     )
 
+    team_access_hook = AnyTrait(
+        None,
+        allow_none=True,
+        config=True,
+        help="""
+        Called after every re-check with the provider, so that access the provider took
+        away is taken away in Kubeflow without the user's cooperation:
+        `await hook(authenticator, user, auth_state, removed=...)`, or its import path
+        `"module:function"` (for YAML values). After a successful
+        re-check `auth_state` is the new one (`removed=False`); after a revocation
+        (`revoke_removed_users`) it is the last stored one and `removed=True`. With
+        dna_hub's team profiles set it to `dna_hub.team_login:sync_teams_at_recheck`
+        (re-syncs the contributor bindings to the verified groups, stops team servers the
+        user is no longer an editor of, removes every binding of a revoked user). A
+        failing hook is logged and never fails the request.
+        """,
+    )
+
+    reconcile_interval = Float(
+        300.0,
+        config=True,
+        help="""
+        Seconds between two re-checks of every hub user with the provider, in the
+        background, whether or not they use the hub (the same re-check as `refresh_user`:
+        refresh grant or userinfo, allow checks, `revoke_removed_users`,
+        `team_access_hook`). Bounds how long a user removed at the provider keeps access
+        without logging in: about one interval plus the time the re-checks take (users are
+        re-checked one at a time). 0 turns it off (then removals take effect only when the
+        user next makes a request); the minimum otherwise is 1.
+        """,
+    )
+
+    @validate("reconcile_interval")
+    def _validate_reconcile_interval(self, proposal: Any) -> float:
+        value = float(proposal.value)
+        if value != 0 and not 1 <= value <= 86400:
+            raise TraitError(
+                f"DnaOIDCAuthenticator.reconcile_interval must be 0 (off) or 1 to 86400 "
+                f"seconds, not {proposal.value!r}"
+            )
+        return value
+
+    accept_no_revocation = Bool(
+        False,
+        config=True,
+        help="""
+        Allow `enable_auth_state = False` (default True here; False is refused at startup
+        unless this is set). Without auth_state there is no subject binding, no re-check
+        with the provider, no revocation of removed users (they keep access until their hub
+        cookie expires) and no Kubeflow identity claim (the spawner needs
+        `profile_owner_fallback`). Set True only if you accept all of that.
+        """,
+    )
+
+    @default("enable_auth_state")
+    def _enable_auth_state_default(self) -> bool:
+        # Subject binding, re-checks, revocation and the Kubeflow identity all live in
+        # auth_state; JupyterHub then refuses to start without JUPYTERHUB_CRYPT_KEY.
+        return True
+
     @default("refresh_pre_spawn")
     def _refresh_pre_spawn_default(self) -> bool:
         # Re-check with the provider before every spawn (tokens and group membership).
@@ -359,9 +427,18 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         self._recheck_locks: dict[str, asyncio.Lock] = {}
         self._last_recheck: dict[str, tuple[float, bool]] = {}
         if not self.enable_auth_state:
+            if not self.accept_no_revocation:
+                raise ConfigurationError(
+                    "Login is misconfigured. Please contact your platform administrator.",
+                    "DnaOIDCAuthenticator needs Authenticator.enable_auth_state = True (with "
+                    "JUPYTERHUB_CRYPT_KEY): without it there is no subject binding, no re-check "
+                    "with the provider and no revocation of removed users. Set "
+                    "DnaOIDCAuthenticator.accept_no_revocation = True to run without them.",
+                )
             self.log.warning(
-                "DnaOIDCAuthenticator without enable_auth_state: no subject binding, no "
-                "re-check with the provider (removed users keep access), no Kubeflow identity"
+                "DnaOIDCAuthenticator without enable_auth_state (accept_no_revocation): no "
+                "subject binding, no re-check with the provider (removed users keep access), "
+                "no Kubeflow identity"
             )
         try:
             loop = asyncio.get_running_loop()
@@ -371,6 +448,10 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
             # JupyterHub builds the authenticator inside its running loop: check the
             # provider now, without blocking startup, so a wrong issuer is seen at once.
             self._startup_task = loop.create_task(self._startup_check())
+        self._reconcile_task: asyncio.Task[None] | None = None
+        self._team_tasks: set[asyncio.Task[None]] = set()
+        if loop is not None and self.enable_auth_state and self.reconcile_interval:
+            self._reconcile_task = loop.create_task(self._reconcile_forever())
 
     async def _startup_check(self) -> None:
         """Log loudly at startup if the provider is unusable or cannot meet our config.
@@ -436,6 +517,15 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
                     log=self.log,
                 )
             metadata = await self._discovery.get()
+            # Explicitly configured endpoints pass the same https check as discovered
+            # ones: an http jwks_url would let anyone on the path forge id_tokens.
+            # (end_session_url is checked at logout, where it is used.)
+            for name in sorted(self._explicit_endpoints - {"end_session_url"}):
+                check_endpoint_url(
+                    getattr(self, name),
+                    f"DnaOIDCAuthenticator.{name}",
+                    allow_insecure_loopback=self.allow_insecure_loopback,
+                )
         except DiscoveryError as e:
             self.log.error("OpenID discovery failed: %s", e)
             if user_facing:
@@ -529,6 +619,7 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
 
     async def _userinfo(self, token_info: dict[str, Any], sub: str) -> dict[str, Any]:
         """The userinfo claims for `sub`, or LoginRejected (no endpoint, other subject)."""
+        await self.provider_metadata()  # endpoints checked (https) and current
         if not self.userdata_url:
             raise LoginRejected("The provider has no userinfo endpoint (fetch_userinfo).")
         info = await self.httpfetch(
@@ -554,8 +645,9 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         """
         if self.fetch_userinfo and userinfo:
             info = await self._userinfo(token_info, claims["sub"])
-            # The verified id_token wins for the claims that identify the token.
-            claims = {**info, **claims}
+            # The verified id_token wins for the claims that identify the token; email
+            # and email_verified come from one source.
+            claims = claim_rules.merge_userinfo(claims, info)
         self.check_email_verified(claims)
         username = self.username_from_claims(claims)
         try:
@@ -648,6 +740,32 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
             return None
         return binding.bind(username, claims, stored, binding.hub_secrets(), self.log)
 
+    def _refuse_unreadable_auth_state(self, user: Any, claims: dict[str, Any]) -> None:
+        """LoginRejected if `user` has auth_state that the current keys cannot decrypt.
+
+        JupyterHub's `get_auth_state` answers None both for "no auth_state" and for
+        "cannot decrypt it" (e.g. the key that encrypted it was dropped from
+        JUPYTERHUB_CRYPT_KEY); binding afresh in the second case would hand the account to
+        whoever logs in first. An admin re-binds by replacing the auth_state
+        (docs/deploy.md, "Re-binding").
+        """
+        if getattr(user, "encrypted_auth_state", None) is None:
+            return  # never had auth_state: a first login binds
+        self.log.warning(
+            "Refused login as hub user %s by sub %r at %s: its auth_state cannot be "
+            "decrypted with the current JUPYTERHUB_CRYPT_KEY, so its subject binding cannot "
+            "be checked (admin re-bind: PATCH /hub/api/users/%s with "
+            '{"auth_state": {}}, docs/deploy.md)',
+            user.name,
+            claims.get("sub"),
+            claims.get("iss"),
+            user.name,
+        )
+        raise LoginRejected(
+            f"The hub cannot verify that the account {user.name!r} is yours (its stored "
+            "login data is unreadable). Please ask your hub administrator to re-bind it."
+        )
+
     # ------------------------------------------------------------------ login
 
     async def authenticate(self, handler: Any, data: Any = None, **kwargs: Any) -> dict:
@@ -676,6 +794,8 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
             existing = find_user(auth_model["name"])
             if existing is not None:
                 stored = await existing.get_auth_state()
+                if stored is None and self.enable_auth_state:
+                    self._refuse_unreadable_auth_state(existing, claims)
         binding = self.bind_subject(auth_model["name"], claims, stored)
         if binding is not None:
             auth_model["auth_state"][AUTH_STATE_BINDING] = binding
@@ -789,11 +909,21 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
             # the id_token claims that describe the login itself stay.
             try:
                 info = await self._userinfo(token_info, str(old_claims.get("sub")))
-            except (LoginRejected, HTTPClientError, OSError) as e:
+            except (LoginRejected, HTTPClientError, OSError, DiscoveryError) as e:
                 self.log.info("Userinfo re-check of %s failed: %s", user.name, e)
                 return False
             login_claims = {k: old_claims[k] for k in _LOGIN_CLAIMS if k in old_claims}
             claims = {**info, **login_claims}
+            if self.groups_claim not in info and self.groups_claim in old_claims:
+                # Many providers put groups in the id_token only: keep the last verified
+                # ones rather than count the user as removed from every group.
+                self.log.info(
+                    "Userinfo for %s has no %r claim: keeping the groups of the last "
+                    "verified login or refresh",
+                    user.name,
+                    self.groups_claim,
+                )
+                claims[self.groups_claim] = old_claims[self.groups_claim]
             token_info["id_token"] = auth_state.get("id_token")  # keep it for logout
         try:
             auth_model = await self.claims_to_auth_model(token_info, claims, userinfo=False)
@@ -806,11 +936,108 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
             reason = getattr(e, "jupyterhub_message", None) or e.log_message or str(e)
             self.log.warning("%s may no longer log in: %s", user.name, reason)
             if self.revoke_removed_users:
-                await revoke_access(user, handler, log=self.log)
+                await revoke_access(user, handler, log=self.log, proxy=self._proxy())
+                await self._team_access(user, auth_state, removed=True, wait=True)
             return False
         if binding is not None:
             auth_model["auth_state"][AUTH_STATE_BINDING] = binding
+        reconciling = _RECONCILING.get()
+        if reconciling or auth_model["auth_state"].get(AUTH_STATE_GROUPS) != auth_state.get(
+            AUTH_STATE_GROUPS
+        ):
+            # the background re-check re-syncs everyone; a request's refresh only on a change
+            await self._team_access(user, auth_model["auth_state"], removed=False, wait=reconciling)
         return auth_model
+
+    async def delete_user(self, user: Any) -> None:
+        """An admin deletes the hub user: their team access goes with them (`team_access_hook`
+        with ``removed=True``), so a later account with the same Kubeflow identity (a reused
+        email) inherits no binding."""
+        state = await user.get_auth_state() if self.enable_auth_state else None
+        await self._team_access(user, state, removed=True, wait=True)
+        super().delete_user(user)
+
+    def _proxy(self) -> Any:
+        """The hub's proxy (to remove a stopped server's route without a request handler)."""
+        return getattr(self.parent, "proxy", None)
+
+    # ------------------------------------------------------------------ removal
+
+    async def _team_access(
+        self, user: Any, auth_state: dict[str, Any] | None, *, removed: bool, wait: bool
+    ) -> None:
+        """Run `team_access_hook` (awaited if `wait`, else in the background); log failures."""
+        hook = self.team_access_hook
+        if hook is None or not auth_state:
+            return
+        if isinstance(hook, str):  # "module:function", as YAML values can give it
+            module, _, attribute = hook.partition(":")
+            hook = getattr(importlib.import_module(module), attribute)
+
+        async def run() -> None:
+            try:
+                await hook(self, user, auth_state, removed=removed)
+            except Exception:
+                self.log.exception("team_access_hook failed for %s", user.name)
+
+        if wait:
+            await run()
+            return
+        task = asyncio.ensure_future(run())
+        self._team_tasks.add(task)
+        task.add_done_callback(self._team_tasks.discard)
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.reconcile_interval)
+            try:
+                await self.reconcile_users()
+            except Exception:
+                self.log.exception("Background re-check of the hub's users failed")
+
+    async def reconcile_users(self) -> dict[str, Any]:
+        """Re-check every hub user that has tokens with the provider, one at a time.
+
+        The same re-check as a request's (`refresh_user`): a user the provider no longer
+        allows is revoked (`revoke_removed_users`), and `team_access_hook` re-syncs each
+        confirmed user's team access to their verified groups. A new auth_state is saved as
+        JupyterHub saves it after a request's refresh. Returns what happened per user
+        (True: confirmed, False: not confirmed). Users without tokens (never logged in,
+        logged out) cannot be re-checked and are skipped.
+        """
+        app = self.parent
+        users, db = getattr(app, "users", None), getattr(app, "db", None)
+        if users is None or db is None:
+            return {}  # not inside a JupyterHub
+        outcome: dict[str, Any] = {}
+        for name in [u.name for u in db.query(orm.User)]:
+            orm_user = orm.User.find(db, name)
+            if orm_user is None:
+                continue  # deleted meanwhile
+            user = users[orm_user]
+            state = await user.get_auth_state()
+            if not state or not (state.get("refresh_token") or state.get("access_token")):
+                continue
+            token = _RECONCILING.set(True)
+            try:
+                result = await self.refresh_user(user, None)
+            except Exception:
+                self.log.exception("Background re-check of %s failed", name)
+                continue
+            finally:
+                _RECONCILING.reset(token)
+            if isinstance(result, dict):
+                if result.get("auth_state") is not None:
+                    await user.save_auth_state(result["auth_state"])
+                if self.manage_groups and result.get("groups") is not None:
+                    user.sync_groups(result["groups"])
+            outcome[name] = bool(result)
+        self.log.info(
+            "Background re-check of %d user(s) with the provider: %d not confirmed",
+            len(outcome),
+            sum(1 for ok in outcome.values() if not ok),
+        )
+        return outcome
 
     # ------------------------------------------------------------------ logout
 

@@ -22,6 +22,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from dna_hub.cli.context import in_cluster, load_client, load_hub_config, settings_from
 from dna_hub.cli.guard_check import check_guards
 from dna_hub.cli.manifests import platform_values
+from dna_hub.cli.versions_check import check_versions
 from dna_hub.k8s.retry import describe
 from dna_hub.policy.permissions import REQUIRED_KINDS, hub_permissions
 
@@ -302,5 +303,6 @@ def run_doctor(args: argparse.Namespace) -> int:
     except kube_config.ConfigException as e:
         print(f"dna-hub doctor: no usable kube context: {e}", file=sys.stderr)
         return 2
+    checks += [Check(v.name, v.ok, v.detail, v.fix) for v in check_versions()]
     print(format_table(checks))
     return 1 if any(c.failed for c in checks) else 0

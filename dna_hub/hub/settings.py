@@ -53,6 +53,7 @@ from dna_hub.policy.teams import (
     Team,
     TeamConfigError,
     parse_teams,
+    team_like_namespace,
 )
 from dna_hub.profiles.contributors import ContributorSync
 from dna_hub.profiles.offboarding import DELETE_REMOVED, RETENTION_POLICIES
@@ -67,6 +68,7 @@ __all__ = [
     "notebook_server_from_config",
     "request_timeout_from_config",
     "spawner_config_section",
+    "subdomain_host_from_config",
 ]
 
 #: auth_state key under which DnaOIDCAuthenticator stores the identity Kubeflow sees.
@@ -113,6 +115,12 @@ def notebook_server_from_config(config: Config) -> NotebookServer:
     service_account = merged.get("service_account") or DEFAULT_SERVICE_ACCOUNT
     port = int(merged.get("port") or 8888)
     return NotebookServer(service_account=str(service_account), port=port)
+
+
+def subdomain_host_from_config(config: Config) -> str:
+    """``JupyterHub.subdomain_host`` of this config ('' if unset)."""
+    section = config.JupyterHub if "JupyterHub" in config else {}
+    return str(section.get("subdomain_host") or "")
 
 
 def request_timeout_from_config(config: Config) -> float:
@@ -422,6 +430,33 @@ class DnaSettings(LoggingConfigurable):
         from anything a user posts.""",
     )
 
+    team_shared_origin_risk_accepted = Bool(
+        False,
+        config=True,
+        help="""Run team profiles without JupyterHub.subdomain_host, ACCEPTING THE RISK: then
+        every user's server is served from the hub's own origin, so JavaScript in any
+        notebook a user opens (e.g. a team mate's, or one a team mate edited in the shared
+        team volume) runs with that user's hub cookies and can act as them: open and use
+        their other servers (their personal Kubeflow identity) and call the hub API with
+        their rights. With team profiles, team members share files and notebooks by design,
+        which makes this easy; per-user origins (subdomain_host) confine each server to its
+        own origin. False (default): team profiles without subdomain_host are refused.""",
+    )
+
+    def check_team_isolation(self, subdomain_host: str | None) -> None:
+        """ConfigurationError if team profiles are on without per-user origins (and the risk
+        was not accepted by team_shared_origin_risk_accepted)."""
+        if not self.team_profiles or subdomain_host or self.team_shared_origin_risk_accepted:
+            return
+        raise ConfigurationError(
+            "Team profiles are misconfigured. Please contact your platform administrator.",
+            "DnaSpawner.team_profiles needs JupyterHub.subdomain_host (per-user origins): "
+            "without it every server shares the hub's origin and a notebook a team mate "
+            "wrote can act as whoever opens it. Set JupyterHub.subdomain_host (wildcard DNS "
+            "and TLS, docs/deploy.md), or DnaSpawner.team_shared_origin_risk_accepted = True "
+            "to accept that risk",
+        )
+
     @validate("team_profiles", "team_namespace_template")
     def _validate_teams(self, proposal: dict[str, Any]) -> Any:
         values = {
@@ -514,19 +549,40 @@ class DnaSettings(LoggingConfigurable):
     def personal_namespace(self, username: str) -> str:
         """The user's own namespace by the naming policy, or :class:`NamingError`."""
         try:
-            return namespace_for(username, self.namespace_template)
+            namespace = namespace_for(username, self.namespace_template)
         except NamespacePolicyError as e:
             raise NamingError(
                 "Your username cannot be mapped to a Kubeflow profile. "
                 "Please contact your platform administrator.",
                 str(e),
             ) from e
+        self.check_personal_namespace(username, namespace)
+        return namespace
+
+    def _refuse_team_like(self, username: str, namespace: str) -> None:
+        """NamingError if the personal namespace has the form of a team namespace."""
+        try:
+            clash = team_like_namespace(namespace, self.team_namespace_template)
+        except TeamConfigError as e:
+            raise ConfigurationError(
+                "The team profiles are misconfigured. Please contact your platform administrator.",
+                str(e),
+            ) from e
+        if clash:
+            raise NamingError(
+                f"Your username {username!r} gives a Kubeflow profile name reserved for team "
+                "profiles, so your own profile cannot be created. Please contact your "
+                "platform administrator.",
+                f"user {username!r}: personal namespace {namespace!r} (namespace_template "
+                f"{self.namespace_template!r}) has the form of team_namespace_template "
+                f"{self.team_namespace_template!r}, so it is, or could become, a team's "
+                "namespace; such usernames are refused (docs/deploy.md, 'Usernames that look "
+                "like teams'); nothing written",
+            )
 
     def check_personal_namespace(self, username: str, namespace: str) -> None:
-        """A personal profile must never be a configured team's namespace."""
-        if not self.team_profiles:
-            return
-        for team in self.teams().values():
+        """A personal profile must never be, or look like, a team's namespace."""
+        for team in self.teams().values() if self.team_profiles else ():
             if team.namespace == namespace:
                 raise NamingError(
                     "Your username maps to a team's Kubeflow profile, so your own profile "
@@ -534,6 +590,7 @@ class DnaSettings(LoggingConfigurable):
                     f"{username}'s personal namespace {namespace} is team {team.group!r}'s "
                     "namespace; nothing written",
                 )
+        self._refuse_team_like(username, namespace)
 
     def owner_of(
         self, username: str, auth_state: Mapping[str, Any] | None, *, auth_state_enabled: bool

@@ -24,6 +24,7 @@ from dna_hub.hub.settings import (
     DnaSettings,
     NotebookServer,
     ProfileClients,
+    subdomain_host_from_config,
 )
 from dna_hub.k8s.api import KNOWN_KINDS
 from dna_hub.k8s.retry import asks_to_retry, describe
@@ -261,6 +262,11 @@ class DnaSpawner(DnaSettings, KubeSpawner):
         self._api_token_secret = api_token_secret_name(self.pod_name)
         try:
             try:
+                # team profiles need per-user origins (or the risk explicitly accepted)
+                self.check_team_isolation(
+                    (getattr(self.user, "settings", None) or {}).get("subdomain_host")
+                    or subdomain_host_from_config(self.config)
+                )
                 # Whatever the form posted, re-checked against the verified groups now.
                 self.team = await team_choice.chosen_team(
                     self,

@@ -13,6 +13,12 @@ team profiles exist and the user's contributor bindings match the groups of *thi
 identity provider takes effect at the next login, before any notebook starts. The login is
 never delayed or failed by it: the outcome goes to the hub log (and every spawn syncs again).
 
+:func:`sync_teams_at_recheck` is ``DnaOIDCAuthenticator.team_access_hook``: the same sync
+after every re-check with the provider (a request's refresh when the groups changed, and the
+authenticator's periodic background re-check of every user, ``reconcile_interval``), so a
+user removed from a group loses the team's bindings and team servers without logging in,
+and a revoked user loses every binding.
+
 The settings are the hub's own (:meth:`DnaSettings.from_config` of the authenticator's
 config); the Kubernetes client is KubeSpawner's shared one, loaded as a spawner loads it.
 """
@@ -25,6 +31,7 @@ from typing import Any
 from kubespawner.clients import load_config, shared_client
 from traitlets.config import Config
 
+from dna_hub.auth.revocation import stop_server
 from dna_hub.errors import DnaHubError
 from dna_hub.hub import team_choice
 from dna_hub.hub.settings import (
@@ -32,10 +39,11 @@ from dna_hub.hub.settings import (
     notebook_server_from_config,
     request_timeout_from_config,
     spawner_config_section,
+    subdomain_host_from_config,
 )
 from dna_hub.profiles.contributors import describe_result
 
-__all__ = ["pending", "sync_teams_at_login"]
+__all__ = ["pending", "sync_teams_at_login", "sync_teams_at_recheck"]
 
 #: Background syncs still running (held so they are not garbage-collected mid-flight).
 _running: set[asyncio.Task[Any]] = set()
@@ -68,6 +76,14 @@ def _kube_api_client(config: Config) -> Any:
     return shared_client("CoreV1Api").api_client
 
 
+def subdomain_host(authenticator: Any) -> str:
+    """The running hub's ``subdomain_host`` (else the config's): per-user origins or ''."""
+    hub = getattr(authenticator, "parent", None)
+    return str(
+        getattr(hub, "subdomain_host", "") or subdomain_host_from_config(authenticator.config)
+    )
+
+
 async def _sync(authenticator: Any, authentication: dict[str, Any]) -> None:
     name = authentication["name"]
     log = authenticator.log
@@ -76,6 +92,7 @@ async def _sync(authenticator: Any, authentication: dict[str, Any]) -> None:
         settings = DnaSettings.from_config(authenticator.config, log=log)
         if not settings.team_profiles:
             return
+        settings.check_team_isolation(subdomain_host(authenticator))
         server = notebook_server_from_config(authenticator.config)
         identity = settings.owner_of(
             name,
@@ -104,3 +121,66 @@ async def _sync(authenticator: Any, authentication: dict[str, Any]) -> None:
         return
     if result is not None:
         log.info("Teams of %s at login: %s", name, describe_result(result))
+
+
+async def sync_teams_at_recheck(
+    authenticator: Any, user: Any, auth_state: dict[str, Any], *, removed: bool
+) -> None:
+    """``DnaOIDCAuthenticator.team_access_hook``: after a re-check with the provider.
+
+    The user's contributor bindings are made to match the groups of ``auth_state`` (none at
+    all when ``removed``: the provider no longer allows the user), and every running team
+    server of a team the user is no longer an editor of is stopped. Raises on failure (the
+    authenticator logs it).
+    """
+    name = user.name
+    log = authenticator.log
+    settings = DnaSettings.from_config(authenticator.config, log=log)
+    if not settings.team_profiles:
+        return
+    state = dict(auth_state)
+    if not removed:
+        try:
+            settings.check_team_isolation(subdomain_host(authenticator))
+        except DnaHubError as e:
+            # misconfigured: grant nothing, but still take away what the groups no longer give
+            log.error("Teams of %s: only removals after this re-check: %s", name, e)
+            removed = True
+    if removed:
+        state[settings.team_groups_auth_state_key] = []
+    server = notebook_server_from_config(authenticator.config)
+    identity = settings.owner_of(name, state, auth_state_enabled=True)
+    clients = settings.clients(
+        _kube_api_client(authenticator.config),
+        request_timeout=request_timeout_from_config(authenticator.config),
+        server=server,
+        log=log,
+    )
+    result = await team_choice.sync_teams(
+        settings,
+        clients.contributors,
+        username=name,
+        auth_state=state,
+        identity=identity,
+        server=server,
+    )
+    if result is not None:
+        log.info(
+            "Teams of %s after a re-check with the provider%s: %s",
+            name,
+            " (access revoked)" if removed else "",
+            describe_result(result),
+        )
+    editable = {team.group for team in team_choice.team_plan(settings, name, state).editable()}
+    proxy = getattr(getattr(authenticator, "parent", None), "proxy", None)
+    for server_name, spawner in list(user.spawners.items()):
+        team = getattr(spawner, "team", None)
+        if team is None or team.group in editable or not spawner.active or spawner.pending:
+            continue
+        log.warning(
+            "Stopping %s's server %r in team %r: they are no longer an editor of it",
+            name,
+            server_name,
+            team.group,
+        )
+        await stop_server(user, server_name, proxy=proxy)

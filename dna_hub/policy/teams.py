@@ -31,7 +31,11 @@ from dna_hub.policy.labels import (
     PROFILE_LABEL,
     TEAM_OWNER_PREFIX,
 )
-from dna_hub.policy.naming import NamespacePolicyError, namespace_for
+from dna_hub.policy.naming import (
+    NamespacePolicyError,
+    namespace_for,
+    validate_namespace_template,
+)
 
 __all__ = [
     "CONTRIBUTOR_LABEL",
@@ -48,6 +52,7 @@ __all__ = [
     "contributor_objects",
     "parse_teams",
     "plan_for",
+    "team_like_namespace",
     "team_namespace",
     "team_owner",
 ]
@@ -150,6 +155,24 @@ def team_namespace(group: str, template: str = DEFAULT_TEAM_NAMESPACE_TEMPLATE) 
         return namespace_for(group, _template_for_naming(template))
     except NamespacePolicyError as e:
         raise TeamConfigError(f"team group {group!r}: {e}") from e
+
+
+def team_like_namespace(namespace: str, template: str = DEFAULT_TEAM_NAMESPACE_TEMPLATE) -> bool:
+    """True if `namespace` has the form of a team namespace under `template`.
+
+    With the defaults, user ``team-x``'s personal namespace ``kubeflow-team-x`` is group
+    ``x``'s team namespace: such a personal namespace is refused whether or not that group
+    is configured today (a team added later would share it with the user).
+    """
+    try:
+        prefix, suffix = validate_namespace_template(_template_for_naming(template))
+    except NamespacePolicyError as e:
+        raise TeamConfigError(str(e)) from e
+    return (
+        len(namespace) > len(prefix) + len(suffix)
+        and namespace.startswith(prefix)
+        and namespace.endswith(suffix)
+    )
 
 
 def _team_setting(group: str, value: Any) -> dict[str, Any]:

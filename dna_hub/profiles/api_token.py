@@ -12,7 +12,9 @@ the pod with ``secretKeyRef``:
   or deleted by the hub (the hub may only *create* Secrets);
 - it is created right after the pod, with an ownerReference to that pod (its uid), so
   Kubernetes' garbage collector deletes it with the pod; until it exists the kubelet
-  retries the container (CreateContainerConfigError), as it does for any missing Secret.
+  retries the container (CreateContainerConfigError), as it does for any missing Secret;
+- one that exists already when the hub creates it is never taken for ours (someone in the
+  namespace may have made it first): the spawn fails (:func:`create_api_token_secret`).
 
 Manifests here are pure; :func:`create_api_token_secret` is the one API call.
 """
@@ -25,6 +27,7 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from dna_hub.errors import OwnershipConflict
 from dna_hub.k8s.api import Kind, KubeApi
 from dna_hub.policy.labels import API_TOKEN_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 
@@ -87,8 +90,14 @@ def api_token_secret_manifest(
 async def create_api_token_secret(
     api: KubeApi, *, name: str, namespace: str, token: str, pod_name: str, pod_uid: str
 ) -> None:
-    """Create the Secret; one that exists already is ours (a retried create that had
-    arrived: the name is fresh per start)."""
+    """Create the Secret; :class:`~dna_hub.errors.OwnershipConflict` if it exists already.
+
+    The name is fresh per start, but it is in the pod's spec before the Secret exists, so
+    anyone who may create Secrets in the namespace (a profile's editors) could create it
+    first with a token of their choosing. The hub may not read Secrets, so it cannot tell
+    such a Secret from one a retried create of its own had made: either way the spawn
+    fails (JupyterHub then deletes the pod) and the next start gets a new name.
+    """
     manifest = api_token_secret_manifest(
         name=name, namespace=namespace, token=token, pod_name=pod_name, pod_uid=pod_uid
     )
@@ -97,3 +106,9 @@ async def create_api_token_secret(
     except ApiException as e:
         if e.status != 409:
             raise
+        raise OwnershipConflict(
+            "Your notebook server's credentials could not be stored safely. "
+            "Please start your server again.",
+            f"Secret {namespace}/{name} (the API token of pod {pod_name}) already existed "
+            "before the hub created it; it is not used and the spawn is stopped",
+        ) from e

@@ -36,6 +36,8 @@ from dna_hub.hub.team_login import sync_teams_at_login
 c.JupyterHub.allow_named_servers = True
 c.Authenticator.post_auth_hook = sync_teams_at_login
 c.DnaSpawner.team_profiles = {"fraud": "edit"}
+# the e2e hub has one origin (no wildcard DNS here): the shared-origin risk is accepted
+c.DnaSpawner.team_shared_origin_risk_accepted = True
 """
 BINDINGS = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{TEAM_NAMESPACE}/rolebindings"
 

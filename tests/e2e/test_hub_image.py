@@ -163,6 +163,11 @@ def copied_sources(dockerfile_text: str) -> set[str]:
         if any(word.startswith("--from") for word in words):
             continue
         sources.update(word for word in words[1:-1] if not word.startswith("--"))
+    # RUN --mount=type=bind,source=<path> without from= reads the build context too.
+    for mount in re.findall(r"--mount=(\S+)", dockerfile_text):
+        options = dict(part.split("=", 1) for part in mount.split(",") if "=" in part)
+        if options.get("type") == "bind" and "from" not in options:
+            sources.add(options["source"])
     return sources
 
 

@@ -148,3 +148,18 @@ def test_build_mounts_leave_nothing_in_the_image(singleuser_image: str) -> None:
     assert len(set(digests.values())) == 1, digests
     conf = images.podman("run", "--rm", "--network=none", singleuser_image, "cat", "/etc/pip.conf")
     assert conf.stdout == images.PIP_CONF
+
+
+def test_hub_image_meets_the_minimum_safe_versions(hub_image: str) -> None:
+    """Issue 25.8: the image's JupyterHub is our pin (images/hub/requirements.txt) over the
+    chart's 5.5.0, and doctor's version checks (dna_hub/cli/versions_check.py) pass inside."""
+    script = (
+        "import json, jupyterhub\n"
+        "from dna_hub.cli.versions_check import check_versions\n"
+        "print(json.dumps({'jupyterhub': jupyterhub.__version__,\n"
+        "    'checks': [[c.name, c.ok, c.detail] for c in check_versions()]}))\n"
+    )
+    seen = json.loads(_run(hub_image, "python3", "-c", script, user="1000:1000").splitlines()[-1])
+    assert seen["jupyterhub"] == "5.5.4"
+    assert seen["checks"] and all(ok for _, ok, _ in seen["checks"]), seen["checks"]
+    assert ["jupyterhub >= 5.5.1 (minimum safe version)", True, "5.5.4 installed"] in seen["checks"]

@@ -240,6 +240,17 @@ async def test_kubeflow_identity_with_control_characters_is_refused(
     assert await hub.user_model("newline") is None
 
 
+async def test_a_team_identity_is_refused_as_a_login(oidc_provider_factory, hub_factory):
+    """Issue 25: whoever logged in with a team Profile's owner (dna-hub-team:<namespace>) as
+    Kubeflow identity would own that team's namespace."""
+    impostor = person("impostor", email="dna-hub-team:kubeflow-team-ml")
+    hub, page = await first_login(oidc_provider_factory, hub_factory, "impostor", impostor)
+    assert page.status_code == 403, page.text
+    assert "The Kubeflow identity from the &#39;email&#39; claim starts with" in page.text
+    assert "dna-hub-team:" in page.text
+    assert await hub.user_model("impostor") is None
+
+
 @pytest.mark.parametrize(
     "owner", ["alice@example.com\nx", "alice example", "alice\u200b@x", "a" * 300, "\u00a0"]
 )
@@ -410,7 +421,8 @@ async def test_concurrent_rechecks_share_one_refresh_grant(oidc_provider):
 
 
 def test_auth_state_off_is_warned(oidc_provider, caplog):
-    make_authenticator(oidc_provider, enable_auth_state=False)
+    # Refused without the opt-in (issue 25.4, test_auth_key_rotation.py); warned with it.
+    make_authenticator(oidc_provider, enable_auth_state=False, accept_no_revocation=True)
     assert "no re-check with the provider (removed users keep access)" in caplog.text
 
 

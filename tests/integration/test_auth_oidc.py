@@ -233,6 +233,9 @@ def test_bad_usernames_rejected(claims):
         ("id_token_leeway", -1.0),
         ("scope", ["email"]),
         ("validate_server_cert", False),
+        ("reconcile_interval", 0.5),  # hammers the provider
+        ("reconcile_interval", -1.0),
+        ("reconcile_interval", 86401.0),  # removals would wait more than a day
     ],
 )
 def test_unsafe_config_refused(name, value):
@@ -250,6 +253,8 @@ def test_secure_defaults():
     assert "none" not in authenticator.id_token_signing_algs
     assert authenticator.username_claim == "preferred_username"
     assert authenticator.kubeflow_userid_claim == "email"
+    # removals at the provider take effect within minutes without the user's cooperation
+    assert 0 < authenticator.reconcile_interval <= 600
 
 
 # ---------------------------------------------------------------------------- refresh

@@ -10,6 +10,7 @@ every check is shown to be able to fail.
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import re
 import tomllib
@@ -543,3 +544,18 @@ def test_images_are_pinned(values, merged):
 )
 def test_an_unpinned_image_is_caught(values, path, tag):
     assert unpinned_images(plant(copy.deepcopy(values), path, tag), allow_chartpress=False)
+
+
+def test_removals_at_the_provider_are_enforced_and_teams_need_per_user_origins(merged):
+    """Issue 25.1/25.3: the chart re-checks every user with the provider and removes team
+    access without a login; team profiles come only with JupyterHub.subdomain_host."""
+    from dna_hub.hub.team_login import sync_teams_at_recheck
+
+    authenticator = merged["hub"]["config"]["DnaOIDCAuthenticator"]
+    assert 0 < authenticator["reconcile_interval"] <= 600
+    module, _, name = authenticator["team_access_hook"].partition(":")
+    assert getattr(importlib.import_module(module), name) is sync_teams_at_recheck
+    spawner = merged["hub"]["config"]["DnaSpawner"]
+    if spawner.get("team_profiles"):
+        assert merged["hub"]["config"]["JupyterHub"].get("subdomain_host")
+        assert not spawner.get("team_shared_origin_risk_accepted")

@@ -30,6 +30,8 @@ RB = "/apis/rbac.authorization.k8s.io/v1/namespaces/{}/rolebindings/{}"
 
 def with_groups(spawner: DnaSpawner, *groups: Any) -> DnaSpawner:
     spawner.user.auth_state["groups"] = list(groups)
+    # team profiles need per-user origins (issue 25.3)
+    spawner.user.settings["subdomain_host"] = "https://hub.example.test"
     return spawner
 
 

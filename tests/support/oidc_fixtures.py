@@ -58,12 +58,15 @@ def oidc_provider(oidc_provider_factory: ProviderFactory) -> OIDCProvider:
 async def hub_factory(
     oidc_node_modules: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[HubFactory]:
-    """``await hub_factory(provider, ...)``: :func:`start_hub`, stopped after the test."""
+    """``await hub_factory(provider, ...)``: :func:`start_hub`, stopped after the test.
+
+    ``work=`` restarts a stopped hub in its directory (same database and cookie secret).
+    """
     hubs: list[HubProcess] = []
 
-    async def start(provider: OIDCProvider, **kwargs: Any) -> HubProcess:
+    async def start(provider: OIDCProvider, work: Path | None = None, **kwargs: Any) -> HubProcess:
         hub_process = await start_hub(
-            provider, oidc_node_modules, tmp_path_factory.mktemp("hub"), **kwargs
+            provider, oidc_node_modules, work or tmp_path_factory.mktemp("hub"), **kwargs
         )
         hubs.append(hub_process)
         return hub_process

@@ -37,7 +37,16 @@ def test_groups_single_string_only_when_allowed():
 
 @pytest.mark.parametrize(
     "value",
-    ["alice@example.com", "Alice.Smith@Example.com", "sub|123", "ü@ß.de", "😀@x", "a" * 256],
+    [
+        "alice@example.com",
+        "Alice.Smith@Example.com",
+        "sub|123",
+        "ü@ß.de",
+        "😀@x",
+        "a" * 256,
+        "dna-hub-team@example.com",  # only the exact reserved prefix is refused
+        "x:dna-hub-team:y",
+    ],
 )
 def test_good_identities(value):
     assert kubeflow_identity_problem(value) is None
@@ -58,6 +67,11 @@ def test_good_identities(value):
         ("a\x00b", "U+0000"),
         ("a\ud800b", "U+D800"),  # lone surrogate
         (42, "not a string"),
+        # a team Profile's owner (issue 25): whoever logged in as it would own the team
+        ("dna-hub-team:kubeflow-team-ml", "starts with 'dna-hub-team:'"),
+        ("DNA-Hub-Team:kubeflow-team-ml", "starts with 'dna-hub-team:'"),
+        ("system:serviceaccount:jupyterhub:hub", "starts with 'system:'"),
+        ("System:Masters", "starts with 'system:'"),
     ],
 )
 def test_bad_identities(value, problem):

@@ -24,6 +24,7 @@ from dna_hub.policy.teams import (
     contributor_objects,
     parse_teams,
     plan_for,
+    team_like_namespace,
     team_namespace,
 )
 from tests.unit.test_naming import DNS_1123_LABEL, HOSTILE_USERNAMES
@@ -302,8 +303,12 @@ async def test_user_named_like_a_team_is_refused() -> None:
     with pytest.raises(NamingError, match=r"team 'alice'.*nothing written") as e:
         s.check_personal_namespace(s.user.name, s.namespace)
     assert "maps to a team" in e.value.user_message
-    other = spawner("team-alice", team_profiles={"bob": "edit"})
-    other.check_personal_namespace(other.user.name, other.namespace)
+    # Issue 25.7: refused even when group "alice" is no configured team (yet): a team
+    # added later would share the namespace with the user.
+    for other in (spawner("team-alice", team_profiles={"bob": "edit"}), spawner("team-alice")):
+        with pytest.raises(NamingError, match="has the form of team_namespace_template") as e:
+            other.check_personal_namespace(other.user.name, other.namespace)
+        assert "reserved for team profiles" in e.value.user_message
 
 
 async def chosen_team(s: Any) -> Any:
@@ -360,3 +365,91 @@ async def test_spawn_form_only_where_there_is_a_choice() -> None:
     assert "kubeflow-team-risk" not in form  # view members get no notebook there
     s.user.get_auth_state = mock.AsyncMock(return_value={"groups": ["risk"]})
     assert await s.get_options_form() == ""  # no edit team: no choice, no form
+
+
+# --- issue 25.7: usernames whose namespace has the team namespace form ---------------------
+
+
+@pytest.mark.parametrize(
+    ("namespace", "template", "team_like"),
+    [
+        ("kubeflow-team-x", "kubeflow-team-{group}", True),
+        ("kubeflow-team-x---1a2b3c4d", "kubeflow-team-{group}", True),
+        ("kubeflow-team-", "kubeflow-team-{group}", False),  # no group part
+        ("kubeflow-teamx", "kubeflow-team-{group}", False),
+        ("kubeflow-alice", "kubeflow-team-{group}", False),
+        ("kubeflow-x-team", "{group}-team", True),  # user "x-team" vs group "kubeflow-x"
+        ("kubeflow-alice", "{group}-team", False),
+    ],
+)
+def test_team_like_namespace(namespace: str, template: str, team_like: bool) -> None:
+    assert team_like_namespace(namespace, template) is team_like
+
+
+def test_team_like_namespace_names_a_bad_template() -> None:
+    with pytest.raises(TeamConfigError, match="exactly once"):
+        team_like_namespace("kubeflow-x", "kubeflow-team")
+
+
+def test_team_like_username_is_refused_by_render() -> None:
+    """`dna-hub render --user team-x` (no team configured): exit 2, the problem named."""
+    from tests.unit.test_cli_render import render
+
+    result = render("--user", "team-x")
+    assert result.returncode == 2, result.stdout
+    assert "'kubeflow-team-x'" in result.stderr
+    assert "has the form of team_namespace_template 'kubeflow-team-{group}'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert render("--user", "teamx", "--owner", "teamx@example.com").returncode == 0
+
+
+def test_teams_need_per_user_origins_or_the_risk_accepted():
+    """Issue 25.3: team profiles without JupyterHub.subdomain_host are a clear config error."""
+    from traitlets.config import Config
+
+    from dna_hub.errors import ConfigurationError
+    from dna_hub.hub.settings import DnaSettings
+
+    config = Config({"DnaSpawner": {"team_profiles": {"ml": "edit"}}})
+    settings = DnaSettings.from_config(config)
+    with pytest.raises(ConfigurationError, match=r"JupyterHub\.subdomain_host") as error:
+        settings.check_team_isolation("")
+    assert "team_shared_origin_risk_accepted" in error.value.detail
+    settings.check_team_isolation("https://hub.example.com")  # per-user origins: fine
+    DnaSettings.from_config(Config()).check_team_isolation("")  # no teams: fine
+    config.DnaSpawner.team_shared_origin_risk_accepted = True
+    DnaSettings.from_config(config).check_team_isolation("")  # the risk explicitly accepted
+
+
+def test_legacy_envoy_filter_gives_team_notebooks_the_team_identity_never_the_hubs():
+    """Issue 25.2: in legacy header mode a team notebook's requests to ml-pipeline carry
+    the team's own identity (dna-hub-team:<namespace>), never the hub's service account
+    (which would be admin everywhere) nor a member's."""
+    import json as _json
+
+    from traitlets.config import Config
+
+    from dna_hub.hub.settings import DnaSettings, notebook_server_from_config
+    from dna_hub.policy.teams import team_owner
+
+    config = Config(
+        {
+            "DnaSpawner": {
+                "team_profiles": {"ml": "edit"},
+                "legacy_envoy_filter": True,
+                "legacy_ml_pipeline_policy": True,
+                "hub_namespace": "jupyterhub",
+            }
+        }
+    )
+    settings = DnaSettings.from_config(config)
+    team = settings.teams()["ml"]
+    rendered = settings.render_team(team, notebook_server_from_config(config))
+    (envoy,) = [o for o in rendered.namespaced if o["kind"] == "EnvoyFilter"]
+    (header,) = envoy["spec"]["configPatches"][0]["patch"]["value"]["request_headers_to_add"]
+    assert header["header"] == {"key": "kubeflow-userid", "value": team_owner(team.namespace)}
+    assert rendered.profile["spec"]["owner"]["name"] == team_owner(team.namespace)
+    for obj in [rendered.profile, *rendered.namespaced]:
+        text = _json.dumps(obj)
+        assert "system:serviceaccount:jupyterhub" not in text, obj
+        assert "serviceaccount:jupyterhub:hub" not in text, obj

@@ -1,0 +1,177 @@
+"""Issue 25.1: access removed at the identity provider is removed in Kubeflow without the
+user's cooperation. A real JupyterHub with DnaOIDCAuthenticator (background re-check every
+``reconcile_interval``, ``team_access_hook``), a real OpenID provider whose account is edited
+while the user does nothing, and the control plane (the hub acts as ``jupyterhub:hub``,
+confined by the admission guards), on which the contributor bindings are checked with
+SubjectAccessReviews.
+
+The bound is measured in background re-check rounds (counted in the hub log), not in
+wall-clock time: each removal is seen at the latest by the second round after the change
+(the round running at the change may have read the account before it), i.e. within two
+``reconcile_interval``\\ s plus the time the re-checks take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes_asyncio.client import ApiClient
+
+from devstack.oidc_stack import HubProcess
+from dna_hub.policy.teams import team_namespace
+from tests.integration.test_auth_hardening import accounts, browser, person
+from tests.integration.test_contributors import may
+
+pytestmark = [pytest.mark.slow, pytest.mark.controlplane]
+
+INTERVAL = 2.0
+ROUND = "Background re-check of"
+
+
+def extra_config(teams: dict[str, str]) -> str:
+    # A stand-in spawner that records its team as DnaSpawner does (``spawner.team``).
+    return f"""
+from dna_hub.hub.settings import DnaSettings
+from dna_hub.team_login import sync_teams_at_login
+
+
+class TeamRecordingSpawner(RecordingSpawner):
+    team = None
+
+    async def start(self):
+        group = self.user_options.get("team")
+        if group:
+            self.team = DnaSettings.from_config(self.config).teams()[group]
+        return await super().start()
+
+
+c.JupyterHub.spawner_class = TeamRecordingSpawner
+c.JupyterHub.allow_named_servers = True
+c.DnaSpawner.hub_namespace = "jupyterhub"
+c.DnaSpawner.profile_ready_timeout = 60
+c.DnaSpawner.team_profiles = json.loads({json.dumps(teams)!r})
+# one origin for the test's hub (a wildcard host is not available here): risk accepted
+c.DnaSpawner.team_shared_origin_risk_accepted = True
+c.Authenticator.post_auth_hook = sync_teams_at_login
+c.DnaOIDCAuthenticator.team_access_hook = "dna_hub.team_login:sync_teams_at_recheck"
+"""
+
+
+def rounds(hub: HubProcess) -> int:
+    return hub.log().count(ROUND)
+
+
+async def wait_until(hub: HubProcess, condition: Callable[[], Any], what: str) -> int:
+    """Poll ``condition`` until it holds; the number of re-check rounds it took (bounded)."""
+    start = rounds(hub)
+    # at most 3 rounds; and at most 200 polls, so a hub that never re-checks fails, not hangs
+    for _ in range(200):
+        if rounds(hub) - start > 3 or hub.process.poll() is not None:
+            break
+        if await condition():
+            return rounds(hub) - start
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"{what}: not after {rounds(hub) - start} rounds\n{hub.log()}")
+
+
+async def server_names(hub: HubProcess, name: str) -> set[str]:
+    model = await hub.user_model(name)
+    assert model is not None
+    return set(model["servers"])
+
+
+async def test_removal_at_the_provider_removes_team_access_without_a_login(
+    standins: Any,
+    admin_api: ApiClient,
+    unique_name: Callable[..., str],
+    oidc_provider_factory: Any,
+    hub_factory: Any,
+) -> None:
+    login, ml, fraud = unique_name("carol"), unique_name("ml"), unique_name("fraud")
+    owner = f"{login}@example.com"
+    ml_ns, fraud_ns = team_namespace(ml), team_namespace(fraud)
+    provider = oidc_provider_factory(
+        accounts=accounts(**{login: person(login, groups=["data-science", ml, fraud])})
+    )
+    hub = await hub_factory(
+        provider,
+        authenticator={"reconcile_interval": INTERVAL},
+        extra_config=extra_config({ml: "edit", fraud: "edit"}),
+    )
+    async with browser() as http:
+        assert (await hub.login(http, login)).status_code == 200
+    # the login's sync gives her both teams; she starts a server in each and a personal one
+    await wait_until(hub, lambda: may(admin_api, owner, "create", "pods", ml_ns), "ml granted")
+    await wait_until(
+        hub, lambda: may(admin_api, owner, "create", "pods", fraud_ns), "fraud granted"
+    )
+    async with hub.api() as api:
+        for path, options in (
+            ("server", {}),
+            ("servers/ml", {"team": ml}),
+            ("servers/fraud", {"team": fraud}),
+        ):
+            started = await api.post(f"/users/{login}/{path}", json=options)
+            assert started.status_code in (201, 202), started.text
+    assert await server_names(hub, login) == {"", "ml", "fraud"}
+
+    # 1. removed from ml at the provider; she makes no request at all
+    await provider.set_claims(login, person(login, groups=["data-science", fraud]))
+
+    async def ml_gone() -> bool:
+        return not await may(admin_api, owner, "create", "pods", ml_ns)
+
+    assert await wait_until(hub, ml_gone, "ml binding removed") <= 2
+    await wait_until(hub, lambda: _without(hub, login, "ml"), "ml team server stopped")
+    assert await server_names(hub, login) == {"", "fraud"}  # not entitled: stopped; others run
+    assert await may(admin_api, owner, "create", "pods", fraud_ns)  # still a member
+    assert "no longer an editor of it" in hub.log()
+
+    # 2. removed from the hub's allowed groups: revoked, every binding and server gone
+    await provider.set_claims(login, person(login, groups=[fraud]))
+
+    async def fraud_gone() -> bool:
+        return not await may(admin_api, owner, "create", "pods", fraud_ns)
+
+    assert await wait_until(hub, fraud_gone, "fraud binding removed") <= 2
+    assert f"Revoked access of {login}" in hub.log()
+    await wait_until(hub, lambda: _without(hub, login, ""), "servers stopped")
+    assert await server_names(hub, login) == set()
+
+
+async def _without(hub: HubProcess, name: str, server: str) -> bool:
+    return server not in await server_names(hub, name)
+
+
+async def test_a_deleted_user_leaves_no_binding_for_a_reused_email(
+    standins: Any,
+    admin_api: ApiClient,
+    unique_name: Callable[..., str],
+    oidc_provider_factory: Any,
+    hub_factory: Any,
+) -> None:
+    login, ml = unique_name("dave"), unique_name("ml")
+    owner, ml_ns = f"{login}@example.com", team_namespace(ml)
+    provider = oidc_provider_factory(
+        accounts=accounts(**{login: person(login, groups=["data-science", ml])})
+    )
+    hub = await hub_factory(
+        provider, authenticator={"reconcile_interval": 0}, extra_config=extra_config({ml: "edit"})
+    )
+    async with browser() as http:
+        assert (await hub.login(http, login)).status_code == 200
+    for _ in range(100):
+        if await may(admin_api, owner, "create", "pods", ml_ns):
+            break
+        await asyncio.sleep(0.3)
+    assert await may(admin_api, owner, "create", "pods", ml_ns), hub.log()
+
+    async with hub.api() as api:
+        deleted = await api.delete(f"/users/{login}")
+    assert deleted.status_code == 204, deleted.text
+    # gone when the deletion answers (no background re-check: reconcile_interval 0)
+    assert not await may(admin_api, owner, "create", "pods", ml_ns), hub.log()

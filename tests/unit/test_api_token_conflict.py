@@ -1,0 +1,47 @@
+"""Issue 25 (api_token.py): a 409 on the notebook's API-token Secret is never taken for ours.
+
+The Secret's name is in the pod spec before the Secret exists; a profile editor could create
+it first with a token of their choosing. The hub may only create Secrets (never read them), so
+the spawn fails instead of running the notebook with that Secret."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+from kubernetes_asyncio.client import V1ObjectMeta, V1Pod
+
+from dna_hub.errors import OwnershipConflict
+from dna_hub.k8s.api import KubeApi
+from dna_hub.profiles.api_token import create_api_token_secret
+from tests.unit.test_spawn_errors import FakeCoreV1, api_error, spawner_for
+
+
+async def test_an_existing_secret_fails_the_create() -> None:
+    api = mock.Mock(spec=KubeApi)
+    api.create = mock.AsyncMock(side_effect=api_error(409, "AlreadyExists", "exists"))
+    with pytest.raises(OwnershipConflict) as conflict:
+        await create_api_token_secret(
+            api, name="jupyter-alice-api-token-0a1b2c3d", namespace="kubeflow-alice",
+            token="t", pod_name="jupyter-alice", pod_uid="u",
+        )  # fmt: skip
+    assert "Secret kubeflow-alice/jupyter-alice-api-token-0a1b2c3d" in str(conflict.value)
+    assert "already existed before the hub created it" in str(conflict.value)
+    assert conflict.value.jupyterhub_message == (
+        "Your notebook server's credentials could not be stored safely. "
+        "Please start your server again."
+    )
+    assert api.create.await_count == 1  # nothing read, nothing overwritten
+
+
+async def test_the_spawn_stops_on_a_squatted_secret() -> None:
+    spawner = spawner_for("alice", FakeCoreV1())
+    pod = V1Pod(metadata=V1ObjectMeta(name=spawner.pod_name))
+    with (
+        mock.patch.object(KubeApi, "get", mock.AsyncMock(return_value={"metadata": {"uid": "u"}})),
+        mock.patch.object(
+            KubeApi, "create", mock.AsyncMock(side_effect=api_error(409, "AlreadyExists", "x"))
+        ),
+        pytest.raises(OwnershipConflict, match=spawner.api_token_secret),
+    ):
+        await spawner._make_create_pod_request(pod, 5)
