@@ -37,6 +37,7 @@ __all__ = [
     "ProfileDeleting",
     "ProfileNotReady",
     "ProvisioningError",
+    "ServerNotStarted",
     "TeamNotAllowed",
     "TeamUnavailable",
     "TemplateRenderError",
@@ -124,6 +125,13 @@ class InvalidObject(ApiFailure):
     """The API server refused an object as invalid (400/422): a template or config fault."""
 
     reason = "invalid"
+
+
+class ServerNotStarted(ProvisioningError):
+    """The notebook pod did not start in time, for a cause its events name (no GPU free, an
+    image that cannot be pulled, ...): the user reads that cause, not a timeout."""
+
+    reason = "not-started"
 
 
 class TeamUnavailable(ProvisioningError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +16,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
 from traitlets import default, validate
 
-from dna_hub.errors import DnaHubError, NamingError
+from dna_hub.errors import DnaHubError, NamingError, ServerNotStarted
 from dna_hub.hub import name_check, spawn_errors, startup_heap, team_choice
 from dna_hub.hub.reflectors import LEAN_REFLECTORS
 from dna_hub.hub.settings import (
@@ -33,6 +34,7 @@ from dna_hub.policy.naming import NamespacePolicyError, namespace_for
 from dna_hub.policy.notebook_env import notebook_environment
 from dna_hub.policy.pod_defaults import CPU_REQUEST, MEMORY_LIMIT, MEMORY_REQUEST, SINGLEUSER_IMAGE
 from dna_hub.policy.rendering import RenderedProfile
+from dna_hub.policy.spawn_progress import ProgressMessage, explain_event
 from dna_hub.policy.teams import Team
 from dna_hub.profiles.api_token import (
     api_token_secret_name,
@@ -54,6 +56,12 @@ _RESTRICTED_CONTAINER_SECURITY_CONTEXT = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+
+
+def _cause_margin(start_timeout: float) -> float:
+    """How long before JupyterHub's own start timeout the wait for the pod gives up, so a
+    pod that did not start ends with its known cause (JupyterHub's clock starts first)."""
+    return min(5.0, 0.1 * start_timeout)
 
 
 class DnaSpawner(DnaSettings, KubeSpawner):
@@ -253,6 +261,7 @@ class DnaSpawner(DnaSettings, KubeSpawner):
         # Reset before KubeSpawner schedules _start, so progress() never sees a stale run.
         self._progress_messages.clear()
         self._provisioned.clear()
+        self._start_deadline = time.monotonic() + self.start_timeout
         return super().start()
 
     async def _start(self) -> Any:
@@ -283,7 +292,7 @@ class DnaSpawner(DnaSettings, KubeSpawner):
             )
             # A 4xx refusal of an object the spawn creates ends it in people's words.
             started = await spawn_errors.refusals_explained(
-                super()._start(), namespace=self.namespace
+                self._start_pod(), namespace=self.namespace
             )
         except DnaHubError as e:
             # The next spawn re-applies everything instead of trusting the digest.
@@ -295,6 +304,32 @@ class DnaSpawner(DnaSettings, KubeSpawner):
             raise
         self._force_provision = False
         return started
+
+    async def _start_pod(self) -> Any:
+        """KubeSpawner's start of the pod; a pod that does not start in time ends the spawn
+        with the cause its events name, in people's words (a timeout when none is known)."""
+        deadline = getattr(self, "_start_deadline", time.monotonic() + self.start_timeout)
+        remaining = deadline - time.monotonic() - _cause_margin(self.start_timeout)
+        try:
+            return await asyncio.wait_for(super()._start(), timeout=max(remaining, 1.0))
+        except TimeoutError as e:
+            cause = self.known_cause()
+            if cause is None:
+                raise
+            raise ServerNotStarted(
+                cause.message,
+                f"pod {self.namespace}/{self.pod_name} did not start in {self.start_timeout}s "
+                f"({cause.cause}): {cause.operator_detail}",
+            ) from e
+
+    def known_cause(self) -> ProgressMessage | None:
+        """The latest event of this server's pod that says in people's words why it is not
+        running yet (dna_hub/policy/spawn_progress.py), if any."""
+        for event in reversed(self.events):
+            explained = explain_event(event.get("reason"), event.get("message"))
+            if explained is not None:
+                return explained
+        return None
 
     async def _start_reflector(
         self, kind: str, reflector_class: Any, replace: bool = False, **kwargs: Any
@@ -510,7 +545,9 @@ class DnaSpawner(DnaSettings, KubeSpawner):
         self._progress_changed.set()
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
-        """Provisioning steps first ("Provisioning your Kubeflow profile…"), then pod events."""
+        """Provisioning steps first ("Provisioning your Kubeflow profile…"), then pod events;
+        an event whose cause is known (no GPU free, image cannot be pulled, ...) is shown in
+        people's words (dna_hub/policy/spawn_progress.py), the event itself in ``raw_event``."""
         sent = 0
         while True:
             self._progress_changed.clear()
@@ -524,4 +561,16 @@ class DnaSpawner(DnaSettings, KubeSpawner):
             except TimeoutError:
                 pass
         async for event in super().progress():
+            raw = event.get("raw_event")
+            explained = explain_event(raw.get("reason"), raw.get("message")) if raw else None
+            if explained is not None:
+                # people read what to do; the event itself stays in raw_event and the log
+                self.log.info(
+                    "Pod %s/%s: %s (%s)",
+                    self.namespace,
+                    self.pod_name,
+                    explained.cause,
+                    explained.operator_detail,
+                )
+                event = {**event, "message": explained.message}
             yield event
