@@ -32,6 +32,7 @@ __all__ = [
     "DnaHubError",
     "InvalidObject",
     "NamingError",
+    "OptionNotAllowed",
     "OwnershipConflict",
     "PolicyError",
     "ProfileDeleting",
@@ -153,3 +154,9 @@ class TeamNotAllowed(PolicyError):
     """A team choice the user's verified groups do not entitle them to."""
 
     reason = "team"
+
+
+class OptionNotAllowed(PolicyError):
+    """A server option (or a choice of one) the user's verified groups do not entitle them to."""
+
+    reason = "option"

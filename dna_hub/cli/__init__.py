@@ -41,6 +41,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("--config", help="a jupyterhub_config.py to read DnaSpawner settings from")
     render.add_argument("--pod", action="store_true", help="also print the notebook Pod")
+    render.add_argument(
+        "--form",
+        action="store_true",
+        help="print instead the spawn form's server options a login with these --group s "
+        "sees (DnaSpawner.server_options gated by dna_hub_groups, then team choices)",
+    )
+    render.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a choice of the spawn form (repeatable; e.g. profile=gpu, image=cuda), "
+        "applied to the --pod as the hub would, and refused as the hub would refuse it "
+        "for these --group s",
+    )
 
     doctor = commands.add_parser(
         "doctor",

@@ -17,7 +17,7 @@ from kubespawner import KubeSpawner
 from traitlets import default, validate
 
 from dna_hub.errors import DnaHubError, NamingError, ServerNotStarted
-from dna_hub.hub import name_check, spawn_errors, startup_heap, team_choice
+from dna_hub.hub import name_check, server_choice, spawn_errors, startup_heap, team_choice
 from dna_hub.hub.reflectors import LEAN_REFLECTORS
 from dna_hub.hub.settings import (
     DEFAULT_SERVICE_ACCOUNT,
@@ -131,24 +131,56 @@ class DnaSpawner(DnaSettings, KubeSpawner):
 
     @default("profile_list")
     def _profile_list_default(self) -> Any:
-        # Computed per user and server at each form and spawn (dna_hub/hub/team_choice.py).
-        return DnaSpawner.team_form_choices if self.team_profiles else []
+        # Computed per user and server at each form and spawn (dna_hub/hub/team_choice.py,
+        # dna_hub/hub/server_choice.py).
+        if self.team_profiles or self.server_options:
+            return DnaSpawner.form_choices
+        return []
+
+    async def form_choices(self) -> list[dict[str, Any]]:
+        """KubeSpawner's ``profile_list`` callable: the server options, then the team choices
+        of this user's server (before the groups' gating, which the form and spawn apply)."""
+        teams = await self.team_form_choices() if self.team_profiles else []
+        return server_choice.form_entries(self.server_options, teams)
 
     async def team_form_choices(self) -> list[dict[str, Any]]:
-        """KubeSpawner's ``profile_list`` callable: the team choices of this user's server."""
+        """The team choices of this user's server."""
         return team_choice.form_choices(
             self, self.user.name, self.name, await self.user.get_auth_state()
         )
 
-    async def _render_options_form_dynamically(self, current_spawner: Any) -> str:
-        # KubeSpawner renders an empty form for an empty list; no choice means no form.
-        choices = self.profile_list
+    async def _profile_entries(self, current_spawner: Any) -> list[dict[str, Any]]:
+        """``profile_list`` as KubeSpawner resolves it (called, sorted), initialized."""
+        choices = self._sorted_dict_values(self.profile_list)
         if callable(choices):
             choices = choices(current_spawner)
             if inspect.isawaitable(choices):
                 choices = await choices
-        choices = list(choices or [])
+        return list(self._get_initialized_profile_list(list(choices or [])))
+
+    @default("options_form")
+    def _options_form_default(self) -> Any:
+        # Always rendered per user: an entry may be for some groups only, even in a fixed list.
+        return self._render_options_form_dynamically if self.profile_list else ""
+
+    async def _render_options_form_dynamically(self, current_spawner: Any) -> str:
+        # KubeSpawner renders an empty form for an empty list; no choice means no form.
+        choices = await server_choice.visible_to(
+            self,
+            await self._profile_entries(current_spawner),
+            lambda: self.user.get_auth_state(),
+        )
         return self._render_options_form(choices) if choices else ""
+
+    async def _allowed_entries(self) -> list[dict[str, Any]]:
+        """The entries this user may use, the posted choice checked among them (403 if not)."""
+        return await server_choice.checked_options(
+            self,
+            await self._profile_entries(self),
+            self.user_options,
+            username=self.user.name,
+            load_auth_state=lambda: self.user.get_auth_state(),
+        )
 
     @default("image")
     def _image_default(self) -> str:
@@ -249,7 +281,15 @@ class DnaSpawner(DnaSettings, KubeSpawner):
         self._apply_namespace_policy(strict=False)
 
     async def load_user_options(self) -> None:
-        await super().load_user_options()
+        # KubeSpawner's, on the entries the user's verified groups allow (what they chose is
+        # checked against them again: the form is only what the browser posted)
+        profile_list = await self._allowed_entries()
+        self._validate_user_options(profile_list)
+        selected = (self.user_options or {}).get("profile")
+        if profile_list:
+            self._load_profile(selected, profile_list)
+        elif selected:
+            self.log.warning("Profile %r requested, but no profile_lists are configured", selected)
         # A profile_list override must not move a notebook out of its owner's namespace.
         self._apply_namespace_policy(strict=True)
         name_check.check_spawner_names(self)  # nor bring templates that give invalid names
@@ -270,7 +310,9 @@ class DnaSpawner(DnaSettings, KubeSpawner):
         self._api_token_secret = api_token_secret_name(self.pod_name)
         try:
             try:
-                # Whatever the form posted, re-checked against the verified groups now.
+                # Whatever the form posted, re-checked against the verified groups now,
+                # before anything is created.
+                await self._allowed_entries()
                 self.team = await team_choice.chosen_team(
                     self,
                     slug=(self.user_options or {}).get("profile"),
