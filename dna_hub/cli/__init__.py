@@ -1,5 +1,6 @@
 """The ``dna-hub`` command: ``render`` previews a login's objects; ``doctor`` checks a cluster;
-``sync`` and ``gc`` are day-2; ``manifests`` renders the RBAC and guards for a config."""
+``sync`` and ``gc`` are day-2; ``manifests`` renders the RBAC and guards for a config;
+``access`` shows who reaches which profile namespace."""
 
 from __future__ import annotations
 
@@ -95,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     from dna_hub.cli import manifests as manifests_cli
 
     manifests_cli.add_parser(commands)
+    from dna_hub.cli import access as access_cli
+
+    access_cli.add_parser(commands)
     return parser
 
 
@@ -125,6 +129,10 @@ def _run(argv: Sequence[str] | None) -> int:
         from dna_hub.cli.sync import run_sync
 
         return run_sync(args)
+    if args.command == "access":
+        from dna_hub.cli.access import run_access
+
+        return run_access(args)
     if args.command == "gc":
         from dna_hub.cli.gc import run_gc
 
