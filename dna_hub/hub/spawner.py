@@ -359,7 +359,7 @@ class DnaSpawner(DnaSettings, KubeSpawner):
             if cause is None:
                 raise
             raise ServerNotStarted(
-                cause.message,
+                cause.final_message,
                 f"pod {self.namespace}/{self.pod_name} did not start in {self.start_timeout}s "
                 f"({cause.cause}): {cause.operator_detail}",
             ) from e

@@ -32,6 +32,8 @@ class ProgressRule:
     pattern: str
     #: What people read: what is wrong, and what to do.
     message: str
+    #: What people read when the spawn ends for this cause (default: ``message``).
+    final: str = ""
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,11 @@ class ProgressMessage:
     message: str
     raw_reason: str
     raw_message: str
+    final_message: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.final_message:
+            object.__setattr__(self, "final_message", self.message)
 
     @property
     def operator_detail(self) -> str:
@@ -84,6 +91,8 @@ PROGRESS_MESSAGES: tuple[ProgressRule, ...] = (
         pattern=r"Insufficient nvidia\.com/gpu",
         message="No GPU is free in the cluster right now. Wait for one (this page keeps "
         "trying), or stop and choose a server without a GPU.",
+        final="Your server did not start: no GPU was free in the cluster. Try again later, "
+        "or choose a server without a GPU.",
     ),
     ProgressRule(
         cause="no-room",
@@ -91,6 +100,8 @@ PROGRESS_MESSAGES: tuple[ProgressRule, ...] = (
         pattern=r"Insufficient (cpu|memory|ephemeral-storage|pods)",
         message="The cluster has no room for a server of this size right now. Wait (this page "
         "keeps trying), or stop and choose a smaller server.",
+        final="Your server did not start: the cluster had no room for a server of this size. "
+        "Try again later, or choose a smaller server.",
     ),
     ProgressRule(
         cause="no-matching-node",
@@ -122,5 +133,5 @@ def explain_event(
         if rule.reasons and reason not in rule.reasons:
             continue
         if re.search(rule.pattern, message, flags=re.IGNORECASE | re.DOTALL):
-            return ProgressMessage(rule.cause, rule.message, reason, message)
+            return ProgressMessage(rule.cause, rule.message, reason, message, rule.final)
     return None

@@ -22,6 +22,7 @@ from tests.integration.test_spawner import make_spawner  # noqa: F401 - a fixtur
 pytestmark = [pytest.mark.controlplane, pytest.mark.slow]
 
 NO_GPU = "No GPU is free in the cluster right now."
+NO_GPU_FINAL = "Your server did not start: no GPU was free in the cluster."
 
 
 async def test_a_server_asking_for_a_gpu_no_node_has_says_so(
@@ -61,7 +62,7 @@ async def test_a_server_asking_for_a_gpu_no_node_has_says_so(
     assert not any("Insufficient nvidia.com/gpu" in e["message"] for e in events)
     # the spawn ends with that message (JupyterHub shows jupyterhub_message), not a timeout
     error = info.value
-    assert error.jupyterhub_message.startswith(NO_GPU)
+    assert error.jupyterhub_message.startswith(NO_GPU_FINAL)
     assert "timeout" not in error.jupyterhub_message.lower()
     assert "Insufficient nvidia.com/gpu" in str(error)  # the operator's detail, in the log
     assert spawner.pod_name in str(error)

@@ -56,6 +56,10 @@ def test_each_cause_in_peoples_words(reason: str, message: str, cause: str, word
         message,
     )
     assert words in explained.message
+    # the words a spawn that ends for it ends with: the row's, else the progress message
+    rule = next(r for r in PROGRESS_MESSAGES if r.cause == cause)
+    assert explained.final_message == (rule.final or rule.message)
+    assert "this page keeps trying" not in explained.final_message
     # operators keep what Kubernetes said
     assert explained.operator_detail == f"{reason}: {message}"
     # people never read the raw event's jargon
@@ -121,3 +125,4 @@ def test_the_docs_list_every_row() -> None:
     for rule in PROGRESS_MESSAGES:
         assert f"| `{rule.cause}` |" in docs
         assert rule.message in docs
+        assert rule.final in docs
