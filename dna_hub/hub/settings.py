@@ -369,8 +369,9 @@ class DnaSettings(LoggingConfigurable):
     team_profiles = Dict(
         config=True,
         help="""Team Kubeflow profiles for OIDC groups: {group: "edit" | "view" | {"role":
-        "edit" | "view", "resource_quota": ResourceQuotaSpec}}. At each spawn (and login, with
-        the post_auth_hook dna_hub.team_login.sync_teams_at_login), for every
+        "edit" | "view", "resource_quota": ResourceQuotaSpec, "view_groups": [group, ...]}}
+        (members of a view group are `view` contributors of the same team profile). At each
+        spawn (and login, with the post_auth_hook dna_hub.team_login.sync_teams_at_login), for every
         configured group in the user's verified groups (auth_state, from the id_token) the
         team profile exists and the user is a Kubeflow contributor of it exactly as Kubeflow's
         access management writes one; contributor bindings dna_hub made that the groups no
