@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import os
 import signal
 import socket
@@ -91,6 +92,54 @@ c.DnaSpawner.profile_ready_timeout = 90
 # the admin service token may read /hub/metrics (provisioning metrics)
 c.JupyterHub.load_roles[0]["scopes"].append("read:metrics")
 """
+
+
+#: The demo's team: group ``fraud`` edits the team profile kubeflow-team-fraud, group
+#: ``fraud-viewers`` views it; alice is in the first, bob in the second.
+DEMO_TEAM_GROUP = "fraud"
+DEMO_TEAM_SETTING: dict[str, Any] = {"role": "edit", "view_groups": ["fraud-viewers"]}
+DEMO_TEAM_MEMBERS = {"alice": "fraud", "bob": "fraud-viewers"}
+DEMO_TEAMS_CONFIG = f"""
+# --- the demo's team (devstack/demo.py) ---
+from dna_hub.team_login import sync_teams_at_login
+
+c.JupyterHub.allow_named_servers = True  # team notebooks are named servers
+c.Authenticator.post_auth_hook = sync_teams_at_login  # contributors follow groups at login
+c.DnaSpawner.team_profiles = {{{DEMO_TEAM_GROUP!r}: {DEMO_TEAM_SETTING!r}}}
+# The demo serves every server from one origin (http://127.0.0.1:8000): a deployment sets
+# JupyterHub.subdomain_host instead (docs/deploy.md, team isolation); here the risk is
+# accepted explicitly, as dna_hub requires.
+c.DnaSpawner.team_shared_origin_risk_accepted = True
+"""
+
+
+def demo_accounts() -> dict[str, dict[str, Any]]:
+    """DEMO_ACCOUNTS with the team's members in its groups (a copy: DEMO_ACCOUNTS is shared)."""
+    accounts = copy.deepcopy(DEMO_ACCOUNTS)
+    for login, group in DEMO_TEAM_MEMBERS.items():
+        accounts[login]["claims"]["groups"].append(group)
+    return accounts
+
+
+def demo_teams(accounts: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """One line per demo login in a team: its role there and what it may do, by the policy
+    the hub applies to the groups of its token (dna_hub/policy/teams.py)."""
+    # the hub's own policy, so the banner cannot say other than the hub does (the only
+    # dna_hub import of devstack: the platform does not otherwise depend on the package)
+    from dna_hub.policy.teams import parse_teams, plan_for
+
+    accounts = demo_accounts() if accounts is None else accounts
+    teams = parse_teams({DEMO_TEAM_GROUP: DEMO_TEAM_SETTING})
+    lines = []
+    for login, account in accounts.items():
+        for team in plan_for(account["claims"].get("groups", []), teams, None).teams:
+            what = (
+                f"runs notebooks in it: named server, e.g. /hub/spawn/{login}/{team.group}"
+                if team.role == "edit"
+                else "sees it in Kubeflow (a viewer runs no notebook there)"
+            )
+            lines.append(f"{login:<8} {team.role:<5} team {team.group} ({team.namespace}): {what}")
+    return lines
 
 
 def demo_logins(
@@ -193,7 +242,7 @@ async def start(demo: Demo, port: int, chart: bool, chart_pods: bool, reference_
     print("starting the OpenID provider…", flush=True)
     node_modules = await asyncio.to_thread(install_node_modules)
     demo.provider = provider = OIDCProvider(
-        node_modules, work / "provider", keys=[_rsa_jwk("demo-key")]
+        node_modules, work / "provider", keys=[_rsa_jwk("demo-key")], accounts=demo_accounts()
     )
     await in_thread(lambda _: None, provider.start)  # demo.stop() stops what it started
     if chart_pods:
@@ -234,7 +283,7 @@ async def start(demo: Demo, port: int, chart: bool, chart_pods: bool, reference_
             node_modules,
             work / "hub",
             hub=demo.containers.hub_settings,
-            extra_config=DNA_SPAWNER_CONFIG + demo.containers.spawner_config(),
+            extra_config=DNA_SPAWNER_CONFIG + demo.containers.spawner_config() + DEMO_TEAMS_CONFIG,
             port=port,
         )
         demo.notebooks = NOTEBOOK_RUNS.format(
@@ -244,12 +293,20 @@ async def start(demo: Demo, port: int, chart: bool, chart_pods: bool, reference_
 
 def banner(demo: Demo) -> str:
     assert demo.hub is not None and demo.control_plane is not None
-    logins = "\n".join(f"    {line}" for line in demo_logins())
+    logins = "\n".join(f"    {line}" for line in demo_logins(demo_accounts()))
+    # the team is configured on the demo's own hub only (the chart's hub has its values)
+    teams = (
+        "  team profile (groups of the token → Kubeflow contributors, at login):\n"
+        + "".join(f"    {line}\n" for line in demo_teams())
+        if demo.containers is not None
+        else ""
+    )
     return (
         "\n"
         f"  dna_hub demo is up:   {demo.hub.url}/\n"
         "  log in as (any password):\n"
         f"{logins}\n"
+        f"{teams}"
         f"  notebooks run:        {demo.notebooks}\n"
         + (
             f"  podman network:       {demo.containers.network.name} (removed on Ctrl-C)\n"

@@ -32,11 +32,13 @@ __all__ = [
     "DnaHubError",
     "InvalidObject",
     "NamingError",
+    "OptionNotAllowed",
     "OwnershipConflict",
     "PolicyError",
     "ProfileDeleting",
     "ProfileNotReady",
     "ProvisioningError",
+    "ServerNotStarted",
     "TeamNotAllowed",
     "TeamUnavailable",
     "TemplateRenderError",
@@ -126,6 +128,13 @@ class InvalidObject(ApiFailure):
     reason = "invalid"
 
 
+class ServerNotStarted(ProvisioningError):
+    """The notebook pod did not start in time, for a cause its events name (no GPU free, an
+    image that cannot be pulled, ...): the user reads that cause, not a timeout."""
+
+    reason = "not-started"
+
+
 class TeamUnavailable(ProvisioningError):
     """The team profile a server needs could not be made ready."""
 
@@ -145,3 +154,9 @@ class TeamNotAllowed(PolicyError):
     """A team choice the user's verified groups do not entitle them to."""
 
     reason = "team"
+
+
+class OptionNotAllowed(PolicyError):
+    """A server option (or a choice of one) the user's verified groups do not entitle them to."""
+
+    reason = "option"

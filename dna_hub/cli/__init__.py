@@ -1,5 +1,6 @@
 """The ``dna-hub`` command: ``render`` previews a login's objects; ``doctor`` checks a cluster;
-``sync`` and ``gc`` are day-2; ``manifests`` renders the RBAC and guards for a config."""
+``sync`` and ``gc`` are day-2; ``manifests`` renders the RBAC and guards for a config;
+``access`` shows who reaches which profile namespace."""
 
 from __future__ import annotations
 
@@ -41,6 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("--config", help="a jupyterhub_config.py to read DnaSpawner settings from")
     render.add_argument("--pod", action="store_true", help="also print the notebook Pod")
+    render.add_argument(
+        "--form",
+        action="store_true",
+        help="print instead the spawn form's server options a login with these --group s "
+        "sees (DnaSpawner.server_options gated by dna_hub_groups, then team choices)",
+    )
+    render.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a choice of the spawn form (repeatable; e.g. profile=gpu, image=cuda), "
+        "applied to the --pod as the hub would, and refused as the hub would refuse it "
+        "for these --group s",
+    )
 
     doctor = commands.add_parser(
         "doctor",
@@ -80,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     from dna_hub.cli import manifests as manifests_cli
 
     manifests_cli.add_parser(commands)
+    from dna_hub.cli import access as access_cli
+
+    access_cli.add_parser(commands)
     return parser
 
 
@@ -110,6 +129,10 @@ def _run(argv: Sequence[str] | None) -> int:
         from dna_hub.cli.sync import run_sync
 
         return run_sync(args)
+    if args.command == "access":
+        from dna_hub.cli.access import run_access
+
+        return run_access(args)
     if args.command == "gc":
         from dna_hub.cli.gc import run_gc
 

@@ -30,7 +30,7 @@ from dna_hub.cli.context import (
     settings_from,
 )
 from dna_hub.errors import ConfigurationError, DnaHubError, TemplateRenderError
-from dna_hub.hub import team_choice
+from dna_hub.hub import server_choice, team_choice
 from dna_hub.hub.settings import DnaSettings, NotebookServer
 from dna_hub.policy.rendering import default_template_dir
 from dna_hub.policy.teams import contributor_objects
@@ -42,8 +42,35 @@ __all__ = ["PLACEHOLDER", "load_hub_config", "render_objects", "run_render"]
 PLACEHOLDER = "<generated at spawn>"
 
 
+async def render_form(config: Config, user: str, groups: list[str]) -> list[dict[str, Any]]:
+    """The spawn form's entries a login of ``user`` with ``groups`` sees (default server)."""
+    settings = settings_from(config)
+    auth_state = {settings.team_groups_auth_state_key: list(groups)}
+    spawner = preview_spawner(
+        config, PreviewUser(user, groups=[_Group(g) for g in groups], auth_state=auth_state)
+    )
+    entries: list[dict[str, Any]] = await spawner._profile_entries(spawner)
+    return await server_choice.visible_to(settings, entries, spawner.user.get_auth_state)
+
+
+def parse_choices(pairs: list[str]) -> dict[str, str]:
+    """``--option KEY=VALUE`` s as the user_options KubeSpawner's form would post."""
+    choices = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigurationError("invalid --option", f"--option {pair!r}: expected KEY=VALUE")
+        choices[key] = value
+    return choices
+
+
 async def render_objects(
-    config: Config, user: str, owner: str | None, groups: list[str], with_pod: bool
+    config: Config,
+    user: str,
+    owner: str | None,
+    groups: list[str],
+    with_pod: bool,
+    choices: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """What a login of ``user`` with ``groups`` applies (and, ``with_pod``, the pod)."""
     settings = settings_from(config)
@@ -78,6 +105,10 @@ async def render_objects(
         raise TemplateRenderError(e.user_message, _with_template_path(e, settings)) from e
     objects = [with_digest(rendered.profile, rendered.digest), *rendered.namespaced]
     objects.extend(_team_objects(settings, server, user, auth_state, owner))
+    if with_pod or choices:
+        # the form's choice, checked and applied as at a spawn (KubeSpawner's overrides)
+        spawner.user_options = dict(choices or {})
+        await spawner.load_user_options()
     if with_pod:
         spawner.api_token = PLACEHOLDER
         spawner.oauth_client_id = f"jupyterhub-user-{user}"
@@ -130,10 +161,17 @@ def _team_objects(
 def run_render(args: argparse.Namespace) -> int:
     isolate_from_cluster()
     try:
-        objects = asyncio.run(
-            render_objects(
-                load_hub_config(args.config), args.user, args.owner, args.group, args.pod
+        config = load_hub_config(args.config)
+        if getattr(args, "form", False):
+            entries = asyncio.run(render_form(config, args.user, args.group))
+            sys.stdout.write(
+                f"# spawn form of {args.user!r} with groups {args.group} (default server)\n"
             )
+            yaml.safe_dump(entries, sys.stdout, sort_keys=False)
+            return 0
+        choices = parse_choices(getattr(args, "option", []))
+        objects = asyncio.run(
+            render_objects(config, args.user, args.owner, args.group, args.pod, choices)
         )
     except DnaHubError as e:
         # For the admin running the CLI: what to fix, not the words a data scientist sees.

@@ -46,6 +46,7 @@ from dna_hub.policy.rendering import (
     TemplateError,
     render_profile,
 )
+from dna_hub.policy.server_options import server_option_problem
 from dna_hub.policy.teams import (
     DEFAULT_INGRESS_GATEWAY_PRINCIPAL,
     DEFAULT_KFP_UI_PRINCIPAL,
@@ -376,8 +377,9 @@ class DnaSettings(LoggingConfigurable):
     team_profiles = Dict(
         config=True,
         help="""Team Kubeflow profiles for OIDC groups: {group: "edit" | "view" | {"role":
-        "edit" | "view", "resource_quota": ResourceQuotaSpec}}. At each spawn (and login, with
-        the post_auth_hook dna_hub.team_login.sync_teams_at_login), for every
+        "edit" | "view", "resource_quota": ResourceQuotaSpec, "view_groups": [group, ...]}}
+        (members of a view group are `view` contributors of the same team profile). At each
+        spawn (and login, with the post_auth_hook dna_hub.team_login.sync_teams_at_login), for every
         configured group in the user's verified groups (auth_state, from the id_token) the
         team profile exists and the user is a Kubeflow contributor of it exactly as Kubeflow's
         access management writes one; contributor bindings dna_hub made that the groups no
@@ -468,6 +470,31 @@ class DnaSettings(LoggingConfigurable):
             parse_teams(values["team_profiles"], template=values["team_namespace_template"])
         except TeamConfigError as e:
             raise TraitError(str(e)) from e
+        return proposal["value"]
+
+    # --- server options gated by group (dna_hub/policy/server_options.py) ---------------
+
+    server_options = List(
+        Dict(),
+        config=True,
+        help="""The spawn form's server options: KubeSpawner profile_list entries (display_name,
+        slug, description, default, kubespawner_override — e.g. extra_resource_limits
+        {"nvidia.com/gpu": "1"}, node_selector, tolerations, image — and profile_options with
+        their choices). Any entry, option or choice may name the groups allowed to see and use
+        it under "dna_hub_groups" (a list; compared exactly with the groups of the verified
+        token, team_groups_auth_state_key); without it, it is everyone's. What the form posts
+        is checked again at spawn: a hidden entry is refused (403) before anything is
+        created. Team choices (team_profiles) follow these entries on named servers. Empty
+        (default): no server options. "dna_hub_groups" is honoured in a profile_list set
+        directly as well.""",
+    )
+
+    @validate("server_options")
+    def _validate_server_options(self, proposal: dict[str, Any]) -> Any:
+        for entry in proposal["value"]:
+            problem = server_option_problem(entry)
+            if problem:
+                raise TraitError(f"server_options: {problem}")
         return proposal["value"]
 
     profile_retention = Unicode(

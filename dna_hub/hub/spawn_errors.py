@@ -28,6 +28,7 @@ from tornado import web
 
 from dna_hub.errors import ApiFailure, ConfigurationError, DnaHubError, PolicyError
 from dna_hub.k8s.retry import api_message, api_status
+from dna_hub.policy.spawn_progress import explain_event
 
 try:
     from jupyterhub.spawner import SpawnException
@@ -208,6 +209,8 @@ def refusal(
     fields = tuple(str(c["field"]) for c in causes if isinstance(c, dict) and c.get("field"))
     message = api_message(error)
     quota = status == 403 and "exceeded quota" in message
+    # the causes people can act on, as on the progress page (dna_hub/policy/spawn_progress.py)
+    explained = explain_event("Forbidden", message) if status == 403 else None
     what = _WHAT.get(kind, "an object of your notebook server")
     if status in (400, 422):
         reason = "invalid"
@@ -223,7 +226,9 @@ def refusal(
     elif quota:
         reason = "quota"
         user = (
-            f"There is no room for {what}: your Kubeflow profile's resource quota is used "
+            explained.message
+            if explained is not None and explained.cause == "gpu-quota"
+            else f"There is no room for {what}: your Kubeflow profile's resource quota is used "
             "up. Stop another notebook server or workload in your profile, or ask your "
             "platform administrator for a larger quota, then try again."
         )
@@ -231,6 +236,10 @@ def refusal(
             "the profile's ResourceQuota (DnaSpawner.profile_resource_quota, "
             "profile_group_resource_quotas)"
         )
+    elif explained is not None and explained.cause == "profile-not-ready":
+        reason = "missing"
+        user = explained.message
+        fix = "whether the profile's namespace and default-editor service account exist"
     elif status == 403:
         reason = "forbidden"
         user = (

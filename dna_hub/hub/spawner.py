@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,8 +16,8 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
 from traitlets import default, validate
 
-from dna_hub.errors import DnaHubError, NamingError
-from dna_hub.hub import name_check, spawn_errors, startup_heap, team_choice
+from dna_hub.errors import DnaHubError, NamingError, ServerNotStarted
+from dna_hub.hub import name_check, server_choice, spawn_errors, startup_heap, team_choice
 from dna_hub.hub.reflectors import LEAN_REFLECTORS
 from dna_hub.hub.settings import (
     DEFAULT_SERVICE_ACCOUNT,
@@ -34,6 +35,7 @@ from dna_hub.policy.naming import NamespacePolicyError, namespace_for
 from dna_hub.policy.notebook_env import notebook_environment
 from dna_hub.policy.pod_defaults import CPU_REQUEST, MEMORY_LIMIT, MEMORY_REQUEST, SINGLEUSER_IMAGE
 from dna_hub.policy.rendering import RenderedProfile
+from dna_hub.policy.spawn_progress import ProgressMessage, explain_event
 from dna_hub.policy.teams import Team
 from dna_hub.profiles.api_token import (
     api_token_secret_name,
@@ -55,6 +57,12 @@ _RESTRICTED_CONTAINER_SECURITY_CONTEXT = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+
+
+def _cause_margin(start_timeout: float) -> float:
+    """How long before JupyterHub's own start timeout the wait for the pod gives up, so a
+    pod that did not start ends with its known cause (JupyterHub's clock starts first)."""
+    return min(5.0, 0.1 * start_timeout)
 
 
 class DnaSpawner(DnaSettings, KubeSpawner):
@@ -124,24 +132,56 @@ class DnaSpawner(DnaSettings, KubeSpawner):
 
     @default("profile_list")
     def _profile_list_default(self) -> Any:
-        # Computed per user and server at each form and spawn (dna_hub/hub/team_choice.py).
-        return DnaSpawner.team_form_choices if self.team_profiles else []
+        # Computed per user and server at each form and spawn (dna_hub/hub/team_choice.py,
+        # dna_hub/hub/server_choice.py).
+        if self.team_profiles or self.server_options:
+            return DnaSpawner.form_choices
+        return []
+
+    async def form_choices(self) -> list[dict[str, Any]]:
+        """KubeSpawner's ``profile_list`` callable: the server options, then the team choices
+        of this user's server (before the groups' gating, which the form and spawn apply)."""
+        teams = await self.team_form_choices() if self.team_profiles else []
+        return server_choice.form_entries(self.server_options, teams)
 
     async def team_form_choices(self) -> list[dict[str, Any]]:
-        """KubeSpawner's ``profile_list`` callable: the team choices of this user's server."""
+        """The team choices of this user's server."""
         return team_choice.form_choices(
             self, self.user.name, self.name, await self.user.get_auth_state()
         )
 
-    async def _render_options_form_dynamically(self, current_spawner: Any) -> str:
-        # KubeSpawner renders an empty form for an empty list; no choice means no form.
-        choices = self.profile_list
+    async def _profile_entries(self, current_spawner: Any) -> list[dict[str, Any]]:
+        """``profile_list`` as KubeSpawner resolves it (called, sorted), initialized."""
+        choices = self._sorted_dict_values(self.profile_list)
         if callable(choices):
             choices = choices(current_spawner)
             if inspect.isawaitable(choices):
                 choices = await choices
-        choices = list(choices or [])
+        return list(self._get_initialized_profile_list(list(choices or [])))
+
+    @default("options_form")
+    def _options_form_default(self) -> Any:
+        # Always rendered per user: an entry may be for some groups only, even in a fixed list.
+        return self._render_options_form_dynamically if self.profile_list else ""
+
+    async def _render_options_form_dynamically(self, current_spawner: Any) -> str:
+        # KubeSpawner renders an empty form for an empty list; no choice means no form.
+        choices = await server_choice.visible_to(
+            self,
+            await self._profile_entries(current_spawner),
+            lambda: self.user.get_auth_state(),
+        )
         return self._render_options_form(choices) if choices else ""
+
+    async def _allowed_entries(self) -> list[dict[str, Any]]:
+        """The entries this user may use, the posted choice checked among them (403 if not)."""
+        return await server_choice.checked_options(
+            self,
+            await self._profile_entries(self),
+            self.user_options,
+            username=self.user.name,
+            load_auth_state=lambda: self.user.get_auth_state(),
+        )
 
     @default("image")
     def _image_default(self) -> str:
@@ -242,7 +282,15 @@ class DnaSpawner(DnaSettings, KubeSpawner):
         self._apply_namespace_policy(strict=False)
 
     async def load_user_options(self) -> None:
-        await super().load_user_options()
+        # KubeSpawner's, on the entries the user's verified groups allow (what they chose is
+        # checked against them again: the form is only what the browser posted)
+        profile_list = await self._allowed_entries()
+        self._validate_user_options(profile_list)
+        selected = (self.user_options or {}).get("profile")
+        if profile_list:
+            self._load_profile(selected, profile_list)
+        elif selected:
+            self.log.warning("Profile %r requested, but no profile_lists are configured", selected)
         # A profile_list override must not move a notebook out of its owner's namespace.
         self._apply_namespace_policy(strict=True)
         name_check.check_spawner_names(self)  # nor bring templates that give invalid names
@@ -254,6 +302,7 @@ class DnaSpawner(DnaSettings, KubeSpawner):
         # Reset before KubeSpawner schedules _start, so progress() never sees a stale run.
         self._progress_messages.clear()
         self._provisioned.clear()
+        self._start_deadline = time.monotonic() + self.start_timeout
         return super().start()
 
     async def _start(self) -> Any:
@@ -267,7 +316,9 @@ class DnaSpawner(DnaSettings, KubeSpawner):
                     (getattr(self.user, "settings", None) or {}).get("subdomain_host")
                     or subdomain_host_from_config(self.config)
                 )
-                # Whatever the form posted, re-checked against the verified groups now.
+                # Whatever the form posted, re-checked against the verified groups now,
+                # before anything is created.
+                await self._allowed_entries()
                 self.team = await team_choice.chosen_team(
                     self,
                     slug=(self.user_options or {}).get("profile"),
@@ -289,7 +340,7 @@ class DnaSpawner(DnaSettings, KubeSpawner):
             )
             # A 4xx refusal of an object the spawn creates ends it in people's words.
             started = await spawn_errors.refusals_explained(
-                super()._start(), namespace=self.namespace
+                self._start_pod(), namespace=self.namespace
             )
         except DnaHubError as e:
             # The next spawn re-applies everything instead of trusting the digest.
@@ -301,6 +352,32 @@ class DnaSpawner(DnaSettings, KubeSpawner):
             raise
         self._force_provision = False
         return started
+
+    async def _start_pod(self) -> Any:
+        """KubeSpawner's start of the pod; a pod that does not start in time ends the spawn
+        with the cause its events name, in people's words (a timeout when none is known)."""
+        deadline = getattr(self, "_start_deadline", time.monotonic() + self.start_timeout)
+        remaining = deadline - time.monotonic() - _cause_margin(self.start_timeout)
+        try:
+            return await asyncio.wait_for(super()._start(), timeout=max(remaining, 1.0))
+        except TimeoutError as e:
+            cause = self.known_cause()
+            if cause is None:
+                raise
+            raise ServerNotStarted(
+                cause.final_message,
+                f"pod {self.namespace}/{self.pod_name} did not start in {self.start_timeout}s "
+                f"({cause.cause}): {cause.operator_detail}",
+            ) from e
+
+    def known_cause(self) -> ProgressMessage | None:
+        """The latest event of this server's pod that says in people's words why it is not
+        running yet (dna_hub/policy/spawn_progress.py), if any."""
+        for event in reversed(self.events):
+            explained = explain_event(event.get("reason"), event.get("message"))
+            if explained is not None:
+                return explained
+        return None
 
     async def _start_reflector(
         self, kind: str, reflector_class: Any, replace: bool = False, **kwargs: Any
@@ -516,7 +593,9 @@ class DnaSpawner(DnaSettings, KubeSpawner):
         self._progress_changed.set()
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
-        """Provisioning steps first ("Provisioning your Kubeflow profile…"), then pod events."""
+        """Provisioning steps first ("Provisioning your Kubeflow profile…"), then pod events;
+        an event whose cause is known (no GPU free, image cannot be pulled, ...) is shown in
+        people's words (dna_hub/policy/spawn_progress.py), the event itself in ``raw_event``."""
         sent = 0
         while True:
             self._progress_changed.clear()
@@ -530,4 +609,16 @@ class DnaSpawner(DnaSettings, KubeSpawner):
             except TimeoutError:
                 pass
         async for event in super().progress():
+            raw = event.get("raw_event")
+            explained = explain_event(raw.get("reason"), raw.get("message")) if raw else None
+            if explained is not None:
+                # people read what to do; the event itself stays in raw_event and the log
+                self.log.info(
+                    "Pod %s/%s: %s (%s)",
+                    self.namespace,
+                    self.pod_name,
+                    explained.cause,
+                    explained.operator_detail,
+                )
+                event = {**event, "message": explained.message}
             yield event

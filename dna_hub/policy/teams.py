@@ -17,6 +17,7 @@ Everything here is pure; the Kubernetes I/O is in :mod:`dna_hub.profiles.contrib
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import string
@@ -94,6 +95,8 @@ class Team:
     role: str
     owner: str
     resource_quota: Mapping[str, Any] | None = None
+    #: Groups whose members are ``view`` contributors of this team's profile.
+    view_groups: tuple[str, ...] = ()
 
     @property
     def slug(self) -> str:
@@ -179,11 +182,11 @@ def _team_setting(group: str, value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         return {"role": value}
     if isinstance(value, Mapping):
-        unknown = set(value) - {"role", "resource_quota"}
+        unknown = set(value) - {"role", "resource_quota", "view_groups"}
         if unknown:
             raise TeamConfigError(
                 f"team group {group!r}: unknown settings {sorted(unknown)} "
-                "(allowed: role, resource_quota)"
+                "(allowed: role, resource_quota, view_groups)"
             )
         return dict(value)
     raise TeamConfigError(
@@ -200,7 +203,8 @@ def parse_teams(
     """Validate the admin's group → team map; return the teams by group.
 
     ``config`` maps a group to ``"edit"``/``"view"`` or to
-    ``{"role": ..., "resource_quota": {...}}``. Every problem raises
+    ``{"role": ..., "resource_quota": {...}, "view_groups": [...]}`` (members of a view group
+    are ``view`` contributors of the same team profile). Every problem raises
     :class:`TeamConfigError` naming the group: an empty group, a role that is not
     ``edit``/``view``, a quota that is not a mapping, a reserved namespace, or two groups
     that land on one namespace. Each team's Profile is owned by the team's own identity
@@ -223,6 +227,13 @@ def parse_teams(
             raise TeamConfigError(
                 f"team group {group!r}: resource_quota must be a ResourceQuotaSpec mapping"
             )
+        view_groups = setting.get("view_groups") or []
+        if not isinstance(view_groups, list) or not all(
+            isinstance(g, str) and g and g != group for g in view_groups
+        ):
+            raise TeamConfigError(
+                f"team group {group!r}: view_groups must be a list of other group names"
+            )
         namespace = team_namespace(group, template)
         if namespace in by_namespace:
             # Unreachable with safe slugs; a clear error beats two teams sharing data.
@@ -231,7 +242,9 @@ def parse_teams(
                 f"namespace {namespace!r}"
             )
         by_namespace[namespace] = group
-        teams[group] = Team(group, namespace, role, team_owner(namespace), quota)
+        teams[group] = Team(
+            group, namespace, role, team_owner(namespace), quota, tuple(view_groups)
+        )
     return teams
 
 
@@ -246,8 +259,15 @@ def plan_for(
     """
     chosen: list[Team] = []
     refused: list[tuple[str, str]] = []
-    for group in sorted({g for g in groups if isinstance(g, str)}):
-        team = teams.get(group)
+    member_of = sorted({g for g in groups if isinstance(g, str)})
+    # a view group's members see the team as viewers, unless its own group makes them more
+    viewing = {
+        team.group: dataclasses.replace(team, role="view")
+        for team in teams.values()
+        if team.group not in member_of and set(team.view_groups).intersection(member_of)
+    }
+    for group in sorted({*member_of, *viewing}):
+        team = teams.get(group) if group in member_of else viewing.get(group)
         if team is None:
             continue
         if team.namespace == personal_namespace:

@@ -187,3 +187,42 @@ def test_render_refuses_a_user_on_a_team_namespace(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "team 'fraud'" in result.stderr and "nothing written" in result.stderr
     assert result.stdout == ""
+
+
+GATED_OPTIONS_CONFIG = """c = get_config()  # noqa
+c.DnaSpawner.server_options = [
+    {"display_name": "Standard", "slug": "standard", "default": True},
+    {"display_name": "GPU server", "slug": "gpu", "dna_hub_groups": ["gpu-users"],
+     "kubespawner_override": {"extra_resource_limits": {"nvidia.com/gpu": "1"},
+                              "node_selector": {"nvidia.com/gpu.present": "true"}}},
+]
+"""
+
+
+def test_render_previews_the_form_and_the_pod_of_a_gated_option(tmp_path: Path) -> None:
+    config = tmp_path / "jupyterhub_config.py"
+    config.write_text(GATED_OPTIONS_CONFIG)
+    base = ("--user", "alice", "--owner", "alice@x", "--config", str(config))
+
+    form = render(*base, "--form", "--group", "data-science")
+    assert form.returncode == 0, form.stderr
+    assert [e["slug"] for e in yaml.safe_load(form.stdout)] == ["standard"]
+    form = render(*base, "--form", "--group", "data-science", "--group", "gpu-users")
+    assert form.returncode == 0, form.stderr
+    entries = yaml.safe_load(form.stdout)
+    assert [e["slug"] for e in entries] == ["standard", "gpu"]
+    assert "dna_hub_groups" not in form.stdout
+
+    # the pod of the GPU option: KubeSpawner's overrides, for a member of gpu-users
+    result = render(*base, "--pod", "--group", "gpu-users", "--option", "profile=gpu")
+    assert result.returncode == 0, result.stderr
+    pod = list(yaml.safe_load_all(result.stdout))[-1]
+    assert pod["kind"] == "Pod"
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+
+    # refused as the hub refuses it, for anyone else
+    refused = render(*base, "--pod", "--group", "data-science", "--option", "profile=gpu")
+    assert refused.returncode == 2
+    assert "server option 'gpu' is for groups ['gpu-users']" in refused.stderr
+    assert refused.stdout == ""

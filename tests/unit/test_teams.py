@@ -146,6 +146,32 @@ def test_plan_matches_verified_groups_exactly() -> None:
     assert plan_for([], teams, "kubeflow-alice").teams == ()
 
 
+@pytest.mark.parametrize(
+    "view_groups", ["fraud-viewers", [""], ["fraud"], [7], {"fraud-viewers": 1}]
+)
+def test_bad_view_groups_are_refused(view_groups: Any) -> None:
+    with pytest.raises(TeamConfigError, match="view_groups must be a list of other group"):
+        parse_teams({"fraud": {"role": "edit", "view_groups": view_groups}})
+
+
+def test_view_groups_make_viewers_of_the_same_team() -> None:
+    teams = parse_teams({"fraud": {"role": "edit", "view_groups": ["fraud-viewers"]}})
+    namespace = "kubeflow-team-fraud"
+    # bob is in the view group: a view contributor of the team, no notebook in it
+    bob = plan_for(["data-science", "fraud-viewers"], teams, "kubeflow-bob")
+    assert [(t.group, t.namespace, t.role) for t in bob.teams] == [("fraud", namespace, "view")]
+    assert bob.editable() == ()
+    assert bob.contributors("bob@example.com") == {
+        Contributor("bob@example.com", namespace, "view")
+    }
+    # alice is in the team's group: edit, whatever view group she is also in
+    alice = plan_for(["fraud", "fraud-viewers"], teams, "kubeflow-alice")
+    assert alice.contributors("a@example.com") == {Contributor("a@example.com", namespace, "edit")}
+    assert [t.group for t in alice.editable()] == ["fraud"]
+    # matched exactly, as team groups are
+    assert plan_for(["Fraud-Viewers"], teams, None).teams == ()
+
+
 def test_team_that_is_the_users_personal_profile_is_refused() -> None:
     # an admin template without a team prefix: group "alice" lands on alice's profile
     teams = parse_teams({"alice": "edit", "fraud": "edit"}, template="kubeflow-{group}")

@@ -38,6 +38,12 @@ KUBESPAWNER_SEAMS = {
     # no form where there is no choice
     "_render_options_form_dynamically": "(self, current_spawner)",
     "_render_options_form": "(self, profile_list)",
+    # the profile_list steps of KubeSpawner's load_user_options, run on the entries the
+    # user's verified groups allow (dna_hub/hub/server_choice.py)
+    "_sorted_dict_values": "(self, src)",
+    "_get_initialized_profile_list": "(self, profile_list: list)",
+    "_validate_user_options": "(self, profile_list)",
+    "_load_profile": "(self, slug, profile_list)",
     # the name check expands templates exactly as KubeSpawner does
     "_expand_user_properties": "(self, template, slug_scheme=None)",
 }
