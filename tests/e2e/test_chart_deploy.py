@@ -190,7 +190,8 @@ async def test_the_charts_own_config_runs_our_classes_on_the_hub_images_versions
 ) -> None:
     report, output = await check_chart_config(control_plane, admin_api, hub_env, tmp_path=tmp_path)
     assert report is not None, output
-    assert report["jupyterhub"] == "5.5.0"
+    # the hub image pins its own JupyterHub over the chart's 5.5.0 (images/hub/requirements.txt)
+    assert report["jupyterhub"] == "5.5.4"
     assert report["problems"] == [], output
     assert report["spawner_class"] == "dna_hub.hub.spawner.DnaSpawner"
     assert report["authenticator_class"] == "dna_hub.auth.oidc.DnaOIDCAuthenticator"
@@ -252,12 +253,17 @@ def test_pyproject_lower_bounds_are_the_hub_images_pins() -> None:
     from packaging.utils import canonicalize_name
     from packaging.version import Version
 
+    from devstack.hub_image_env import IMAGE_PINS
+
+    # what the image runs: the chart's frozen requirements, then the image's own security
+    # pins over them (images/hub/requirements.txt)
     pins = {}
-    for line in shared_path(*REQUIREMENTS).read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if "==" in line:
-            name, version = line.split("==")
-            pins[canonicalize_name(name)] = Version(version.strip())
+    for file in (shared_path(*REQUIREMENTS), IMAGE_PINS):
+        for line in file.read_text().splitlines():
+            line = line.split("#")[0].strip().removesuffix("\\").strip()
+            if "==" in line and not line.startswith("--"):
+                name, version = line.split("==")
+                pins[canonicalize_name(name)] = Version(version.strip())
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     wrong = []
     for dep in pyproject["project"]["dependencies"]:

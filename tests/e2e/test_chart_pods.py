@@ -125,7 +125,8 @@ async def test_chart_pods_serve_alice_through_a_hub_pod_replacement(
         assert "Adding route for Hub: / => http://hub:8081" in hub_log, hub_log[-4000:]
         async with httpx.AsyncClient(timeout=30) as http:
             version = (await http.get(f"{chart.url}/hub/api/")).json()["version"]
-        assert version == "5.5.0"  # the hub image's JupyterHub, behind the chart's proxy
+        # the hub image's own JupyterHub pin (images/hub/requirements.txt), behind the chart's proxy
+        assert version == "5.5.4"
 
         shot = tmp_path / "jupyterlab.png"
         async with async_playwright() as playwright:

@@ -105,7 +105,8 @@ async def test_alice_runs_jupyterlab_in_her_team_profile(
     assert pod["spec"]["serviceAccountName"] == "default-editor"
     assert pod["metadata"]["annotations"]["hub.jupyter.org/username"] == "alice"
     profile = await standins_kube.get(f"/apis/kubeflow.org/v1/profiles/{TEAM_NAMESPACE}")
-    assert profile["spec"]["owner"]["name"] == "system:serviceaccount:jupyterhub:hub"
+    # owned by the team's own identity, never the hub (issue 24)
+    assert profile["spec"]["owner"]["name"] == f"dna-hub-team:{TEAM_NAMESPACE}"
     # and she is its contributor exactly as Kubeflow's access management writes one
     binding = await standins_kube.get(f"{BINDINGS}/{name}")
     assert binding["metadata"]["annotations"] == {"user": ALICE, "role": "edit"}
