@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from functools import partial
 from typing import Any, TextIO
 
 from kubernetes_asyncio import config as kube_config
@@ -58,6 +60,16 @@ def _age(delta: timedelta) -> str:
     return f"{days}d" if days else f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
+async def _act(args: argparse.Namespace, delete: Callable[..., Awaitable[str]]) -> str:
+    """What gc does with one profile: only list it, or delete it (``--dry-run``: on trial)."""
+    if not (args.yes or args.dry_run):
+        return "would delete (re-run with --yes)"
+    try:
+        return await delete(dry_run=args.dry_run or not args.yes)
+    except (ApiException, OSError, TimeoutError) as e:
+        return f"FAILED: {describe(e)}"
+
+
 async def gc(args: argparse.Namespace, older_than: timedelta) -> list[tuple[str, ...]]:
     from datetime import UTC, datetime
 
@@ -69,15 +81,7 @@ async def gc(args: argparse.Namespace, older_than: timedelta) -> list[tuple[str,
         for profile in await find_orphans(api, older_than, now=now):
             when = orphaned_at(profile)
             assert when is not None  # find_orphans only returns timestamped ones
-            if args.yes or args.dry_run:
-                try:
-                    action = await gc_delete(
-                        api, profile, older_than, dry_run=args.dry_run or not args.yes, now=now
-                    )
-                except (ApiException, OSError, TimeoutError) as e:
-                    action = f"FAILED: {describe(e)}"
-            else:
-                action = "would delete (re-run with --yes)"
+            action = await _act(args, partial(gc_delete, api, profile, older_than, now=now))
             rows.append(
                 (
                     profile["metadata"]["name"],
@@ -90,15 +94,7 @@ async def gc(args: argparse.Namespace, older_than: timedelta) -> list[tuple[str,
         # stranded: a spawn created it, then found the namespace someone else's; never old
         # enough to wait for, nothing of the user's is in it
         for profile, other in await find_stranded(api):
-            if args.yes or args.dry_run:
-                try:
-                    action = await gc_delete_stranded(
-                        api, profile, dry_run=args.dry_run or not args.yes
-                    )
-                except (ApiException, OSError, TimeoutError) as e:
-                    action = f"FAILED: {describe(e)}"
-            else:
-                action = "would delete (re-run with --yes)"
+            action = await _act(args, partial(gc_delete_stranded, api, profile))
             rows.append(
                 (
                     profile["metadata"]["name"],

@@ -156,15 +156,23 @@ async def gc_delete(
         "uid"
     ]:
         return "kept: changed since listed"
+    return await _delete_unchanged(api, current, dry_run=dry_run)
+
+
+async def _delete_unchanged(api: KubeApi, profile: dict[str, Any], *, dry_run: bool) -> str:
+    """Delete exactly this version of the Profile (uid and resourceVersion preconditions),
+    in words."""
     try:
         await api.delete(
             PROFILE,
-            name,
-            uid=current["metadata"]["uid"],
-            resource_version=current["metadata"]["resourceVersion"],
+            profile["metadata"]["name"],
+            uid=profile["metadata"]["uid"],
+            resource_version=profile["metadata"]["resourceVersion"],
             dry_run=dry_run,
         )
     except ApiException as e:
+        if e.status == 404:
+            return "already gone"
         if e.status == 409:
             return "kept: changed since read (run gc again)"
         raise
@@ -195,19 +203,4 @@ async def gc_delete_stranded(
     """Delete one stranded Profile, unchanged since listed (uid and resourceVersion
     preconditions). Its namespace is someone else's: the profile controller does not own
     it, so deleting the Profile deletes nothing of theirs."""
-    name = profile["metadata"]["name"]
-    try:
-        await api.delete(
-            PROFILE,
-            name,
-            uid=profile["metadata"]["uid"],
-            resource_version=profile["metadata"]["resourceVersion"],
-            dry_run=dry_run,
-        )
-    except ApiException as e:
-        if e.status == 404:
-            return "already gone"
-        if e.status == 409:
-            return "kept: changed since listed (run gc again)"
-        raise
-    return "would delete (dry run)" if dry_run else "deleted"
+    return await _delete_unchanged(api, profile, dry_run=dry_run)
