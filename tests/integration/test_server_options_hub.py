@@ -107,6 +107,9 @@ async def test_the_form_offers_each_login_its_groups_options_and_the_spawn_reche
 
     # bob crafts the POST of an option his groups do not give: 403, nothing started
     bob_namespace = namespace_for("bob")
+    profile_path = f"/apis/kubeflow.org/v1/profiles/{bob_namespace}"
+    # (another test of the session may have made bob's profile: it must stay as it is)
+    profile_before = await standins_kube.get_or_none(profile_path)
     for crafted in (
         {"profile": "large"},
         {"profile": "standard", "profile-option-standard--image": "beta"},
@@ -120,11 +123,17 @@ async def test_the_form_offers_each_login_its_groups_options_and_the_spawn_reche
         assert model is not None and not model["servers"]
         pods = await standins_kube.get_or_none(f"/api/v1/namespaces/{bob_namespace}/pods")
         assert pods is None or not pods["items"]
-        # refused before provisioning: not even bob's profile was made for it
-        assert (
-            await standins_kube.get_or_none(f"/apis/kubeflow.org/v1/profiles/{bob_namespace}")
-            is None
-        )
+        # refused before provisioning: not even bob's profile was made or written for it
+        profile_after = await standins_kube.get_or_none(profile_path)
+        if profile_before is None:
+            assert profile_after is None
+        else:
+            # what the hub writes (its spec, its digest annotation), not the controller's status
+            assert profile_after is not None
+            assert profile_after["spec"] == profile_before["spec"]
+            assert profile_after["metadata"].get("annotations") == profile_before["metadata"].get(
+                "annotations"
+            )
     assert "bob chose server option 'large' is for groups ['gpu-users']" in hub.log()
 
     # alice (gpu-users) is offered the large server, and its overrides reach her pod
