@@ -24,11 +24,20 @@ AUTH_STATE_EXPIRES_AT = "expires_at"
 
 #: auth_state key holding the (issuer, subject) the hub user is bound to, with its MAC.
 AUTH_STATE_BINDING = "subject_binding"
+#: auth_state key holding the unix time the provider last confirmed the user (a login or a
+#: successful re-check): team access granted by the hub lasts at most
+#: ``team_access_lease`` seconds past it when the hub cannot re-check the user.
+AUTH_STATE_CONFIRMED_AT = "confirmed_at"
+#: auth_state key holding the unix time the hub removed the user's team access because the
+#: provider refused them or could not be asked (cleared by the next login).
+AUTH_STATE_TEAM_ACCESS_REMOVED_AT = "team_access_removed_at"
 
 __all__ = [
     "AUTH_STATE_BINDING",
     "AUTH_STATE_CLAIMS",
+    "AUTH_STATE_CONFIRMED_AT",
     "AUTH_STATE_EXPIRES_AT",
     "AUTH_STATE_GROUPS",
     "AUTH_STATE_KUBEFLOW_USERID",
+    "AUTH_STATE_TEAM_ACCESS_REMOVED_AT",
 ]

@@ -48,6 +48,13 @@ class LoginFailed(web.HTTPError):
         return f"login failed: {self.reason}"
 
 
+class GrantRefused(LoginFailed):
+    """The provider answered and refused the grant (OAuth 2 ``invalid_grant``): the code or
+    refresh token is not (any more) valid for this user — the account was deleted or
+    disabled, its sessions were revoked, or the refresh token expired. Unlike an outage
+    (no answer, 5xx), this is the provider's word that it does not confirm the user."""
+
+
 class DnaOIDCLoginHandler(OAuthLoginHandler):
     """oauthenticator's login redirect plus discovery and an OIDC `nonce`."""
 

@@ -47,9 +47,11 @@ from traitlets import Bool, Float, List, TraitError, Unicode, default, validate
 from dna_hub.auth import (
     AUTH_STATE_BINDING,
     AUTH_STATE_CLAIMS,
+    AUTH_STATE_CONFIRMED_AT,
     AUTH_STATE_EXPIRES_AT,
     AUTH_STATE_GROUPS,
     AUTH_STATE_KUBEFLOW_USERID,
+    AUTH_STATE_TEAM_ACCESS_REMOVED_AT,
     binding,
 )
 from dna_hub.auth import claims as claim_rules
@@ -60,9 +62,11 @@ from dna_hub.auth.discovery import (
     check_endpoint_url,
 )
 from dna_hub.auth.handlers import (
+    STORED_TOKEN_KEYS,
     DnaOIDCCallbackHandler,
     DnaOIDCLoginHandler,
     DnaOIDCLogoutHandler,
+    GrantRefused,
     LoginFailed,
     LoginRejected,
 )
@@ -373,6 +377,45 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         """,
     )
 
+    team_access_lease = Float(
+        43200.0,
+        config=True,
+        help="""
+        Seconds team access lasts past the provider's last confirmation of a user the hub
+        cannot re-check (it holds no tokens for them: they logged out, or their tokens
+        expired without a refresh token). The background re-check (`reconcile_interval`)
+        then removes their team access (`team_access_hook` with ``removed=True``); their
+        next login grants it again. Users whose refresh token the provider refuses
+        (``invalid_grant``: deleted, disabled, sessions revoked) lose it at that re-check,
+        without waiting for the lease. 0 keeps team access of users who cannot be
+        re-checked until they are deleted (not recommended); otherwise at least 1.
+        """,
+    )
+
+    team_sweep_hook = AnyTrait(
+        None,
+        allow_none=True,
+        config=True,
+        help="""
+        Called after every background re-check of all users (`reconcile_interval`) to
+        remove team access the hub granted to identities that no hub user holds any more
+        (a user deleted while the hook failed, a hub database restored from a backup):
+        `await hook(authenticator)`, or its import path `"module:function"`. The hook asks
+        `authenticator.entitled_identities()` for who may keep access. With dna_hub's team
+        profiles set it to `dna_hub.team_login:sweep_team_access`. A failing hook is logged.
+        """,
+    )
+
+    @validate("team_access_lease")
+    def _validate_team_access_lease(self, proposal: Any) -> float:
+        value = float(proposal.value)
+        if value != 0 and value < 1:
+            raise TraitError(
+                f"DnaOIDCAuthenticator.team_access_lease must be 0 (never) or at least 1 "
+                f"second, not {proposal.value!r}"
+            )
+        return value
+
     @validate("reconcile_interval")
     def _validate_reconcile_interval(self, proposal: Any) -> float:
         value = float(proposal.value)
@@ -661,6 +704,8 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
             auth_state = await auth_state
         auth_state[AUTH_STATE_KUBEFLOW_USERID] = kubeflow_userid
         auth_state[AUTH_STATE_GROUPS] = self.groups_from_claims(claims)
+        # the provider vouched for these claims now (a login or a successful re-check)
+        auth_state[AUTH_STATE_CONFIRMED_AT] = time.time()
         expires_in = token_info.get("expires_in")
         auth_state[AUTH_STATE_EXPIRES_AT] = (
             time.time() + float(expires_in) if isinstance(expires_in, int | float) else None
@@ -708,7 +753,10 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
             token_info = None
         if response.code != 200 or not isinstance(token_info, dict):
             error = token_info if isinstance(token_info, dict) else {}
-            raise LoginFailed(
+            # RFC 6749 5.2: invalid_grant (a 400) is the provider refusing this user's code
+            # or refresh token; anything else (invalid_client, 5xx) is not about the user
+            refused = response.code == 400 and error.get("error") == "invalid_grant"
+            raise (GrantRefused if refused else LoginFailed)(
                 f"the token endpoint answered {response.code} "
                 f"{str(error.get('error', ''))[:100]!r}: "
                 f"{str(error.get('error_description', ''))[:200]!r}"
@@ -824,6 +872,8 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
                 token_info = await self.get_token_info(
                     handler, self.build_refresh_token_request_params(refresh_token)
                 )
+            except GrantRefused:
+                raise  # the provider's answer about this user: the caller acts on it
             except (LoginFailed, DiscoveryError) as e:
                 self.log.info("Re-check of %s with the provider failed: %s", user.name, e)
                 return None
@@ -885,7 +935,11 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         if not auth_state or AUTH_STATE_KUBEFLOW_USERID not in auth_state:
             self.log.info("No OIDC auth_state for %s: a new login is required", user.name)
             return False
-        token_info = await self._recheck_tokens(user, handler, auth_state)
+        try:
+            token_info = await self._recheck_tokens(user, handler, auth_state)
+        except GrantRefused as e:
+            await self._grant_refused(user, auth_state, e)
+            return False
         if token_info is None:
             return False
 
@@ -937,7 +991,7 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
             self.log.warning("%s may no longer log in: %s", user.name, reason)
             if self.revoke_removed_users:
                 await revoke_access(user, handler, log=self.log, proxy=self._proxy())
-                await self._team_access(user, auth_state, removed=True, wait=True)
+                await self._remove_team_access(user, auth_state)
             return False
         if binding is not None:
             auth_model["auth_state"][AUTH_STATE_BINDING] = binding
@@ -963,6 +1017,75 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
 
     # ------------------------------------------------------------------ removal
 
+    async def _grant_refused(
+        self, user: Any, auth_state: dict[str, Any], error: GrantRefused
+    ) -> None:
+        """The provider refused the user's refresh token: their team access ends now.
+
+        Their personal servers keep running (a refresh token may also simply have reached
+        its end of life); JupyterHub asks them to log in again at their next request, and
+        that login grants team access again if the provider still allows it.
+        """
+        self.log.warning(
+            "The provider refused the refresh token of %s (%s): team access removed until "
+            "they log in again",
+            user.name,
+            error.reason,
+        )
+        await self._remove_team_access(user, auth_state)
+
+    async def _remove_team_access(self, user: Any, auth_state: dict[str, Any] | None) -> None:
+        """Remove the user's team access (awaited) and record it in their auth_state, without
+        the tokens the provider no longer honours (nothing left to re-check with)."""
+        await self._team_access(user, auth_state, removed=True, wait=True)
+        if not auth_state:
+            return
+        state = {k: v for k, v in auth_state.items() if k not in STORED_TOKEN_KEYS}
+        state[AUTH_STATE_TEAM_ACCESS_REMOVED_AT] = time.time()
+        await user.save_auth_state(state)
+
+    def _load_hook(self, hook: Any) -> Any:
+        if isinstance(hook, str):  # "module:function", as YAML values can give it
+            module, _, attribute = hook.partition(":")
+            hook = getattr(importlib.import_module(module), attribute)
+        return hook
+
+    async def entitled_identities(self) -> set[str]:
+        """The Kubeflow identities hub users may hold team access for now: every user whose
+        auth_state has one and whose team access was not removed (confirmed, within the
+        lease, or not re-checkable during a provider outage). Read from the database at the
+        call, so a login that happened meanwhile counts."""
+        app = self.parent
+        users, db = getattr(app, "users", None), getattr(app, "db", None)
+        if users is None or db is None:
+            return set()
+        identities: set[str] = set()
+        for orm_user in list(db.query(orm.User)):
+            state = await users[orm_user].get_auth_state()
+            if not state or state.get(AUTH_STATE_TEAM_ACCESS_REMOVED_AT):
+                continue
+            identity = state.get(AUTH_STATE_KUBEFLOW_USERID)
+            if isinstance(identity, str) and identity:
+                identities.add(identity)
+        return identities
+
+    def _can_recheck(self, state: dict[str, Any]) -> bool:
+        """True if the hub holds a token to ask the provider about this user with."""
+        if state.get("refresh_token"):
+            return True
+        return bool(state.get("access_token")) and not self._needs_refresh(state)
+
+    def _lease_expired(self, state: dict[str, Any], now: float) -> bool:
+        """True for a user the hub cannot re-check whose team access outlived its lease."""
+        if not self.team_access_lease or state.get(AUTH_STATE_TEAM_ACCESS_REMOVED_AT):
+            return False
+        if not state.get(AUTH_STATE_KUBEFLOW_USERID):
+            return False  # no identity: the hub never granted this user anything
+        confirmed = state.get(AUTH_STATE_CONFIRMED_AT)
+        # a state from before confirmed_at was recorded counts as confirmed long ago
+        confirmed = confirmed if isinstance(confirmed, int | float) else 0.0
+        return now - confirmed > self.team_access_lease
+
     async def _team_access(
         self, user: Any, auth_state: dict[str, Any] | None, *, removed: bool, wait: bool
     ) -> None:
@@ -970,9 +1093,7 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         hook = self.team_access_hook
         if hook is None or not auth_state:
             return
-        if isinstance(hook, str):  # "module:function", as YAML values can give it
-            module, _, attribute = hook.partition(":")
-            hook = getattr(importlib.import_module(module), attribute)
+        hook = self._load_hook(hook)
 
         async def run() -> None:
             try:
@@ -1002,8 +1123,10 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         allows is revoked (`revoke_removed_users`), and `team_access_hook` re-syncs each
         confirmed user's team access to their verified groups. A new auth_state is saved as
         JupyterHub saves it after a request's refresh. Returns what happened per user
-        (True: confirmed, False: not confirmed). Users without tokens (never logged in,
-        logged out) cannot be re-checked and are skipped.
+        (True: confirmed, False: not confirmed). Users the hub holds no usable token for
+        (logged out, tokens expired) cannot be re-checked: their team access is removed
+        once `team_access_lease` has passed since the provider last confirmed them. Then
+        `team_sweep_hook` removes access of identities no hub user holds any more.
         """
         app = self.parent
         users, db = getattr(app, "users", None), getattr(app, "db", None)
@@ -1016,7 +1139,19 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
                 continue  # deleted meanwhile
             user = users[orm_user]
             state = await user.get_auth_state()
-            if not state or not (state.get("refresh_token") or state.get("access_token")):
+            if not state:
+                continue
+            if not self._can_recheck(state):
+                # nothing to re-check with (logged out, tokens expired): the lease decides
+                if self._lease_expired(state, time.time()):
+                    self.log.warning(
+                        "Team access of %s removed: not confirmed by the provider for more "
+                        "than team_access_lease (%ss) and the hub holds no token to re-check "
+                        "them with (logged out?); their next login grants it again",
+                        name,
+                        int(self.team_access_lease),
+                    )
+                    await self._remove_team_access(user, state)
                 continue
             token = _RECONCILING.set(True)
             try:
@@ -1032,6 +1167,11 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
                 if self.manage_groups and result.get("groups") is not None:
                     user.sync_groups(result["groups"])
             outcome[name] = bool(result)
+        if self.team_sweep_hook is not None:
+            try:
+                await self._load_hook(self.team_sweep_hook)(self)
+            except Exception:
+                self.log.exception("team_sweep_hook failed")
         self.log.info(
             "Background re-check of %d user(s) with the provider: %d not confirmed",
             len(outcome),

@@ -445,6 +445,24 @@ class DnaSettings(LoggingConfigurable):
         own origin. False (default): team profiles without subdomain_host are refused.""",
     )
 
+    team_sweep_grace = Float(
+        120.0,
+        config=True,
+        help="""Seconds a contributor binding dna_hub made must exist before the team access
+        sweep (`DnaOIDCAuthenticator.team_sweep_hook`) may delete it for an identity no hub
+        user holds: a login's binding can be created a moment before its user record is
+        saved. At least 1.""",
+    )
+
+    @validate("team_sweep_grace")
+    def _validate_team_sweep_grace(self, proposal: Any) -> float:
+        value = float(proposal.value)
+        if value < 1:
+            raise TraitError(
+                f"DnaSpawner.team_sweep_grace must be at least 1 second, not {proposal.value!r}"
+            )
+        return value
+
     def check_team_isolation(self, subdomain_host: str | None) -> None:
         """ConfigurationError if team profiles are on without per-user origins (and the risk
         was not accepted by team_shared_origin_risk_accepted)."""

@@ -13,6 +13,10 @@ team profiles exist and the user's contributor bindings match the groups of *thi
 identity provider takes effect at the next login, before any notebook starts. The login is
 never delayed or failed by it: the outcome goes to the hub log (and every spawn syncs again).
 
+:func:`sweep_team_access` is ``DnaOIDCAuthenticator.team_sweep_hook``: after each background
+re-check of every user, the contributor bindings dna_hub made for identities no hub user
+holds any more (deleted while the hook failed, a restored database) are deleted.
+
 :func:`sync_teams_at_recheck` is ``DnaOIDCAuthenticator.team_access_hook``: the same sync
 after every re-check with the provider (a request's refresh when the groups changed, and the
 authenticator's periodic background re-check of every user, ``reconcile_interval``), so a
@@ -43,7 +47,7 @@ from dna_hub.hub.settings import (
 )
 from dna_hub.profiles.contributors import describe_result
 
-__all__ = ["pending", "sync_teams_at_login", "sync_teams_at_recheck"]
+__all__ = ["pending", "sweep_team_access", "sync_teams_at_login", "sync_teams_at_recheck"]
 
 #: Background syncs still running (held so they are not garbage-collected mid-flight).
 _running: set[asyncio.Task[Any]] = set()
@@ -184,3 +188,27 @@ async def sync_teams_at_recheck(
             team.group,
         )
         await stop_server(user, server_name, proxy=proxy)
+
+
+async def sweep_team_access(authenticator: Any) -> None:
+    """``DnaOIDCAuthenticator.team_sweep_hook``: delete contributor objects dna_hub made for
+    identities no longer entitled (``authenticator.entitled_identities()``). Raises on
+    failure (the authenticator logs it)."""
+    log = authenticator.log
+    settings = DnaSettings.from_config(authenticator.config, log=log)
+    if not settings.team_profiles:
+        return
+    server = notebook_server_from_config(authenticator.config)
+    clients = settings.clients(
+        _kube_api_client(authenticator.config),
+        request_timeout=request_timeout_from_config(authenticator.config),
+        server=server,
+        log=log,
+    )
+    deleted = await clients.contributors.sweep(
+        authenticator.entitled_identities,
+        namespaces={team.namespace for team in settings.teams().values()},
+        grace=settings.team_sweep_grace,
+    )
+    if deleted:
+        log.warning("Team access sweep: %d contributor object(s) deleted", len(deleted))

@@ -29,8 +29,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -234,6 +235,77 @@ class ContributorSync:
             namespace,
             identity,
         )
+
+    async def sweep(
+        self,
+        entitled: Callable[[], Awaitable[set[str]]],
+        *,
+        namespaces: set[str],
+        grace: float = 120.0,
+        now: datetime | None = None,
+    ) -> list[Key]:
+        """Delete the contributor objects dna_hub made for identities no longer entitled.
+
+        One label-selected list per kind finds every contributor object dna_hub made; only
+        those in ``namespaces`` (the configured teams' namespaces: another hub on the same
+        cluster keeps its own) are considered. ``entitled()`` is asked *after* the listing
+        (a login meanwhile counts); objects younger than ``grace`` seconds are left for the
+        next sweep (a login whose user record is not saved yet). Each delete is conditional
+        on the listed object's uid and resourceVersion: one changed since is left alone.
+        """
+        selector = f"{MANAGED_BY_LABEL}={MANAGED_BY},{CONTRIBUTOR_LABEL}"
+        listings = await asyncio.gather(
+            *(
+                self.provisioner.request(
+                    f"list every contributor {kind.kind}",
+                    self.api.list(kind, label_selector=selector),
+                )
+                for kind in (ROLE_BINDING, AUTHORIZATION_POLICY)
+            )
+        )
+        keep = await entitled()
+        cutoff = (now or datetime.now(UTC)) - timedelta(seconds=grace)
+        deleted: list[Key] = []
+        for kind, listing in zip((ROLE_BINDING, AUTHORIZATION_POLICY), listings, strict=True):
+            for item in listing.get("items", []):
+                metadata = item["metadata"]
+                if metadata.get("namespace") not in namespaces:
+                    continue
+                identity = (metadata.get("annotations") or {}).get("user")
+                created = _timestamp(metadata.get("creationTimestamp"))
+                if identity in keep or created is None or created > cutoff:
+                    continue
+                key = (metadata["namespace"], metadata["name"])
+                try:
+                    await self.api.delete(
+                        kind,
+                        key[1],
+                        key[0],
+                        uid=metadata.get("uid"),
+                        resource_version=metadata.get("resourceVersion"),
+                    )
+                except ApiException as e:
+                    if e.status == 409:
+                        continue  # changed since the listing: the next sweep looks again
+                    raise self.provisioner.api_failure(f"delete {kind.kind} {key[1]}", e) from e
+                deleted.append(key)
+                self.log.warning(
+                    "Contributor %s %s in %s deleted: no hub user holds identity %r any more",
+                    kind.kind,
+                    key[1],
+                    key[0],
+                    identity,
+                )
+        return deleted
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def describe_result(result: TeamSyncResult) -> str:

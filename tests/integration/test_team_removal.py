@@ -175,3 +175,169 @@ async def test_a_deleted_user_leaves_no_binding_for_a_reused_email(
     assert deleted.status_code == 204, deleted.text
     # gone when the deletion answers (no background re-check: reconcile_interval 0)
     assert not await may(admin_api, owner, "create", "pods", ml_ns), hub.log()
+
+
+async def _granted(admin_api: ApiClient, owner: str, namespace: str) -> None:
+    for _ in range(100):
+        if await may(admin_api, owner, "create", "pods", namespace):
+            return
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"{owner} never got access to {namespace}")
+
+
+async def test_a_user_deleted_at_the_provider_loses_team_access_at_the_next_round(
+    standins: Any,
+    admin_api: ApiClient,
+    unique_name: Callable[..., str],
+    oidc_provider_factory: Any,
+    hub_factory: Any,
+) -> None:
+    """The provider refuses her refresh token (``invalid_grant``: the account is gone): not
+    an outage, so her team access ends at that re-check, without a login and without waiting
+    for any lease; her team server stops, her personal server is left to her next login."""
+    login, ml = unique_name("gina"), unique_name("ml")
+    owner, ml_ns = f"{login}@example.com", team_namespace(ml)
+    provider = oidc_provider_factory(
+        accounts=accounts(**{login: person(login, groups=["data-science", ml])})
+    )
+    hub = await hub_factory(
+        provider,
+        authenticator={"reconcile_interval": INTERVAL},
+        extra_config=extra_config({ml: "edit"}),
+    )
+    async with browser() as http:
+        assert (await hub.login(http, login)).status_code == 200
+    await _granted(admin_api, owner, ml_ns)
+    async with hub.api() as api:
+        for path, options in (("server", {}), ("servers/ml", {"team": ml})):
+            started = await api.post(f"/users/{login}/{path}", json=options)
+            assert started.status_code in (201, 202), started.text
+
+    # an outage first: the provider answers nothing for two rounds; nothing is removed
+    await provider.set_outage(True)
+    start = rounds(hub)
+    while rounds(hub) - start < 2:
+        await asyncio.sleep(0.3)
+    assert await may(admin_api, owner, "create", "pods", ml_ns), hub.log()
+    assert await server_names(hub, login) == {"", "ml"}
+    await provider.set_outage(False)
+
+    await provider.set_claims(login, None)  # the account is deleted at the provider
+    loop = asyncio.get_running_loop()
+    deleted_at = loop.time()
+
+    async def ml_gone() -> bool:
+        return not await may(admin_api, owner, "create", "pods", ml_ns)
+
+    assert await wait_until(hub, ml_gone, "ml binding removed") <= 2
+    print(
+        f"\nMEASURED deleted-at-provider -> binding gone: {loop.time() - deleted_at:.1f} s "
+        f"(reconcile_interval {INTERVAL} s)"
+    )
+    assert "refused the refresh token of " + login in hub.log()
+    await wait_until(hub, lambda: _without(hub, login, "ml"), "ml team server stopped")
+    assert await server_names(hub, login) == {""}
+
+
+async def test_team_access_of_a_logged_out_user_ends_with_its_lease(
+    standins: Any,
+    admin_api: ApiClient,
+    unique_name: Callable[..., str],
+    oidc_provider_factory: Any,
+    hub_factory: Any,
+) -> None:
+    """Logged out, the hub holds no token to re-check her with: her team access lasts
+    ``team_access_lease`` past the provider's last word, then goes; her next login grants it
+    again (the removal does not stick)."""
+    lease = 6.0
+    login, ml = unique_name("hana"), unique_name("ml")
+    owner, ml_ns = f"{login}@example.com", team_namespace(ml)
+    provider = oidc_provider_factory(
+        accounts=accounts(**{login: person(login, groups=["data-science", ml])})
+    )
+    hub = await hub_factory(
+        provider,
+        authenticator={"reconcile_interval": INTERVAL, "team_access_lease": lease},
+        extra_config=extra_config({ml: "edit"}),
+    )
+    loop = asyncio.get_running_loop()
+    async with browser() as http:
+        assert (await hub.login(http, login)).status_code == 200
+        logged_in = loop.time()
+        await _granted(admin_api, owner, ml_ns)
+        await http.get(f"{hub.url}/hub/logout", follow_redirects=False)
+
+    # within the lease (minus a round of slack) she keeps it
+    while loop.time() - logged_in < lease - INTERVAL - 1:
+        assert await may(admin_api, owner, "create", "pods", ml_ns), hub.log()
+        await asyncio.sleep(0.5)
+
+    async def ml_gone() -> bool:
+        return not await may(admin_api, owner, "create", "pods", ml_ns)
+
+    await wait_until(hub, ml_gone, "ml binding removed after the lease")
+    gone_after = loop.time() - logged_in
+    print(
+        f"\nMEASURED login -> binding gone (logged out, lease {lease} s, interval "
+        f"{INTERVAL} s): {gone_after:.1f} s"
+    )
+    assert gone_after <= lease + 2 * INTERVAL + 5
+    assert "not confirmed by the provider for more than team_access_lease" in hub.log()
+
+    async with browser() as http:
+        assert (await hub.login(http, login)).status_code == 200
+    await _granted(admin_api, owner, ml_ns)
+
+
+async def test_a_lost_hub_database_leaves_no_binding_behind(
+    standins: Any,
+    admin_api: ApiClient,
+    unique_name: Callable[..., str],
+    oidc_provider_factory: Any,
+    hub_factory: Any,
+) -> None:
+    """Bindings the hub granted outlive the hub's memory of them (a database restored from
+    an older backup, a user deleted while the hook failed): the sweep after each background
+    round deletes those of identities no hub user holds, in the configured teams'
+    namespaces only, and keeps the ones of users the hub still has."""
+    ivan, jo, ml = unique_name("ivan"), unique_name("jo"), unique_name("ml")
+    ml_ns = team_namespace(ml)
+    provider = oidc_provider_factory(
+        accounts=accounts(
+            **{
+                ivan: person(ivan, groups=["data-science", ml]),
+                jo: person(jo, groups=["data-science", ml]),
+            }
+        )
+    )
+    sweep = (
+        extra_config({ml: "edit"})
+        + 'c.DnaOIDCAuthenticator.team_sweep_hook = "dna_hub.team_login:sweep_team_access"\n'
+        + "c.DnaSpawner.team_sweep_grace = 1\n"
+    )
+    first = await hub_factory(
+        provider, authenticator={"reconcile_interval": 0}, extra_config=extra_config({ml: "edit"})
+    )
+    async with browser() as http:
+        assert (await first.login(http, ivan)).status_code == 200
+    await _granted(admin_api, f"{ivan}@example.com", ml_ns)
+    first.stop()
+
+    # a new hub (a fresh database) for the same teams: only jo logs in to it
+    second = await hub_factory(
+        provider, authenticator={"reconcile_interval": INTERVAL}, extra_config=sweep
+    )
+    async with browser() as http:
+        assert (await second.login(http, jo)).status_code == 200
+    await _granted(admin_api, f"{jo}@example.com", ml_ns)
+
+    async def ivan_gone() -> bool:
+        return not await may(admin_api, f"{ivan}@example.com", "create", "pods", ml_ns)
+
+    assert await wait_until(second, ivan_gone, "ivan's binding swept") <= 2
+    assert "no hub user holds identity" in second.log()
+    # two more rounds: jo (a user of this hub) keeps hers
+    start = rounds(second)
+    while rounds(second) - start < 2:
+        await asyncio.sleep(0.3)
+    assert await may(admin_api, f"{jo}@example.com", "create", "pods", ml_ns), second.log()
