@@ -887,6 +887,9 @@ async def _start_local(timeout: float) -> ControlPlane:
                 "--requestheader-extra-headers-prefix=X-Remote-Extra-",
                 f"--proxy-client-cert-file={files['front-proxy-client.crt']}",
                 f"--proxy-client-key-file={files['front-proxy-client.key']}",
+                # aggregated APIs (Kueue's visibility API) are reached at their endpoints'
+                # addresses: there is no kube-proxy to route a Service's clusterIP
+                "--enable-aggregator-routing=true",
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--v=1",

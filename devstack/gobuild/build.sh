@@ -7,7 +7,8 @@
 #   build.sh                 build the default set (whatever of it is missing)
 #   build.sh --all           default set plus the optional binaries (kubelet, kube-proxy)
 #   build.sh NAME...         only the named binaries
-#   build.sh --bin-dir       print the bin dir for the current pins, build nothing
+#   build.sh kueue           Kueue's manager, into its own bin dir (its pins: kueue/go.mod)
+#   build.sh --bin-dir [kueue]  print the bin dir for the current pins, build nothing
 #
 # Prints the bin dir (only that) on stdout; progress and timings go to stderr and to
 # <prefix>/build.log. Idempotent: when every requested binary is there it exits at once
@@ -31,7 +32,7 @@ RECIPE_REV=1
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE_DIR="${DNA_HUB_CACHE_DIR:-$HOME/.cache/dna-hub}"
 
-# name | module dir (relative to HERE) | package | kind (kube, etcd) | set (default, optional)
+# name | module dir (relative to HERE) | package | kind (kube, etcd, kueue) | set (default, optional, separate)
 TARGETS=(
     "etcd|etcd|.|etcd|default"
     "kube-apiserver|.|k8s.io/kubernetes/cmd/kube-apiserver|kube|default"
@@ -40,6 +41,9 @@ TARGETS=(
     "kubectl|.|k8s.io/kubernetes/cmd/kubectl|kube|default"
     "kubelet|.|k8s.io/kubernetes/cmd/kubelet|kube|optional"
     "kube-proxy|.|k8s.io/kubernetes/cmd/kube-proxy|kube|optional"
+    # Kueue (issue 28): only when asked for by name (`build.sh kueue`); its own module and
+    # its own pin hash and bin dir, so a Kueue pin change never rebuilds Kubernetes
+    "kueue|kueue|sigs.k8s.io/kueue/cmd/kueue|kueue|separate"
 )
 
 LOG_FILE=""
@@ -67,7 +71,7 @@ command -v sha256sum >/dev/null 2>&1 || die "sha256sum not found (coreutils)"
 print_only=0
 want=()
 case "${1-}" in
-    --bin-dir) print_only=1 ;;
+    --bin-dir) print_only=1; shift; want=("$@") ;;
     --all) for t in "${TARGETS[@]}"; do want+=("${t%%|*}"); done ;;
     -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     "") for t in "${TARGETS[@]}"; do [[ "$t" == *"|default" ]] && want+=("${t%%|*}"); done ;;
@@ -80,6 +84,12 @@ case "${1-}" in
         done
         ;;
 esac
+# Kueue has its own module and bin dir: never mixed with the others in one call
+separate=0
+for name in "${want[@]}"; do [[ "$name" == kueue ]] && separate=1; done
+if ((separate)) && ((${#want[@]} != 1)); then
+    die "build kueue on its own (build.sh kueue): it has its own bin dir"
+fi
 
 target_of() {
     local t
@@ -91,15 +101,22 @@ target_of() {
 
 # --- where: the pin hash --------------------------------------------------------------------
 go_version="$(go -C "$HERE" env GOVERSION)" || die "go env failed in $HERE"
+pins_of() { # the pin files of the control plane (everything but ./kueue), or of ./kueue
+    if ((separate)); then
+        find ./kueue \( -name go.mod -o -name go.sum -o -name '*.go' \) -type f -print0
+    else
+        find . -path ./kueue -prune -o \( -name go.mod -o -name go.sum -o -name '*.go' \) -type f -print0
+    fi
+}
 pin_hash="$(
     {
         echo "recipe $RECIPE_REV"
         echo "go $go_version"
         cd "$HERE"
-        find . \( -name go.mod -o -name go.sum -o -name '*.go' \) -type f -print0 \
-            | LC_ALL=C sort -z | xargs -0 sha256sum
+        pins_of | LC_ALL=C sort -z | xargs -0 sha256sum
     } | sha256sum | cut -c1-16
 )"
+if ((separate)); then pin_hash="kueue-$pin_hash"; fi
 PREFIX="$CACHE_DIR/gobuild/$pin_hash"
 BIN_DIR="$PREFIX/bin"
 
@@ -124,9 +141,11 @@ fi
 
 # --- one build at a time ----------------------------------------------------------------------
 mkdir -p "$BIN_DIR" "$CACHE_DIR/gobuild"
-exec 9>"$CACHE_DIR/gobuild/.lock"
+lock="$CACHE_DIR/gobuild/.lock"
+((separate)) && lock="$lock-kueue"
+exec 9>"$lock"
 if ! flock -n 9; then
-    log "another build holds $CACHE_DIR/gobuild/.lock; waiting for it"
+    log "another build holds $lock; waiting for it"
     flock 9
 fi
 mapfile -t todo < <(missing)
