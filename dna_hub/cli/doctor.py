@@ -212,7 +212,9 @@ async def run_checks(args: argparse.Namespace) -> list[Check]:
             checks.append(await check_kind(api, kind, args.timeout))
         settings = settings_from(config)
         permissions = hub_permissions(
-            teams=bool(settings.team_profiles), legacy_envoy_filter=settings.legacy_envoy_filter
+            teams=bool(settings.team_profiles),
+            legacy_envoy_filter=settings.legacy_envoy_filter,
+            kueue=settings.kueue_enabled,
         )
         values = platform_values(settings, args.hub_service_account, None, "doctor")
         clients = await guard_clients(api, values, args.as_identity, args.timeout)

@@ -82,6 +82,7 @@ def platform_values(
             teams=bool(settings.team_profiles),
             legacy_envoy_filter=settings.legacy_envoy_filter,
             legacy_ml_pipeline_policy=settings.legacy_ml_pipeline_policy,
+            kueue=settings.kueue_enabled,
             generated_for=config_name,
         )
     except ValueError as e:

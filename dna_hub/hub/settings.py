@@ -38,6 +38,7 @@ from dna_hub.policy.naming import (
 )
 from dna_hub.policy.notebook_env import NotebookEnvSettings
 from dna_hub.policy.pod_defaults import DEFAULT_LIMIT_RANGE
+from dna_hub.policy.queueing import DEFAULT_ACCELERATORS, valid_queue_name
 from dna_hub.policy.quotas import check_group_quotas, resource_quota_for
 from dna_hub.policy.rendering import (
     BLOCKED_EGRESS_CIDRS,
@@ -445,6 +446,104 @@ class DnaSettings(LoggingConfigurable):
         own origin. False (default): team profiles without subdomain_host are refused.""",
     )
 
+    # --- Kueue: GPU notebooks that queue instead of failing (docs/deploy.md, "GPU queueing")
+
+    kueue_cluster_queue = Unicode(
+        "",
+        config=True,
+        help="""The Kueue ClusterQueue every profile's LocalQueue points at (the platform defines
+        it: flavors, quota, cohort). Empty (default): Kueue integration off — no LocalQueue is
+        rendered and no pod is queued. When set, notebook pods that ask for one of
+        `kueue_accelerators` carry the LocalQueue's name (kueue.x-k8s.io/queue-name) and wait
+        for quota, showing their place, instead of failing.""",
+    )
+    kueue_group_cluster_queues = Dict(
+        {},
+        config=True,
+        help="""Per-group ClusterQueues (per-group quotas): {group: cluster queue}. A team
+        profile uses its group's entry; a personal profile the first entry (in this dict's
+        order) whose group the user is in; otherwise `kueue_cluster_queue`.""",
+    )
+    kueue_local_queue = Unicode(
+        "notebooks",
+        config=True,
+        help="The name of the LocalQueue rendered into each profile namespace.",
+    )
+    kueue_accelerators = List(
+        Unicode(),
+        list(DEFAULT_ACCELERATORS),
+        config=True,
+        help="""Extended resources that make a notebook queue: a pod whose resource limits or
+        guarantees ask for any of them (e.g. through a server option's
+        extra_resource_limits) is handed to Kueue; others start as before.""",
+    )
+    kueue_queue_timeout = Float(
+        3600.0,
+        config=True,
+        help="""Seconds a queued notebook may wait for quota, on top of start_timeout (default
+        one hour). The spawn page shows the place in the queue meanwhile; the user may cancel
+        (stop the pending server). When it runs out the spawn ends with a message and the
+        queued pod is deleted.""",
+    )
+    kueue_poll_interval = Float(
+        3.0,
+        config=True,
+        help="Seconds between two looks at a queued notebook's Workload and its place.",
+    )
+
+    @validate("kueue_cluster_queue", "kueue_local_queue")
+    def _validate_queue_name(self, proposal: Any) -> str:
+        value = str(proposal.value)
+        if value and not valid_queue_name(value):
+            raise TraitError(
+                f"DnaSpawner.{proposal.trait.name} {value!r} is not a DNS label "
+                "(lowercase letters, digits and '-', at most 63)"
+            )
+        if proposal.trait.name == "kueue_local_queue" and not value:
+            raise TraitError("DnaSpawner.kueue_local_queue may not be empty")
+        return value
+
+    @validate("kueue_group_cluster_queues")
+    def _validate_group_queues(self, proposal: Any) -> dict[str, str]:
+        value = dict(proposal.value)
+        for group, queue in value.items():
+            if not isinstance(group, str) or not isinstance(queue, str) or not group:
+                raise TraitError(
+                    "DnaSpawner.kueue_group_cluster_queues maps group names to ClusterQueue "
+                    f"names, not {group!r}: {queue!r}"
+                )
+            if not valid_queue_name(queue):
+                raise TraitError(
+                    f"DnaSpawner.kueue_group_cluster_queues[{group!r}] = {queue!r} is not a "
+                    "DNS label"
+                )
+        return value
+
+    @validate("kueue_queue_timeout", "kueue_poll_interval")
+    def _validate_kueue_seconds(self, proposal: Any) -> float:
+        value = float(proposal.value)
+        if not 0.1 <= value <= 7 * 86400:
+            raise TraitError(
+                f"DnaSpawner.{proposal.trait.name} must be 0.1 s to 7 days, not {proposal.value!r}"
+            )
+        return value
+
+    @property
+    def kueue_enabled(self) -> bool:
+        return bool(self.kueue_cluster_queue or self.kueue_group_cluster_queues)
+
+    def cluster_queue_for(self, groups: Iterable[str], *, team: str | None = None) -> str | None:
+        """The ClusterQueue of a profile (None: Kueue off). See kueue_group_cluster_queues."""
+        if not self.kueue_enabled:
+            return None
+        if team is not None:
+            return self.kueue_group_cluster_queues.get(team) or self.kueue_cluster_queue or None
+        member = set(groups)
+        for group, queue in self.kueue_group_cluster_queues.items():
+            if group in member:
+                return str(queue)
+        return self.kueue_cluster_queue or None
+
     team_sweep_grace = Float(
         120.0,
         config=True,
@@ -691,6 +790,8 @@ class DnaSettings(LoggingConfigurable):
             legacy_ml_pipeline_policy=self.legacy_ml_pipeline_policy,
             extra=self.profile_template_variables,
             blocked_egress_cidrs=tuple(self.notebook_egress_blocked_cidrs),
+            kueue_local_queue=self.kueue_local_queue,
+            kueue_cluster_queue=self.cluster_queue_for(group_names),
         )
 
     def render_personal(
@@ -728,6 +829,7 @@ class DnaSettings(LoggingConfigurable):
             base,
             resource_quota=team.resource_quota or self.profile_resource_quota or None,
             team=team.group,
+            kueue_cluster_queue=self.cluster_queue_for((), team=team.group),
         )
         return self._render(context, "Your team's Kubeflow profile could not be prepared.")
 

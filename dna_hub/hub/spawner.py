@@ -18,6 +18,7 @@ from traitlets import default, validate
 
 from dna_hub.errors import DnaHubError, NamingError, ServerNotStarted
 from dna_hub.hub import name_check, server_choice, spawn_errors, startup_heap, team_choice
+from dna_hub.hub.queue_watch import QueueWatch
 from dna_hub.hub.reflectors import LEAN_REFLECTORS
 from dna_hub.hub.settings import (
     DEFAULT_SERVICE_ACCOUNT,
@@ -34,6 +35,12 @@ from dna_hub.policy.labels import REQUIRED_POD_LABELS
 from dna_hub.policy.naming import NamespacePolicyError, namespace_for
 from dna_hub.policy.notebook_env import notebook_environment
 from dna_hub.policy.pod_defaults import CPU_REQUEST, MEMORY_LIMIT, MEMORY_REQUEST, SINGLEUSER_IMAGE
+from dna_hub.policy.queueing import (
+    QUEUE_LABEL,
+    accelerator_requests,
+    describe_request,
+    eviction_message,
+)
 from dna_hub.policy.rendering import RenderedProfile
 from dna_hub.policy.spawn_progress import ProgressMessage, explain_event
 from dna_hub.policy.teams import Team
@@ -226,6 +233,14 @@ class DnaSpawner(DnaSettings, KubeSpawner):
         self._provisioned = asyncio.Event()
         #: The team profile this server runs in (None: the user's personal profile).
         self.team: Team | None = None
+        #: start_timeout as configured: a queued spawn may wait kueue_queue_timeout longer
+        self._configured_start_timeout = float(self.start_timeout)  # type: ignore[has-type]
+        #: The accelerators this start's pod asked for when Kueue queues it ({}: not queued).
+        self._queued: dict[str, str] = {}
+        self._queue_watch: QueueWatch | None = None
+        self._queue_messages: list[str] = []
+        #: Why the queue stopped the last server (shown at the next start), if it did.
+        self._stopped_by_queue = ""
         self._apply_namespace_policy(strict=False)
         # Templates that give names Kubernetes refuses: refused here, once per configuration.
         name_check.check_spawner_names(self)
@@ -302,7 +317,19 @@ class DnaSpawner(DnaSettings, KubeSpawner):
         # Reset before KubeSpawner schedules _start, so progress() never sees a stale run.
         self._progress_messages.clear()
         self._provisioned.clear()
-        self._start_deadline = time.monotonic() + self.start_timeout
+        self._queued = {}
+        self._queue_watch = None
+        self._queue_messages.clear()
+        if self._stopped_by_queue:
+            self._progress_messages.append(self._stopped_by_queue)
+            self._stopped_by_queue = ""
+        self._start_deadline = time.monotonic() + self._configured_start_timeout
+        # JupyterHub reads start_timeout right after start() returns: with Kueue on, a spawn
+        # may queue, so its outer limit is longer; _start_pod keeps start_timeout for pods
+        # that are not queued.
+        self.start_timeout = self._configured_start_timeout + (
+            self.kueue_queue_timeout if self.kueue_enabled else 0.0
+        )
         return super().start()
 
     async def _start(self) -> Any:
@@ -355,20 +382,94 @@ class DnaSpawner(DnaSettings, KubeSpawner):
 
     async def _start_pod(self) -> Any:
         """KubeSpawner's start of the pod; a pod that does not start in time ends the spawn
-        with the cause its events name, in people's words (a timeout when none is known)."""
-        deadline = getattr(self, "_start_deadline", time.monotonic() + self.start_timeout)
-        remaining = deadline - time.monotonic() - _cause_margin(self.start_timeout)
+        with the cause its events name, in people's words (a timeout when none is known).
+
+        A pod Kueue queues (it asked for an accelerator, see :meth:`_build_pod_labels`) may
+        wait ``kueue_queue_timeout`` longer, its place in the queue shown meanwhile."""
+        configured = self._configured_start_timeout
+        deadline = getattr(self, "_start_deadline", time.monotonic() + configured)
+        margin = _cause_margin(configured)
+        task = asyncio.ensure_future(super()._start())
+        watch: asyncio.Task[Any] | None = None
         try:
-            return await asyncio.wait_for(super()._start(), timeout=max(remaining, 1.0))
+            while not task.done():
+                if self._queued and watch is None:
+                    deadline += self.kueue_queue_timeout
+                    watch = asyncio.ensure_future(self._follow_queue())
+                remaining = deadline - time.monotonic() - margin
+                if remaining <= 0:
+                    raise TimeoutError
+                await asyncio.wait({task}, timeout=min(max(remaining, 0.05), 0.5))
+            return task.result()
         except TimeoutError as e:
+            queue = self._queue_watch
+            if queue is not None and queue.state.phase in ("pending", "unknown"):
+                minutes = round((configured + self.kueue_queue_timeout) / 60)
+                raise ServerNotStarted(
+                    f"No {describe_request(self._queued)} became free in the queue "
+                    f"{self.kueue_local_queue} within {minutes} minutes. Please try again "
+                    "later, or start a server without an accelerator.",
+                    f"pod {self.namespace}/{self.pod_name} still queued after "
+                    f"{configured + self.kueue_queue_timeout:.0f}s ({queue.state.detail})",
+                ) from e
             cause = self.known_cause()
             if cause is None:
                 raise
             raise ServerNotStarted(
                 cause.final_message,
-                f"pod {self.namespace}/{self.pod_name} did not start in {self.start_timeout}s "
+                f"pod {self.namespace}/{self.pod_name} did not start in {configured}s "
                 f"({cause.cause}): {cause.operator_detail}",
             ) from e
+        finally:
+            for pending in (task, watch):
+                if pending is not None and not pending.done():
+                    pending.cancel()
+
+    async def _follow_queue(self) -> None:
+        watch = self._queue_watch = QueueWatch(
+            self.profile_clients().api,
+            namespace=self.namespace,
+            local_queue=self.kueue_local_queue,
+            requests=self._queued,
+            interval=self.kueue_poll_interval,
+            pod_uid=self._pod_uid,
+            report=self._report_queue,
+            log=self.log,
+        )
+        state = await watch.run()
+        if state.phase == "evicted":
+            self._report_queue(eviction_message(state.detail))
+
+    def _reflected_pod(self) -> dict[str, Any] | None:
+        reflector = getattr(self, "pod_reflector", None)
+        if reflector is None:
+            return None
+        pod: dict[str, Any] | None = reflector.pods.get(f"{self.namespace}/{self.pod_name}")
+        return pod
+
+    def _pod_uid(self) -> str | None:
+        uid = ((self._reflected_pod() or {}).get("metadata") or {}).get("uid")
+        return str(uid) if uid else None
+
+    async def poll(self) -> int | None:
+        # Kueue stops a pod it evicts or preempts by marking it (TerminationTarget) and
+        # deleting it: say why, in the log now and on the progress page of the next start
+        # (KubeSpawner's poll then reports the server stopped and JupyterHub cleans up).
+        for condition in ((self._reflected_pod() or {}).get("status") or {}).get(
+            "conditions"
+        ) or []:
+            if condition.get("type") == "TerminationTarget" and condition.get("status") == "True":
+                detail = f"{condition.get('reason', '')}: {condition.get('message', '')}"
+                if not self._stopped_by_queue:
+                    self.log.warning(
+                        "Server %s of %s stopped by Kueue: %s", self.name, self.user.name, detail
+                    )
+                self._stopped_by_queue = eviction_message(detail)
+        return await super().poll()
+
+    def _report_queue(self, message: str) -> None:
+        self._queue_messages.append(message)
+        self._progress_changed.set()
 
     def known_cause(self) -> ProgressMessage | None:
         """The latest event of this server's pod that says in people's words why it is not
@@ -540,7 +641,24 @@ class DnaSpawner(DnaSettings, KubeSpawner):
     def _build_pod_labels(self, extra_labels: dict[str, str]) -> dict[str, str]:
         labels = super()._build_pod_labels(extra_labels)
         labels.update(REQUIRED_POD_LABELS)
+        # A pod that asks for an accelerator waits in its profile's LocalQueue (Kueue gates
+        # it until admitted); KubeSpawner builds the pod after load_user_options, so the
+        # server option's resources are known here.
+        self._queued = self._queue_requests()
+        if self._queued:
+            labels[QUEUE_LABEL] = self.kueue_local_queue
+        else:
+            labels.pop(QUEUE_LABEL, None)  # not from extra_labels either: not queued
         return labels
+
+    def _queue_requests(self) -> dict[str, str]:
+        """The accelerators this pod asks for, if its profile has a LocalQueue (else {})."""
+        team = self.team.group if self.team else None
+        if self.cluster_queue_for(self.user_groups(), team=team) is None:
+            return {}
+        return accelerator_requests(
+            [self.extra_resource_limits, self.extra_resource_guarantees], self.kueue_accelerators
+        )
 
     def get_env(self) -> dict[str, Any]:
         env = super().get_env()
@@ -608,17 +726,46 @@ class DnaSpawner(DnaSettings, KubeSpawner):
                 await asyncio.wait_for(self._progress_changed.wait(), timeout=1)
             except TimeoutError:
                 pass
-        async for event in super().progress():
-            raw = event.get("raw_event")
-            explained = explain_event(raw.get("reason"), raw.get("message")) if raw else None
-            if explained is not None:
-                # people read what to do; the event itself stays in raw_event and the log
-                self.log.info(
-                    "Pod %s/%s: %s (%s)",
-                    self.namespace,
-                    self.pod_name,
-                    explained.cause,
-                    explained.operator_detail,
-                )
-                event = {**event, "message": explained.message}
-            yield event
+        # then the pod's events, and the queue's messages while Kueue holds the pod
+        events = aiter(super().progress())
+        next_event: asyncio.Future[Any] = asyncio.ensure_future(anext(events))
+        shown = 0
+        try:
+            while True:
+                while shown < len(self._queue_messages):
+                    yield {"progress": 50, "message": self._queue_messages[shown]}
+                    shown += 1
+                done, _ = await asyncio.wait({next_event}, timeout=0.5)
+                if not done:
+                    continue
+                try:
+                    event = next_event.result()
+                except StopAsyncIteration:
+                    break
+                next_event = asyncio.ensure_future(anext(events))
+                yield self._explained(event)
+                queue = self._queue_watch
+                if shown and queue is not None and queue.state.phase in ("pending", "unknown"):
+                    # the page's headline is the last message: keep it the place in the queue
+                    yield {"progress": 50, "message": self._queue_messages[shown - 1]}
+            while shown < len(self._queue_messages):
+                yield {"progress": 90, "message": self._queue_messages[shown]}
+                shown += 1
+        finally:
+            next_event.cancel()
+
+    def _explained(self, event: dict[str, Any]) -> dict[str, Any]:
+        """A pod event whose cause is known, in people's words (the event in raw_event)."""
+        raw = event.get("raw_event")
+        explained = explain_event(raw.get("reason"), raw.get("message")) if raw else None
+        if explained is not None:
+            # people read what to do; the event itself stays in raw_event and the log
+            self.log.info(
+                "Pod %s/%s: %s (%s)",
+                self.namespace,
+                self.pod_name,
+                explained.cause,
+                explained.operator_detail,
+            )
+            event = {**event, "message": explained.message}
+        return event

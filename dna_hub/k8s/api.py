@@ -75,6 +75,10 @@ KNOWN_KINDS: dict[tuple[str, str], Kind] = _kinds(
     Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", namespaced=True),
     Kind("rbac.authorization.k8s.io/v1", "Role", "roles", namespaced=True),
     Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", namespaced=True),
+    Kind("kueue.x-k8s.io/v1beta2", "LocalQueue", "localqueues", namespaced=True),
+    Kind("kueue.x-k8s.io/v1beta2", "Workload", "workloads", namespaced=True),
+    # Kueue's visibility API (aggregated): a LocalQueue's pending workloads and their places
+    Kind("visibility.kueue.x-k8s.io/v1beta2", "LocalQueue", "localqueues", namespaced=True),
 )
 
 NAMESPACE = KNOWN_KINDS[("v1", "Namespace")]
@@ -82,6 +86,8 @@ ROLE_BINDING = KNOWN_KINDS[("rbac.authorization.k8s.io/v1", "RoleBinding")]
 AUTHORIZATION_POLICY = KNOWN_KINDS[("security.istio.io/v1", "AuthorizationPolicy")]
 SERVICE_ACCOUNT = KNOWN_KINDS[("v1", "ServiceAccount")]
 PROFILE = KNOWN_KINDS[("kubeflow.org/v1", "Profile")]
+WORKLOAD = KNOWN_KINDS[("kueue.x-k8s.io/v1beta2", "Workload")]
+QUEUE_VISIBILITY = KNOWN_KINDS[("visibility.kueue.x-k8s.io/v1beta2", "LocalQueue")]
 
 _JSON = {"Accept": "application/json"}
 
@@ -168,6 +174,17 @@ class KubeApi:
         """The object, or None when it does not exist."""
         try:
             return await self._call("GET", kind.path(namespace, name))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    async def get_subresource(
+        self, kind: Kind, name: str, namespace: str | None, subresource: str
+    ) -> dict | None:
+        """A subresource of an object (e.g. Kueue's ``pendingworkloads``), or None on 404."""
+        try:
+            return await self._call("GET", kind.path(namespace, name) + f"/{subresource}")
         except ApiException as e:
             if e.status == 404:
                 return None

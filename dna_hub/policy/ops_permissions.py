@@ -24,7 +24,9 @@ _TEMPLATE_RESOURCES = (
     ("rbac.authorization.k8s.io", "roles"),
     ("rbac.authorization.k8s.io", "rolebindings"),
     ("networking.istio.io", "envoyfilters"),
+    ("kueue.x-k8s.io", "localqueues"),
 )
+_TEMPLATE_SETTINGS = {"envoyfilters": "legacy_envoy_filter", "localqueues": "kueue"}
 
 SYNC_PERMISSIONS: tuple[Permission, ...] = tuple(
     _grant("kubeflow.org", "profiles", "list", "sync finds the profiles dna_hub manages")
@@ -44,7 +46,7 @@ SYNC_PERMISSIONS: tuple[Permission, ...] = tuple(
             resource,
             "create patch list delete",
             "sync applies template objects, lists and prunes the dropped ones",
-            setting="legacy_envoy_filter" if resource == "envoyfilters" else None,
+            setting=_TEMPLATE_SETTINGS.get(resource),
         )
     ]
     + KALE_ROLE_GRANTS

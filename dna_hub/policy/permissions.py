@@ -23,7 +23,8 @@ class Permission:
     why: str
     #: The hub still works without it (more slowly, with a warning naming it).
     optional: bool = False
-    #: Only needed with this feature on ("teams", "legacy_envoy_filter"; None: always).
+    #: Only needed with this feature on ("teams", "legacy_envoy_filter", "kueue"; None:
+    #: always).
     setting: str | None = None
     #: Only on these objects (RBAC resourceNames; empty: any).
     resource_names: tuple[str, ...] = ()
@@ -141,6 +142,27 @@ HUB_PERMISSIONS: tuple[Permission, ...] = tuple(
         setting="teams",
     )
     + _grant(
+        "kueue.x-k8s.io",
+        "localqueues",
+        "create patch",
+        "Kueue: profile template: the profile's LocalQueue",
+        setting="kueue",
+    )
+    + _grant(
+        "kueue.x-k8s.io",
+        "workloads",
+        "list",
+        "Kueue: a queued notebook's Workload (by its pod's uid), for its state",
+        setting="kueue",
+    )
+    + _grant(
+        "visibility.kueue.x-k8s.io",
+        "localqueues/pendingworkloads",
+        "get",
+        "Kueue: a queued notebook's place in its queue (Kueue's visibility API)",
+        setting="kueue",
+    )
+    + _grant(
         "rbac.authorization.k8s.io",
         "clusterroles",
         "bind",
@@ -151,9 +173,11 @@ HUB_PERMISSIONS: tuple[Permission, ...] = tuple(
 )
 
 
-def hub_permissions(*, teams: bool, legacy_envoy_filter: bool) -> tuple[Permission, ...]:
+def hub_permissions(
+    *, teams: bool, legacy_envoy_filter: bool, kueue: bool = False
+) -> tuple[Permission, ...]:
     """What the hub needs with these features on (the rendered hub-rbac.yaml grants it)."""
-    on = {"teams": teams, "legacy_envoy_filter": legacy_envoy_filter}
+    on = {"teams": teams, "legacy_envoy_filter": legacy_envoy_filter, "kueue": kueue}
     return tuple(p for p in HUB_PERMISSIONS if p.setting is None or on[p.setting])
 
 
@@ -172,5 +196,11 @@ REQUIRED_KINDS: tuple[ServedKind, ...] = (
         "EnvoyFilter",
         "Istio's CRDs",
         setting="legacy_envoy_filter",
+    ),
+    ServedKind(
+        "kueue.x-k8s.io", "v1beta2", "localqueues", "LocalQueue", "Kueue's CRDs", "kueue_enabled"
+    ),
+    ServedKind(
+        "kueue.x-k8s.io", "v1beta2", "workloads", "Workload", "Kueue's CRDs", "kueue_enabled"
     ),
 )

@@ -80,6 +80,8 @@ class PlatformValues:
     teams: bool = False
     legacy_envoy_filter: bool = False
     legacy_ml_pipeline_policy: bool = False
+    #: Kueue-aware spawning (DnaSpawner.kueue_cluster_queue): LocalQueues in profiles
+    kueue: bool = False
     #: what the header says the files were rendered for
     generated_for: str = "defaults"
 
@@ -102,6 +104,7 @@ SHIPPED = PlatformValues(
     teams=True,
     legacy_envoy_filter=True,
     legacy_ml_pipeline_policy=True,
+    kueue=True,
     generated_for="every feature on; hub jupyterhub:hub, sync jupyterhub:dna-hub-sync",
 )
 
@@ -123,6 +126,8 @@ def _context(values: PlatformValues) -> dict[str, Any]:
     ]
     if values.legacy_envoy_filter:
         template_kinds.append(("networking.istio.io/envoyfilters", "CREATE UPDATE"))
+    if values.kueue:
+        template_kinds.append(("kueue.x-k8s.io/localqueues", "CREATE UPDATE"))
     hub_profile = [
         ("/pods", "CREATE DELETE"),
         ("/secrets", "CREATE"),
@@ -146,6 +151,7 @@ def _context(values: PlatformValues) -> dict[str, Any]:
         "team_owner_prefix": TEAM_OWNER_PREFIX,
         "teams": values.teams,
         "legacy_envoy_filter": values.legacy_envoy_filter,
+        "kueue": values.kueue,
         "generated_for": values.generated_for,
         "guarded_cel": "[" + ", ".join(f"'{name}'" for name in guarded) + "]",
         "hub_cluster_writes": _writes([("kubeflow.org/profiles", "CREATE UPDATE")]),

@@ -137,6 +137,10 @@ class ProfileContext:
     #: IPv4 ranges the notebook may not reach (cloud metadata services); see the spawner's
     #: notebook_egress_blocked_cidrs.
     blocked_egress_cidrs: tuple[str, ...] = BLOCKED_EGRESS_CIDRS
+    #: Kueue (DnaSpawner.kueue_cluster_queue): the profile's LocalQueue and the ClusterQueue
+    #: it points at; None: no LocalQueue (Kueue integration off).
+    kueue_local_queue: str | None = None
+    kueue_cluster_queue: str | None = None
 
     @property
     def service_account_principal(self) -> str:
@@ -162,6 +166,8 @@ class ProfileContext:
             "team": self.team,
             "limit_range": dict(self.limit_range) if self.limit_range else None,
             "blocked_egress_cidrs": list(self.blocked_egress_cidrs),
+            "kueue_local_queue": self.kueue_local_queue,
+            "kueue_cluster_queue": self.kueue_cluster_queue,
         }
 
     def allowed_namespaces(self) -> set[str]:

@@ -401,7 +401,9 @@ async def test_every_permission_is_needed_and_all_suffice(
                 except Exception as error:
                     return permission, error
 
-    results = await asyncio.gather(*(without(i, p) for i, p in enumerate(HUB_PERMISSIONS)))
+    # Kueue's rules need Kueue's kinds served: test_kueue.py proves each of them
+    checked = [p for p in HUB_PERMISSIONS if p.setting != "kueue"]
+    results = await asyncio.gather(*(without(i, p) for i, p in enumerate(checked)))
 
     def label(p: Permission) -> str:
         return f"{p.verb} {p.resource}.{p.group or 'core'}"

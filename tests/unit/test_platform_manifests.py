@@ -56,25 +56,35 @@ def test_helm_values_are_the_shipped_rendering() -> None:
 
 
 @pytest.mark.parametrize(
-    ("teams", "legacy_envoy_filter"), list(itertools.product([False, True], repeat=2))
+    ("teams", "legacy_envoy_filter", "kueue"), list(itertools.product([False, True], repeat=3))
 )
-def test_rbac_grants_exactly_what_the_features_need(teams: bool, legacy_envoy_filter: bool) -> None:
-    values = PlatformValues(teams=teams, legacy_envoy_filter=legacy_envoy_filter)
+def test_rbac_grants_exactly_what_the_features_need(
+    teams: bool, legacy_envoy_filter: bool, kueue: bool
+) -> None:
+    values = PlatformValues(teams=teams, legacy_envoy_filter=legacy_envoy_filter, kueue=kueue)
     objects = platform_objects(values)
     hub = rules(role_in(objects["hub-rbac.yaml"]))
     wanted = {
         (p.group, p.resource, p.verb, p.resource_names)
-        for p in hub_permissions(teams=teams, legacy_envoy_filter=legacy_envoy_filter)
+        for p in hub_permissions(teams=teams, legacy_envoy_filter=legacy_envoy_filter, kueue=kueue)
     }
     assert hub == wanted
     assert any(r[1] == "envoyfilters" for r in hub) == legacy_envoy_filter
     assert any(r[2] == "bind" for r in hub) == teams
+    assert any(r[0] == "kueue.x-k8s.io" for r in hub) == kueue
+    on = {"legacy_envoy_filter": legacy_envoy_filter, "kueue": kueue}
     sync = rules(role_in(objects["dna-hub-sync.yaml"]))
     assert sync == {
         (p.group, p.resource, p.verb, p.resource_names)
         for p in SYNC_PERMISSIONS
-        if p.setting is None or (p.setting == "legacy_envoy_filter" and legacy_envoy_filter)
+        if p.setting is None or on[p.setting]
     }
+    allow_list = "\n".join(objects_text(objects["hub-namespace-guard.yaml"]))
+    assert ("kueue.x-k8s.io/localqueues:CREATE" in allow_list) == kueue
+
+
+def objects_text(objects: list[dict[str, Any]]) -> list[str]:
+    return [yaml.safe_dump(o) for o in objects]
 
 
 def test_the_hub_never_holds_delete_on_profiles_nor_unbounded_bind() -> None:
