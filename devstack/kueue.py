@@ -198,7 +198,7 @@ class Kueue:
 
     @property
     def log_file(self) -> Path:
-        return self.workdir / "kueue.log"
+        return self.control_plane.log_file("kueue") or self.workdir / "kueue.log"
 
     def log_tail(self, lines: int = 60) -> str:
         if not self.log_file.exists():
@@ -265,18 +265,9 @@ class Kueue:
             f"--visibility-server-port={self.visibility_port}",
             "--zap-log-level=2",
         ]
-        log = self.log_file.open("ab")
-        try:
-            self.process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
+        # the control plane's way: its log dir, its own process group, dies with the runner
+        cp._spawn("kueue", argv)
+        self.process = cp.processes["kueue"]
         await self._wait_healthy(timeout)
         async with cp.admin_client() as api:
             for obj in webhook_configurations(
@@ -413,3 +404,4 @@ class Kueue:
                 await asyncio.to_thread(self.process.wait, 10)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, 9)
+        cp.processes.pop("kueue", None)  # stopped on purpose: not a dead control plane

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from kubernetes_asyncio.client import ApiClient
@@ -160,23 +160,48 @@ async def test_a_deleted_user_leaves_no_binding_for_a_reused_email(
     oidc_provider_factory: Any,
     hub_factory: Any,
 ) -> None:
-    login, ml = unique_name("dave"), unique_name("ml")
-    owner, ml_ns = f"{login}@example.com", team_namespace(ml)
-    provider = oidc_provider_factory(
-        accounts=accounts(**{login: person(login, groups=["data-science", ml])})
+    hub, _, login, owner, _, ml_ns = await member_logged_in(
+        unique_name, oidc_provider_factory, hub_factory, admin_api, "dave", reconcile_interval=0
     )
-    hub = await hub_factory(
-        provider, authenticator={"reconcile_interval": 0}, extra_config=extra_config({ml: "edit"})
-    )
-    async with browser() as http:
-        assert (await hub.login(http, login)).status_code == 200
-    await _granted(admin_api, owner, ml_ns)
 
     async with hub.api() as api:
         deleted = await api.delete(f"/users/{login}")
     assert deleted.status_code == 204, deleted.text
     # gone when the deletion answers (no background re-check: reconcile_interval 0)
     assert not await may(admin_api, owner, "create", "pods", ml_ns), hub.log()
+
+
+class Member(NamedTuple):
+    hub: HubProcess
+    provider: Any
+    login: str
+    owner: str
+    team: str
+    team_namespace: str
+
+
+async def member_logged_in(
+    unique_name: Callable[..., str],
+    oidc_provider_factory: Any,
+    hub_factory: Any,
+    admin_api: ApiClient,
+    stem: str,
+    **authenticator: Any,
+) -> Member:
+    """A hub whose one user (a member of a new team ``ml``) has logged in and been granted
+    the team."""
+    login, ml = unique_name(stem), unique_name("ml")
+    owner, ml_ns = f"{login}@example.com", team_namespace(ml)
+    provider = oidc_provider_factory(
+        accounts=accounts(**{login: person(login, groups=["data-science", ml])})
+    )
+    hub = await hub_factory(
+        provider, authenticator=authenticator, extra_config=extra_config({ml: "edit"})
+    )
+    async with browser() as http:
+        assert (await hub.login(http, login)).status_code == 200
+    await _granted(admin_api, owner, ml_ns)
+    return Member(hub, provider, login, owner, ml, ml_ns)
 
 
 async def _granted(admin_api: ApiClient, owner: str, namespace: str) -> None:
@@ -201,19 +226,14 @@ async def test_a_user_deleted_at_the_provider_loses_team_access_at_the_next_roun
     """The provider refuses her refresh token (``invalid_grant``: the account is gone): not
     an outage, so her team access ends at that re-check, without a login and without waiting
     for any lease; her team server stops, her personal server is left to her next login."""
-    login, ml = unique_name("gina"), unique_name("ml")
-    owner, ml_ns = f"{login}@example.com", team_namespace(ml)
-    provider = oidc_provider_factory(
-        accounts=accounts(**{login: person(login, groups=["data-science", ml])})
+    hub, provider, login, owner, ml, ml_ns = await member_logged_in(
+        unique_name,
+        oidc_provider_factory,
+        hub_factory,
+        admin_api,
+        "gina",
+        reconcile_interval=INTERVAL,
     )
-    hub = await hub_factory(
-        provider,
-        authenticator={"reconcile_interval": INTERVAL},
-        extra_config=extra_config({ml: "edit"}),
-    )
-    async with browser() as http:
-        assert (await hub.login(http, login)).status_code == 200
-    await _granted(admin_api, owner, ml_ns)
     async with hub.api() as api:
         for path, options in (("server", {}), ("servers/ml", {"team": ml})):
             started = await api.post(f"/users/{login}/{path}", json=options)
