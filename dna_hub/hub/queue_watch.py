@@ -19,7 +19,7 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from dna_hub.k8s.api import QUEUE_VISIBILITY, WORKLOAD, KubeApi
+from dna_hub.k8s.api import EVENT, QUEUE_VISIBILITY, WORKLOAD, KubeApi
 from dna_hub.k8s.retry import describe
 from dna_hub.policy.queueing import (
     WORKLOAD_POD_UID_LABEL,
@@ -28,7 +28,29 @@ from dna_hub.policy.queueing import (
     queued_message,
 )
 
-__all__ = ["QueueWatch"]
+__all__ = ["QueueWatch", "stop_reason"]
+
+#: The reason of the event Kueue records on a pod it stops (evicted, preempted, deactivated).
+KUEUE_STOPPED = "Stopped"
+
+
+async def stop_reason(
+    api: KubeApi, namespace: str, pod_name: str, pod_uid: str, *, attempts: int = 3
+) -> str | None:
+    """Kueue's own words if it stopped this pod (its ``Stopped`` event), else None.
+
+    Events outlive the pod, so this is asked after the pod is gone; Kueue records the event
+    right after deleting the pod, so a few short looks cover the moment in between.
+    """
+    selector = f"involvedObject.name={pod_name},reason={KUEUE_STOPPED}"
+    for attempt in range(attempts):
+        listing = await api.list(EVENT, namespace, field_selector=selector)
+        for event in listing.get("items") or []:
+            if (event.get("involvedObject") or {}).get("uid") == pod_uid:
+                return str(event.get("message") or KUEUE_STOPPED)
+        if attempt + 1 < attempts:
+            await asyncio.sleep(1.0)
+    return None
 
 
 class QueueWatch:

@@ -18,7 +18,7 @@ from traitlets import default, validate
 
 from dna_hub.errors import DnaHubError, NamingError, ServerNotStarted
 from dna_hub.hub import name_check, server_choice, spawn_errors, startup_heap, team_choice
-from dna_hub.hub.queue_watch import QueueWatch
+from dna_hub.hub.queue_watch import QueueWatch, stop_reason
 from dna_hub.hub.reflectors import LEAN_REFLECTORS
 from dna_hub.hub.settings import (
     DEFAULT_SERVICE_ACCOUNT,
@@ -241,6 +241,8 @@ class DnaSpawner(DnaSettings, KubeSpawner):
         self._queue_messages: list[str] = []
         #: Why the queue stopped the last server (shown at the next start), if it did.
         self._stopped_by_queue = ""
+        #: The uid of this server's pod when Kueue admitted it (poll() asks why it stopped).
+        self._queued_pod_uid: str | None = None
         self._apply_namespace_policy(strict=False)
         # Templates that give names Kubernetes refuses: refused here, once per configuration.
         name_check.check_spawner_names(self)
@@ -267,10 +269,15 @@ class DnaSpawner(DnaSettings, KubeSpawner):
         state = super().get_state()
         if self.team:
             state["dna_team_group"] = self.team.group
+        if self._stopped_by_queue:
+            # kept through the stop (clear_state) for the next start's progress page, which
+            # may be another spawner object loaded from the database
+            state["dna_stopped_by_queue"] = self._stopped_by_queue
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
+        self._stopped_by_queue = str(state.get("dna_stopped_by_queue") or "")
         if state.get("dna_team_group"):
             # The namespace of a running team server comes from the policy, by its group.
             self.team = team_choice.saved_team(
@@ -318,6 +325,7 @@ class DnaSpawner(DnaSettings, KubeSpawner):
         self._progress_messages.clear()
         self._provisioned.clear()
         self._queued = {}
+        self._queued_pod_uid = None
         self._queue_watch = None
         self._queue_messages.clear()
         if self._stopped_by_queue:
@@ -439,6 +447,8 @@ class DnaSpawner(DnaSettings, KubeSpawner):
         state = await watch.run()
         if state.phase == "evicted":
             self._report_queue(eviction_message(state.detail))
+        # a pod that went through the queue: if it stops, poll() asks Kueue why
+        self._queued_pod_uid = self._pod_uid()
 
     def _reflected_pod(self) -> dict[str, Any] | None:
         reflector = getattr(self, "pod_reflector", None)
@@ -452,20 +462,25 @@ class DnaSpawner(DnaSettings, KubeSpawner):
         return str(uid) if uid else None
 
     async def poll(self) -> int | None:
-        # Kueue stops a pod it evicts or preempts by marking it (TerminationTarget) and
-        # deleting it: say why, in the log now and on the progress page of the next start
-        # (KubeSpawner's poll then reports the server stopped and JupyterHub cleans up).
-        for condition in ((self._reflected_pod() or {}).get("status") or {}).get(
-            "conditions"
-        ) or []:
-            if condition.get("type") == "TerminationTarget" and condition.get("status") == "True":
-                detail = f"{condition.get('reason', '')}: {condition.get('message', '')}"
-                if not self._stopped_by_queue:
-                    self.log.warning(
-                        "Server %s of %s stopped by Kueue: %s", self.name, self.user.name, detail
-                    )
+        status = await super().poll()
+        uid = self._queued_pod_uid
+        if status is not None and uid and not self._stopped_by_queue:
+            # Kueue stops a pod it evicts or preempts by deleting it: say why, in the log
+            # now and on the progress page of the next start (JupyterHub cleans up the rest)
+            self._queued_pod_uid = None
+            try:
+                detail = await stop_reason(
+                    self.profile_clients().api, self.namespace, self.pod_name, uid
+                )
+            except (ApiException, TimeoutError, OSError) as e:
+                self.log.warning("Why the queue stopped %s is unknown: %s", self.pod_name, e)
+                detail = None
+            if detail is not None:
+                self.log.warning(
+                    "Server %r of %s stopped by Kueue: %s", self.name, self.user.name, detail
+                )
                 self._stopped_by_queue = eviction_message(detail)
-        return await super().poll()
+        return status
 
     def _report_queue(self, message: str) -> None:
         self._queue_messages.append(message)

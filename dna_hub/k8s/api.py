@@ -67,6 +67,7 @@ KNOWN_KINDS: dict[tuple[str, str], Kind] = _kinds(
     Kind("v1", "ResourceQuota", "resourcequotas", namespaced=True),
     Kind("v1", "ConfigMap", "configmaps", namespaced=True),
     Kind("v1", "LimitRange", "limitranges", namespaced=True),
+    Kind("v1", "Event", "events", namespaced=True),
     Kind("kubeflow.org/v1", "Profile", "profiles", namespaced=False),
     Kind("kubeflow.org/v1alpha1", "PodDefault", "poddefaults", namespaced=True),
     Kind("security.istio.io/v1", "AuthorizationPolicy", "authorizationpolicies", namespaced=True),
@@ -87,6 +88,7 @@ AUTHORIZATION_POLICY = KNOWN_KINDS[("security.istio.io/v1", "AuthorizationPolicy
 SERVICE_ACCOUNT = KNOWN_KINDS[("v1", "ServiceAccount")]
 PROFILE = KNOWN_KINDS[("kubeflow.org/v1", "Profile")]
 WORKLOAD = KNOWN_KINDS[("kueue.x-k8s.io/v1beta2", "Workload")]
+EVENT = KNOWN_KINDS[("v1", "Event")]
 QUEUE_VISIBILITY = KNOWN_KINDS[("visibility.kueue.x-k8s.io/v1beta2", "LocalQueue")]
 
 _JSON = {"Accept": "application/json"}

@@ -369,3 +369,84 @@ async def test_each_kueue_permission_of_the_hub_and_the_sync_job_is_needed(
         async with client_for(control_plane, token) as api:
             forbidden = await kueue_exercise(api, await namespace(), sync=True)
         assert forbidden, f"the sync job's {permission.verb} {permission.resource} is not needed"
+
+
+async def test_a_notebook_the_queue_stops_ends_cleanly_and_the_next_start_says_why(
+    kueue: Kueue,
+    standins_kube: Kube,
+    unique_name: Callable[..., str],
+    oidc_provider_factory: Any,
+    hub_factory: Any,
+) -> None:
+    """Kueue evicts a running GPU notebook (here: its Workload is deactivated, as an admin or
+    a preemption would make Kueue stop it): the pod goes, JupyterHub sees the server stopped,
+    nothing is left (no pod, no Workload), the hub log says why, and so does the progress page
+    of the user's next start, which queues and runs as before."""
+    from devstack.demo import DNA_SPAWNER_CONFIG
+    from dna_hub.policy.naming import namespace_for
+    from tests.integration.test_auth_hardening import accounts, browser, person
+
+    kube = standins_kube
+    queue = unique_name("gpu")
+    await advertise_gpu(kube)
+    await gpu_cluster_queue(kube, queue)
+    dana = unique_name("qd")
+    provider = oidc_provider_factory(accounts=accounts(**{dana: person(dana)}))
+    config = DNA_SPAWNER_CONFIG + kueue_config(queue) + "c.Spawner.poll_interval = 1\n"
+    hub = await hub_factory(provider, extra_config=config)
+    async with browser() as http:
+        assert (await hub.login(http, dana)).status_code == 200
+    namespace = namespace_for(dana)
+    pod_path = f"/api/v1/namespaces/{namespace}/pods/jupyter-{dana}"
+
+    async def ready() -> bool:
+        state = await server_state(hub, dana)
+        return bool(state and state.get("ready"))
+
+    async with hub.api() as api:
+        started = await api.post(f"/users/{dana}/server", json={"profile": "gpu"})
+    assert started.status_code in (201, 202), started.text
+    assert await eventually(ready, timeout=180), hub.log()[-3000:]
+    pod = await kube.get(pod_path)
+    workloads = f"{KUEUE}/namespaces/{namespace}/workloads"
+    (workload,) = (
+        await kube.get(f"{workloads}?labelSelector=kueue.x-k8s.io/job-uid={pod['metadata']['uid']}")
+    )["items"]
+
+    # Kueue stops it
+    await kube.patch(f"{workloads}/{workload['metadata']['name']}", {"spec": {"active": False}})
+
+    async def stopped() -> bool:
+        return await server_state(hub, dana) is None and await kube.get_or_none(pod_path) is None
+
+    assert await eventually(stopped, timeout=90), hub.log()[-3000:]
+    assert f"of {dana} stopped by Kueue:" in hub.log(), hub.log()[-3000:]
+    assert not (await kube.get(f"{workloads}"))["items"] or all(
+        w["metadata"].get("deletionTimestamp") for w in (await kube.get(workloads))["items"]
+    )
+
+    # someone else takes the GPU meanwhile, so the next start waits (and its page is read)
+    holder = unique_name("kh")
+    await kube.create("/api/v1/namespaces", {"metadata": {"name": holder}})
+    await kube.create(
+        f"{KUEUE}/namespaces/{holder}/localqueues",
+        {
+            "apiVersion": "kueue.x-k8s.io/v1beta2",
+            "kind": "LocalQueue",
+            "metadata": {"name": "notebooks", "namespace": holder},
+            "spec": {"clusterQueue": queue},
+        },
+    )
+    await kube.create(f"/api/v1/namespaces/{holder}/pods", gpu_pod("holder", "notebooks"))
+    assert await eventually(lambda: _is(phase(kube, holder, "holder"), "Running"), timeout=60)
+
+    # the next start says why the last one ended, then queues and runs as before
+    async with hub.api() as api:
+        started = await api.post(f"/users/{dana}/server", json={"profile": "gpu"})
+    assert started.status_code in (201, 202), started.text
+    messages = await progress_until(hub, dana, lambda m: m.startswith("Queued: position 1"))
+    assert any("stopped by the GPU queue" in m for m in messages), messages
+    await kube.delete(f"/api/v1/namespaces/{holder}/pods/holder")
+    assert await eventually(ready, timeout=180), hub.log()[-3000:]
+    async with hub.api() as api:
+        await api.delete(f"/users/{dana}/server")
