@@ -1027,8 +1027,8 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         that login grants team access again if the provider still allows it.
         """
         self.log.warning(
-            "The provider refused the refresh token of %s (%s): team access removed until "
-            "they log in again",
+            "The provider refused the refresh token of %s (%s): a new login is required; "
+            "team access, if any, is removed until then",
             user.name,
             error.reason,
         )

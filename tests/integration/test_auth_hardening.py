@@ -391,7 +391,8 @@ async def test_spawn_rechecks_and_failed_recheck_is_strict(oidc_provider_factory
     async with browser() as http:
         me = await http.get(f"{hub.url}/hub/api/user", headers=as_alice)
     assert me.status_code == 403, me.text
-    assert "Re-check of alice with the provider failed" in hub.log()
+    # the provider's refusal of her refresh token, named as such (not an outage)
+    assert "The provider refused the refresh token of alice" in hub.log()
     assert "invalid_grant" in hub.log()
 
 
