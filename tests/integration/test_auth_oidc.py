@@ -79,6 +79,9 @@ class FakeUser:
     async def get_auth_state(self) -> dict[str, Any] | None:
         return self.auth_state
 
+    async def save_auth_state(self, auth_state: dict[str, Any]) -> None:
+        self.auth_state = auth_state
+
 
 async def login(
     authenticator: DnaOIDCAuthenticator, provider: OIDCProvider, username: str, **kwargs: Any
@@ -298,7 +301,13 @@ async def test_failed_refresh_forces_login(short_lived):
     model = await login(authenticator, short_lived, "alice")
     assert model is not None
     state = dict(model["auth_state"], refresh_token="revoked-" + secrets.token_hex(8))
-    assert await authenticator.refresh_user(FakeUser("alice", state)) is False
+    refused = FakeUser("alice", state)
+    assert await authenticator.refresh_user(refused) is False
+    # the provider refused it (invalid_grant): the hub keeps no token it will not honour,
+    # and records that team access was removed
+    assert refused.auth_state is not None
+    assert "refresh_token" not in refused.auth_state
+    assert refused.auth_state["team_access_removed_at"] > 0
     no_refresh = dict(model["auth_state"], refresh_token=None)
     assert await authenticator.refresh_user(FakeUser("alice", no_refresh)) is False
     assert await authenticator.refresh_user(FakeUser("alice", None)) is False
