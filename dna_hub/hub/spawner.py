@@ -38,8 +38,8 @@ from dna_hub.policy.pod_defaults import CPU_REQUEST, MEMORY_LIMIT, MEMORY_REQUES
 from dna_hub.policy.queueing import (
     QUEUE_LABEL,
     accelerator_requests,
-    describe_request,
     eviction_message,
+    queue_timeout_message,
 )
 from dna_hub.policy.rendering import RenderedProfile
 from dna_hub.policy.spawn_progress import ProgressMessage, explain_event
@@ -412,11 +412,10 @@ class DnaSpawner(DnaSettings, KubeSpawner):
         except TimeoutError as e:
             queue = self._queue_watch
             if queue is not None and queue.state.phase in ("pending", "unknown"):
-                minutes = round((configured + self.kueue_queue_timeout) / 60)
                 raise ServerNotStarted(
-                    f"No {describe_request(self._queued)} became free in the queue "
-                    f"{self.kueue_local_queue} within {minutes} minutes. Please try again "
-                    "later, or start a server without an accelerator.",
+                    queue_timeout_message(
+                        self._queued, self.kueue_local_queue, configured + self.kueue_queue_timeout
+                    ),
                     f"pod {self.namespace}/{self.pod_name} still queued after "
                     f"{configured + self.kueue_queue_timeout:.0f}s ({queue.state.detail})",
                 ) from e

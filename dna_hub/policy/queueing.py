@@ -25,6 +25,7 @@ __all__ = [
     "accelerator_requests",
     "describe_request",
     "queue_state",
+    "queue_timeout_message",
     "queued_message",
 ]
 
@@ -124,6 +125,15 @@ def queued_message(state: QueueState, *, queue: str, requests: Mapping[str, str]
     if state.phase == "unknown":
         return f"Asking the queue {queue} for {what}…"
     return f"The queue {queue} stopped this request ({state.phase})."
+
+
+def queue_timeout_message(requests: Mapping[str, str], queue: str, seconds: float) -> str:
+    """What a user reads when their spawn waited in the queue as long as it may."""
+    waited = f"{round(seconds / 60)} minutes" if seconds >= 120 else f"{round(seconds)} seconds"
+    return (
+        f"No {describe_request(requests)} became free in the queue {queue} within {waited}. "
+        "Please try again later, or start a server without an accelerator."
+    )
 
 
 def eviction_message(detail: str) -> str:

@@ -450,3 +450,58 @@ async def test_a_notebook_the_queue_stops_ends_cleanly_and_the_next_start_says_w
     assert await eventually(ready, timeout=180), hub.log()[-3000:]
     async with hub.api() as api:
         await api.delete(f"/users/{dana}/server")
+
+
+async def test_a_spawn_still_queued_at_its_limit_ends_with_a_message_and_no_pod(
+    kueue: Kueue,
+    standins_kube: Kube,
+    unique_name: Callable[..., str],
+    oidc_provider_factory: Any,
+    hub_factory: Any,
+) -> None:
+    """The GPU stays taken: the spawn waits start_timeout + kueue_queue_timeout, then ends
+    with the queue's message (not a timeout), and no pod or Workload is left behind."""
+    from devstack.demo import DNA_SPAWNER_CONFIG
+    from dna_hub.policy.naming import namespace_for
+    from tests.integration.test_auth_hardening import accounts, browser, person
+
+    kube = standins_kube
+    queue = unique_name("gpu")
+    await advertise_gpu(kube)
+    await gpu_cluster_queue(kube, queue)
+    holder = unique_name("kt")
+    await kube.create("/api/v1/namespaces", {"metadata": {"name": holder}})
+    await kube.create(
+        f"{KUEUE}/namespaces/{holder}/localqueues",
+        {
+            "apiVersion": "kueue.x-k8s.io/v1beta2",
+            "kind": "LocalQueue",
+            "metadata": {"name": "notebooks", "namespace": holder},
+            "spec": {"clusterQueue": queue},
+        },
+    )
+    await kube.create(f"/api/v1/namespaces/{holder}/pods", gpu_pod("holder", "notebooks"))
+    assert await eventually(lambda: _is(phase(kube, holder, "holder"), "Running"), timeout=60)
+
+    erin = unique_name("qe")
+    provider = oidc_provider_factory(accounts=accounts(**{erin: person(erin)}))
+    limits = "c.DnaSpawner.start_timeout = 20\nc.DnaSpawner.kueue_queue_timeout = 10\n"
+    hub = await hub_factory(
+        provider, extra_config=DNA_SPAWNER_CONFIG + kueue_config(queue) + limits
+    )
+    async with browser() as http:
+        assert (await hub.login(http, erin)).status_code == 200
+    async with hub.api() as api:
+        started = await api.post(f"/users/{erin}/server", json={"profile": "gpu"})
+    assert started.status_code in (201, 202), started.text
+    messages = await progress_until(
+        hub, erin, lambda m: "became free in the queue" in m, timeout=120
+    )
+    assert (
+        "No 1 example.com/gpu became free in the queue notebooks within 30 seconds"
+        in (messages[-1])
+    ), messages
+    assert await server_state(hub, erin) is None
+    pod_path = f"/api/v1/namespaces/{namespace_for(erin)}/pods/jupyter-{erin}"
+    assert await eventually(lambda: _gone(kube, pod_path), timeout=60), hub.log()[-3000:]
+    await kube.delete(f"/api/v1/namespaces/{holder}/pods/holder")

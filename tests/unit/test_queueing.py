@@ -14,6 +14,7 @@ from dna_hub.policy.queueing import (
     describe_request,
     eviction_message,
     queue_state,
+    queue_timeout_message,
     queued_message,
 )
 from dna_hub.policy.rendering import ProfileContext, render_profile
@@ -137,3 +138,10 @@ def test_a_profile_gets_its_local_queue_only_when_kueue_is_on() -> None:
         },
         "spec": {"clusterQueue": "gpu"},
     }
+
+
+def test_a_spawn_that_waited_its_limit_says_how_long_in_words() -> None:
+    assert queue_timeout_message({GPU: "1"}, "notebooks", 25).startswith(
+        "No 1 nvidia.com/gpu became free in the queue notebooks within 25 seconds."
+    )
+    assert "within 61 minutes" in queue_timeout_message({GPU: "1"}, "notebooks", 3660)
