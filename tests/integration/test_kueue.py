@@ -100,6 +100,29 @@ def gpu_pod(name: str, queue: str) -> dict[str, Any]:
     }
 
 
+async def queue_namespace(kube: Kube, namespace: str, cluster_queue: str) -> None:
+    """A plain namespace with a LocalQueue ``notebooks`` on ``cluster_queue``."""
+    await kube.create("/api/v1/namespaces", {"metadata": {"name": namespace}})
+    await kube.create(
+        f"{KUEUE}/namespaces/{namespace}/localqueues",
+        {
+            "apiVersion": "kueue.x-k8s.io/v1beta2",
+            "kind": "LocalQueue",
+            "metadata": {"name": "notebooks", "namespace": namespace},
+            "spec": {"clusterQueue": cluster_queue},
+        },
+    )
+
+
+async def hold_the_gpu(kube: Kube, namespace: str, cluster_queue: str) -> str:
+    """Someone else's GPU pod, admitted and running in ``namespace``; returns the namespace
+    (delete its pod ``holder`` to free the GPU)."""
+    await queue_namespace(kube, namespace, cluster_queue)
+    await kube.create(f"/api/v1/namespaces/{namespace}/pods", gpu_pod("holder", "notebooks"))
+    assert await eventually(lambda: _is(phase(kube, namespace, "holder"), "Running"), timeout=60)
+    return namespace
+
+
 async def phase(kube: Kube, namespace: str, name: str) -> str | None:
     pod = await kube.get_or_none(f"/api/v1/namespaces/{namespace}/pods/{name}")
     return None if pod is None else pod["status"].get("phase")
@@ -112,16 +135,7 @@ async def test_kueue_holds_a_second_gpu_pod_until_the_first_is_gone(
     namespace, queue = unique_name("kq"), unique_name("gpu")
     await advertise_gpu(kube)
     await gpu_cluster_queue(kube, queue)
-    await kube.create("/api/v1/namespaces", {"metadata": {"name": namespace}})
-    await kube.create(
-        f"{KUEUE}/namespaces/{namespace}/localqueues",
-        {
-            "apiVersion": "kueue.x-k8s.io/v1beta2",
-            "kind": "LocalQueue",
-            "metadata": {"name": "notebooks", "namespace": namespace},
-            "spec": {"clusterQueue": queue},
-        },
-    )
+    await queue_namespace(kube, namespace, queue)
     pods = f"/api/v1/namespaces/{namespace}/pods"
     await kube.create(pods, gpu_pod("first", "notebooks"))
     assert await eventually(lambda: _is(phase(kube, namespace, "first"), "Running"), timeout=60)
@@ -426,19 +440,7 @@ async def test_a_notebook_the_queue_stops_ends_cleanly_and_the_next_start_says_w
     )
 
     # someone else takes the GPU meanwhile, so the next start waits (and its page is read)
-    holder = unique_name("kh")
-    await kube.create("/api/v1/namespaces", {"metadata": {"name": holder}})
-    await kube.create(
-        f"{KUEUE}/namespaces/{holder}/localqueues",
-        {
-            "apiVersion": "kueue.x-k8s.io/v1beta2",
-            "kind": "LocalQueue",
-            "metadata": {"name": "notebooks", "namespace": holder},
-            "spec": {"clusterQueue": queue},
-        },
-    )
-    await kube.create(f"/api/v1/namespaces/{holder}/pods", gpu_pod("holder", "notebooks"))
-    assert await eventually(lambda: _is(phase(kube, holder, "holder"), "Running"), timeout=60)
+    holder = await hold_the_gpu(kube, unique_name("kh"), queue)
 
     # the next start says why the last one ended, then queues and runs as before
     async with hub.api() as api:
@@ -469,19 +471,7 @@ async def test_a_spawn_still_queued_at_its_limit_ends_with_a_message_and_no_pod(
     queue = unique_name("gpu")
     await advertise_gpu(kube)
     await gpu_cluster_queue(kube, queue)
-    holder = unique_name("kt")
-    await kube.create("/api/v1/namespaces", {"metadata": {"name": holder}})
-    await kube.create(
-        f"{KUEUE}/namespaces/{holder}/localqueues",
-        {
-            "apiVersion": "kueue.x-k8s.io/v1beta2",
-            "kind": "LocalQueue",
-            "metadata": {"name": "notebooks", "namespace": holder},
-            "spec": {"clusterQueue": queue},
-        },
-    )
-    await kube.create(f"/api/v1/namespaces/{holder}/pods", gpu_pod("holder", "notebooks"))
-    assert await eventually(lambda: _is(phase(kube, holder, "holder"), "Running"), timeout=60)
+    holder = await hold_the_gpu(kube, unique_name("kt"), queue)
 
     erin = unique_name("qe")
     provider = oidc_provider_factory(accounts=accounts(**{erin: person(erin)}))
