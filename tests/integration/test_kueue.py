@@ -18,9 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
+from devstack.demo import DNA_SPAWNER_CONFIG
 from devstack.kueue import ADMISSION_GATE, QUEUE_LABEL, Kueue
 from devstack.standins import Kube
 from devstack.standins.kubelet import DEFAULT_NODE_NAME
+from dna_hub.policy.naming import namespace_for
+from tests.integration.test_auth_hardening import accounts, browser, person
 from tests.integration.test_standins import eventually
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.slow]
@@ -216,9 +219,6 @@ async def test_a_gpu_notebook_queues_shows_its_place_and_starts_when_the_gpu_fre
     oidc_provider_factory: Any,
     hub_factory: Any,
 ) -> None:
-    from devstack.demo import DNA_SPAWNER_CONFIG
-    from dna_hub.policy.naming import namespace_for
-    from tests.integration.test_auth_hardening import accounts, browser, person
 
     kube = standins_kube
     queue = unique_name("gpu")
@@ -396,9 +396,6 @@ async def test_a_notebook_the_queue_stops_ends_cleanly_and_the_next_start_says_w
     a preemption would make Kueue stop it): the pod goes, JupyterHub sees the server stopped,
     nothing is left (no pod, no Workload), the hub log says why, and so does the progress page
     of the user's next start, which queues and runs as before."""
-    from devstack.demo import DNA_SPAWNER_CONFIG
-    from dna_hub.policy.naming import namespace_for
-    from tests.integration.test_auth_hardening import accounts, browser, person
 
     kube = standins_kube
     queue = unique_name("gpu")
@@ -463,9 +460,6 @@ async def test_a_spawn_still_queued_at_its_limit_ends_with_a_message_and_no_pod(
 ) -> None:
     """The GPU stays taken: the spawn waits start_timeout + kueue_queue_timeout, then ends
     with the queue's message (not a timeout), and no pod or Workload is left behind."""
-    from devstack.demo import DNA_SPAWNER_CONFIG
-    from dna_hub.policy.naming import namespace_for
-    from tests.integration.test_auth_hardening import accounts, browser, person
 
     kube = standins_kube
     queue = unique_name("gpu")
