@@ -5,7 +5,7 @@
     python -m devstack.standins --kubeconfig ADMIN_KUBECONFIG \\
         [--state-dir DIR] [--profile-delay 0.5] [--profile-step-delay 0] \\
         [--no-profile-controller] [--no-webhook] [--no-kubelet] [--node-name standin-node]
-        [--kubelet-runtime process|podman|none] [--pod-cidr 10.244.0.0/16]
+        [--kubelet-runtime process|podman|none|serve] [--pod-cidr CIDR]
 
 Runs until SIGTERM/SIGINT, then shuts down cleanly (webhook configuration removed, pod
 processes killed). Once every watch has listed once and the webhook configuration is
@@ -38,6 +38,11 @@ from devstack.standins.profile_controller import (
     ProfileController,
     ProfileControllerConfig,
     load_namespace_labels,
+)
+from devstack.standins.simulated_pods import (
+    DEFAULT_POD_CIDR,
+    SERVE_POD_CIDR,
+    default_pod_cidr,
 )
 
 log = logging.getLogger("standins")
@@ -83,15 +88,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--runtime",
         "--kubelet-runtime",
         dest="runtime",
-        choices=["process", "podman", "none"],
+        choices=["process", "podman", "none", "serve"],
         default="process",
         help="kubelet: pods as host processes, as podman containers, or running nothing "
-        "(none: Running at once with an IP from --pod-cidr, for benchmarks)",
+        "(none: Running at once with an IP from --pod-cidr, for benchmarks; serve: the "
+        "same with a loopback IP on which the stand-in answers HTTP like a Jupyter server "
+        "behind JupyterHub, for full-stack benchmarks)",
     )
     parser.add_argument(
         "--pod-cidr",
-        default="10.244.0.0/16",
-        help="kubelet (none): the CIDR pod IPs are taken from",
+        default=None,
+        help="kubelet (none, serve): the CIDR pod IPs are taken from (default: "
+        f"{DEFAULT_POD_CIDR} for none, {SERVE_POD_CIDR} for serve, which needs one inside "
+        "127.0.0.0/8)",
     )
     parser.add_argument("--network", help="kubelet (podman): the bridge network of the pods")
     parser.add_argument("--gateway", help="kubelet (podman): that network's gateway address")
@@ -128,6 +137,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def kubelet_config(args: argparse.Namespace, state_dir: Path) -> KubeletConfig:
+    """The kubelet's configuration from the command line (the pod CIDR per runtime when
+    ``--pod-cidr`` is not given)."""
+    taints = []
+    for taint in args.taint:
+        key_value, _, effect = taint.partition(":")
+        key, _, value = key_value.partition("=")
+        taints.append({"key": key, "value": value, "effect": effect or "NoSchedule"})
+    return KubeletConfig(
+        node_name=args.node_name,
+        log_dir=state_dir / "pod-logs",
+        work_dir=state_dir / "pod-work",
+        runtime=args.runtime,
+        network=args.network,
+        gateway=args.gateway,
+        service_port=args.service_port,
+        token_refresh_seconds=args.token_refresh_seconds,
+        taints=taints,
+        cluster_networking=args.cluster_networking,
+        pod_cidr=args.pod_cidr or default_pod_cidr(args.runtime),
+        bind_pods=args.bind_pods,
+        max_pods=args.max_pods,
+    )
+
+
 async def _run(args: argparse.Namespace) -> int:
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="dna-hub-standins-"))
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -159,35 +193,12 @@ async def _run(args: argparse.Namespace) -> int:
                 asyncio.create_task(controller.run(readies[-1]), name="profile-controller")
             )
         if not args.no_kubelet:
-            taints = []
-            for taint in args.taint:
-                key_value, _, effect = taint.partition(":")
-                key, _, value = key_value.partition("=")
-                taints.append({"key": key, "value": value, "effect": effect or "NoSchedule"})
             podman = None
             if args.runtime == "podman":
                 from devstack.images import engine_env
 
                 podman = Podman(env=engine_env())
-            kubelet = Kubelet(
-                kube,
-                KubeletConfig(
-                    node_name=args.node_name,
-                    log_dir=state_dir / "pod-logs",
-                    work_dir=state_dir / "pod-work",
-                    runtime=args.runtime,
-                    network=args.network,
-                    gateway=args.gateway,
-                    service_port=args.service_port,
-                    token_refresh_seconds=args.token_refresh_seconds,
-                    taints=taints,
-                    cluster_networking=args.cluster_networking,
-                    pod_cidr=args.pod_cidr,
-                    bind_pods=args.bind_pods,
-                    max_pods=args.max_pods,
-                ),
-                podman,
-            )
+            kubelet = Kubelet(kube, kubelet_config(args, state_dir), podman)
             readies.append(asyncio.Event())
             tasks.append(asyncio.create_task(kubelet.run(readies[-1]), name="kubelet"))
             info.update(node_name=args.node_name, pod_log_dir=str(state_dir / "pod-logs"))

@@ -1,6 +1,8 @@
 """STAND-IN for kube-scheduler + kubelet on a single node: pods as podman containers
 (``runtime="podman"``) or as local processes (``runtime="process"``, the default), or
-pods that run nothing (``runtime="none"``, for benchmarks: see :mod:`.simulated_pods`).
+pods that run nothing (``runtime="none"``, for benchmarks), or pods that run nothing but
+whose loopback IP the stand-in itself answers HTTP on like a Jupyter server
+(``runtime="serve"``, for full-stack benchmarks); for those two see :mod:`.simulated_pods`.
 
 It exists so that KubeSpawner and dna_hub see pods go through the real lifecycle on a
 real API server, and — with podman — so that our real images run under the pod's real
@@ -114,7 +116,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from devstack.standins import JSON, Backoff, Kube, KubeError, list_watch, now_micro, now_rfc3339
@@ -134,6 +136,9 @@ from devstack.standins.containers import (
     write_file,
 )
 from devstack.tcp_pipe import start_tcp_forwarder
+
+if TYPE_CHECKING:
+    from devstack.standins.simulated_pods import PodHttpServers
 
 __all__ = ["ContainerConfigError", "Kubelet", "KubeletConfig"]
 
@@ -293,10 +298,13 @@ class KubeletConfig:
     config_retry_seconds: float = 0.5
     #: Directories put in front of the inherited PATH (the test venv's bin by default).
     path_prefix: list[str] = field(default_factory=lambda: [str(Path(sys.executable).parent)])
-    #: "process" (pods as host processes), "podman" (pods as containers) or "none" (pods
-    #: that run nothing, see :mod:`devstack.standins.simulated_pods`).
+    #: "process" (pods as host processes), "podman" (pods as containers), "none" (pods
+    #: that run nothing) or "serve" (pods that run nothing, the stand-in answering HTTP on
+    #: their loopback IPs): see :mod:`devstack.standins.simulated_pods` for the last two.
     runtime: str = "process"
-    #: none: the CIDR the pod IPs come from.
+    #: none/serve: the CIDR the pod IPs come from. serve needs one inside 127.0.0.0/8
+    #: (``simulated_pods.default_pod_cidr("serve")``: 127.128.0.0/16); this default is
+    #: refused there.
     pod_cidr: str = "10.244.0.0/16"
     #: podman: the bridge network pods join; its gateway is the node's address.
     network: str | None = None
@@ -1344,6 +1352,8 @@ class Kubelet:
         self.kube = kube
         self.config = config or KubeletConfig()
         self.ips: Any = IpPool(shuffle=True)
+        #: serve: the pods' listening sockets.
+        self.http: PodHttpServers | None = None
         self.workers: dict[str, PodWorker] = {}
         self._worker_class: type[PodWorker] = PodWorker
         self._binding: set[str] = set()
@@ -1360,6 +1370,18 @@ class Kubelet:
 
             self.ips = PodCidrPool(self.config.pod_cidr)
             self._worker_class = SimulatedPodWorker
+        elif self.config.runtime == "serve":
+            from devstack.standins.simulated_pods import (
+                PodCidrPool,
+                PodHttpServers,
+                ServingPodWorker,
+                loopback_cidr,
+            )
+
+            cidr = loopback_cidr(self.config.pod_cidr)
+            self.ips = PodCidrPool(cidr, probe_ports=True, random_start=True)
+            self.http = PodHttpServers()
+            self._worker_class = ServingPodWorker
         elif self.config.runtime != "process":
             raise ValueError(f"unknown runtime {self.config.runtime!r}")
         self._forwarder: asyncio.Server | None = None
@@ -1431,7 +1453,8 @@ class Kubelet:
             await asyncio.sleep(0.2)
 
     async def shutdown(self) -> None:
-        """Kill every pod process (grace period 0): the node is going away."""
+        """Kill every pod process (grace period 0), close every served pod socket: the node
+        is going away."""
         for task in list(self._bind_tasks):
             task.cancel()
         workers = list(self.workers.values())
@@ -1442,6 +1465,8 @@ class Kubelet:
             if worker.task:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await worker.task
+        if self.http is not None:
+            await self.http.close_all()
         if self._forwarder is not None:
             self._forwarder.close()
         if self.networking is not None:
@@ -1517,7 +1542,7 @@ class Kubelet:
             "pods": str(self.config.max_pods),
             "ephemeral-storage": "100Gi",
         }
-        if self.config.runtime == "none":
+        if self.config.runtime in ("none", "serve"):
             # Pods that run nothing use nothing: kube-scheduler must not turn a benchmark's
             # storm away for requests no process will ever use.
             capacity.update(cpu="10k", memory="1Pi", **{"ephemeral-storage": "1Pi"})
@@ -1727,6 +1752,7 @@ class Kubelet:
             "log_dir": str(self.config.log_dir),
             "runtime": self.config.runtime,
             "gateway": self.config.gateway,
+            "pod_cidr": getattr(self.ips, "cidr", None),
         }
 
 
