@@ -243,6 +243,8 @@ class DnaSpawner(DnaSettings, KubeSpawner):
         self._stopped_by_queue = ""
         #: The uid of this server's pod when Kueue admitted it (poll() asks why it stopped).
         self._queued_pod_uid: str | None = None
+        #: The uid the API server gave the pod this start created (the token Secret's owner).
+        self._created_pod_uid: str | None = None
         self._apply_namespace_policy(strict=False)
         # Templates that give names Kubernetes refuses: refused here, once per configuration.
         name_check.check_spawner_names(self)
@@ -512,10 +514,14 @@ class DnaSpawner(DnaSettings, KubeSpawner):
         there right after the profile controller made the account. Other failures are
         logged without the pod spec (it holds the server's API token) and raised.
         """
+        self._created_pod_uid = None
         try:
-            await asyncio.wait_for(
+            created = await asyncio.wait_for(
                 self.api.create_namespaced_pod(self.namespace, pod), request_timeout
             )
+            # The create's answer names the pod's uid: the API-token Secret's owner, without
+            # reading the pod back (one request fewer per spawn, on every spawn).
+            self._created_pod_uid = getattr(getattr(created, "metadata", None), "uid", None)
         except TimeoutError:
             return False
         except ApiException as e:
@@ -696,16 +702,19 @@ class DnaSpawner(DnaSettings, KubeSpawner):
         created = await self._create_pod(pod, request_timeout)
         if created:
             api = self.profile_clients().api
-            found = await api.get(POD_KIND, self.pod_name, self.namespace)
-            if found is None:
-                return False  # gone again already: KubeSpawner creates it anew
+            pod_uid = self._created_pod_uid
+            if pod_uid is None:  # created by KubeSpawner's own path (after a 409): read it
+                found = await api.get(POD_KIND, self.pod_name, self.namespace)
+                if found is None:
+                    return False  # gone again already: KubeSpawner creates it anew
+                pod_uid = found["metadata"]["uid"]
             secret = create_api_token_secret(
                 api,
                 name=self.api_token_secret,
                 namespace=self.namespace,
                 token=self.api_token,
                 pod_name=self.pod_name,
-                pod_uid=found["metadata"]["uid"],
+                pod_uid=pod_uid,
             )
             await spawn_errors.refusals_explained(
                 secret, kind="Secret", name=self.api_token_secret, namespace=self.namespace

@@ -1,0 +1,87 @@
+"""Measurements taken *inside* a real ``jupyterhub`` process during a full-stack storm.
+
+The full-stack storms (:mod:`.fullstack`) run JupyterHub as its own process, as deployed.
+What only that process can see is measured here, installed from its
+``jupyterhub_config.py`` (config is loaded inside the hub's running event loop)::
+
+    from tests.benchmarks.hub_probe import install
+    install("/path/to/probe.json")
+
+* every request of kubernetes_asyncio (the spawner's shared client and the reflectors;
+  a watch counts once, when it is opened), by HTTP method — counted on
+  ``RESTClientObject.request``, the one place every API call goes through;
+* the event loop's lag and the part of it the loop thread spent on CPU
+  (:class:`~tests.benchmarks.looplag.LoopLagProbe`), reset on demand so that a storm's
+  figures are its own: ``touch <probe.json>.reset``;
+* written to ``probe.json`` (atomically) every ``interval`` seconds; the storm's driver
+  reads it once the storm is over.
+
+Not collected by pytest; imports only what a hub has plus the benchmark harness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from kubernetes_asyncio.client import rest
+
+from tests.benchmarks.looplag import LoopLagProbe, percentile
+
+_requests: dict[str, int] = {}
+
+
+def _count_requests() -> None:
+    original = rest.RESTClientObject.request
+
+    async def counted(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        key = method.upper()
+        query = kwargs.get("query_params") or (args[0] if args else None) or []
+        if any(k == "watch" and v for k, v in query):
+            key = "WATCH"
+        _requests[key] = _requests.get(key, 0) + 1
+        return await original(self, method, url, *args, **kwargs)
+
+    rest.RESTClientObject.request = counted  # type: ignore[method-assign]
+
+
+async def _report(path: Path, interval: float) -> None:
+    reset = path.with_name(path.name + ".reset")
+    probe = LoopLagProbe()
+    probe.__enter__()
+    while True:
+        await asyncio.sleep(interval)
+        if reset.exists():
+            reset.unlink()
+            probe.__exit__()
+            probe = LoopLagProbe()
+            probe.__enter__()
+            generation = True
+        else:
+            generation = False
+        data = {
+            "pid": os.getpid(),
+            "requests": dict(_requests),
+            "reset": generation,
+            "loop_samples": len(probe.lags),
+            "loop_lag_max_ms": probe.max_ms,
+            "loop_lag_p99_ms": probe.p99_ms,
+            "loop_stall_on_cpu_max_ms": probe.max_busy_ms,
+            "loop_stall_on_cpu_p99_ms": percentile(probe.busy, 99) * 1000,
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)
+
+
+def install(path: str, interval: float = 0.5) -> None:
+    """Start counting and reporting in the running hub (call from jupyterhub_config.py)."""
+    _count_requests()
+    task = asyncio.get_running_loop().create_task(_report(Path(path), interval))
+    _tasks.add(task)
+
+
+_tasks: set[asyncio.Task[None]] = set()
