@@ -174,7 +174,12 @@ class BenchHub:
             self.work,
             extra_config=config + METHOD_CONFIG[self.method],
             env={
-                "KUBECONFIG": str(stack.cluster.cp.hub_kubeconfig),
+                # stock KubeSpawner as its own identity (harness.STOCK_KUBESPAWNER_RBAC)
+                "KUBECONFIG": str(
+                    stack.cluster.stock_kubeconfig
+                    if self.method == "stock"
+                    else stack.cluster.cp.hub_kubeconfig
+                ),
                 "PYTHONPATH": str(paths.REPO_ROOT),
                 "JUPYTERHUB_CRYPT_KEY": self.crypt_key,
                 "CONFIGPROXY_AUTH_TOKEN": self.proxy_token,
@@ -247,6 +252,7 @@ class UserOutcome:
     arrival: float  # seconds after the storm's start
     logged_in: float | None = None  # seconds after arrival
     ready: float | None = None  # seconds after arrival
+    started_at: float = 0.0  # time.perf_counter() at arrival
     refused: int = 0  # 429 answers
     error: str | None = None
     hub_requests: list[tuple[str, float]] = field(default_factory=list)
@@ -258,6 +264,8 @@ def _kind(url: httpx.URL, hub: str) -> str | None:
     path = url.path
     if path.startswith("/hub/api/"):
         return "api"
+    if path == "/hub/spawn":  # waits for the spawn itself (up to slow_spawn_timeout)
+        return "spawn"
     if path.startswith("/hub/"):
         return "page"
     return None
@@ -268,6 +276,8 @@ def _timed_client(hub_url: str, outcome: UserOutcome, timeout: float) -> httpx.A
         request.extensions["bench_t0"] = time.perf_counter()
 
     async def on_response(response: httpx.Response) -> None:
+        if response.request.url.path == "/hub/oauth_callback" and response.is_redirect:
+            outcome.logged_in = time.perf_counter() - outcome.started_at
         kind = _kind(response.request.url, hub_url)
         started = response.request.extensions.get("bench_t0")
         if kind is not None and started is not None:
@@ -289,7 +299,7 @@ async def user_flow(
     """Log in, spawn, follow the progress stream, load ``/api`` through the proxy."""
     await asyncio.sleep(max(0.0, t0 + delay - time.perf_counter()))
     arrived = time.perf_counter()
-    outcome = UserOutcome(login, arrived - t0)
+    outcome = UserOutcome(login, arrived - t0, started_at=arrived)
     async with _timed_client(hub.url, outcome, timeout) as http:
         try:
             await asyncio.wait_for(_flow(hub, http, login, arrived, outcome), timeout)
@@ -304,9 +314,8 @@ async def _flow(
     response = await hub.provider.browse(
         http, f"{hub.url}/hub/oauth_login?next=%2Fhub%2Fspawn", username=login
     )
-    if not http.cookies.get("jupyterhub-session-id") and response.status_code >= 400:
+    if out.logged_in is None:  # set when the hub's OAuth callback answered (_timed_client)
         raise RuntimeError(f"login failed: {response.status_code} at {response.url.path}")
-    out.logged_in = time.perf_counter() - arrived
     backoff = 1.0
     while response.status_code == 429:
         out.refused += 1
@@ -557,6 +566,11 @@ async def storm(
         errors[key] = errors.get(key, 0) + 1
     pages = [s for o in outcomes for kind, s in o.hub_requests if kind == "page"]
     apis = [s for o in outcomes for kind, s in o.hub_requests if kind == "api"]
+    by_resource = {
+        k: probe_after["requests_by_resource"].get(k, 0)
+        - probe_before["requests_by_resource"].get(k, 0)
+        for k in set(probe_after["requests_by_resource"])
+    }
     result: dict[str, Any] = {
         "label": label,
         "method": bench.method,
@@ -577,6 +591,7 @@ async def storm(
         "user_api_p95_ms": percentile(apis, 95) * 1000,
         "prober": latency,
         "kube_requests": requests,
+        "kube_requests_by_resource": {k: v for k, v in sorted(by_resource.items()) if v},
         "kube_requests_per_spawn": sum(requests.values()) / max(1, len(ready)),
         "hub_loop": {k: v for k, v in probe_after.items() if k.startswith("loop_")},
         "cpu_seconds": {k: cpu_after[k] - cpu_before[k] for k in pids},

@@ -16,17 +16,128 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubernetes_asyncio.client import ApiClient, Configuration
+from kubernetes_asyncio.client import (
+    ApiClient,
+    AuthenticationV1TokenRequest,
+    Configuration,
+    CoreV1Api,
+    V1TokenRequestSpec,
+)
 
-from devstack.controlplane import ControlPlane, start_control_plane
+from devstack.controlplane import (
+    HUB_TOKEN_SECONDS,
+    ControlPlane,
+    _write_kubeconfig,
+    apply_object,
+    start_control_plane,
+)
 from devstack.standins_process import StandIns, start_standins
 from dna_hub.k8s.api import NAMESPACE, PROFILE, SERVICE_ACCOUNT, KubeApi
 from dna_hub.policy.naming import namespace_for
 from dna_hub.policy.rendering import ProfileContext, RenderedProfile, render_profile
 from dna_hub.profiles.provisioning import DIGEST_ANNOTATION
+from tests.benchmarks.looplag import percentile
 
 #: KubeSpawner's default ``k8s_api_request_timeout``, which DnaSpawner passes to KubeApi.
 HUB_REQUEST_TIMEOUT = 3.0
+
+
+#: Stock KubeSpawner's own identity: what a z2jh hub with per-user namespaces is granted
+#: (it creates the namespace itself, a 409 when it exists) and nothing of dna_hub's
+#: deployment — no admission guard confines it (they confine the ``hub`` ServiceAccount, and
+#: refuse a namespace create by it: 422). So stock KubeSpawner is measured as deployed on
+#: its own, and DnaSpawner pays for its guards.
+STOCK_SERVICE_ACCOUNT = "stock-kubespawner"
+STOCK_KUBESPAWNER_RBAC: list[dict[str, Any]] = [
+    {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": STOCK_SERVICE_ACCOUNT, "namespace": "jupyterhub"},
+    },
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "dna-hub-benchmark-stock-kubespawner"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["create", "get"]},
+            {
+                "apiGroups": [""],
+                "resources": ["pods", "secrets", "services", "persistentvolumeclaims"],
+                "verbs": ["get", "list", "watch", "create", "delete", "patch"],
+            },
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
+        ],
+    },
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "dna-hub-benchmark-stock-kubespawner"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "dna-hub-benchmark-stock-kubespawner",
+        },
+        "subjects": [
+            {"kind": "ServiceAccount", "name": STOCK_SERVICE_ACCOUNT, "namespace": "jupyterhub"}
+        ],
+    },
+]
+
+
+#: The old platform's hub: DnaSpawner's hub RBAC (it applied the same objects with kubectl),
+#: stock KubeSpawner's (it created the namespace) and the old method's ``get`` rules
+#: (oldmethod.OLD_METHOD_RBAC) — and, as on the old platform, no admission guard.
+OLD_PLATFORM_SERVICE_ACCOUNT = "old-platform-hub"
+OLD_PLATFORM_RBAC: list[dict[str, Any]] = [
+    {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": OLD_PLATFORM_SERVICE_ACCOUNT, "namespace": "jupyterhub"},
+    },
+    *(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": f"dna-hub-benchmark-old-platform-{role}"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": role,
+            },
+            "subjects": [
+                {
+                    "kind": "ServiceAccount",
+                    "name": OLD_PLATFORM_SERVICE_ACCOUNT,
+                    "namespace": "jupyterhub",
+                }
+            ],
+        }
+        for role in ("dna-hub", "dna-hub-benchmark-stock-kubespawner")
+    ),
+]
+
+
+async def service_account_kubeconfig(
+    cp: ControlPlane, admin_client: ApiClient, name: str, rbac: list[dict[str, Any]], path: Path
+) -> Path:
+    """Apply `rbac` and write a kubeconfig for ServiceAccount jupyterhub/`name`."""
+    for obj in rbac:
+        await apply_object(admin_client, obj)
+    token = await CoreV1Api(admin_client).create_namespaced_service_account_token(
+        name,
+        "jupyterhub",
+        AuthenticationV1TokenRequest(
+            spec=V1TokenRequestSpec(audiences=[], expiration_seconds=HUB_TOKEN_SECONDS)
+        ),
+    )
+    return _write_kubeconfig(
+        path,
+        server=cp.server,
+        ca_file=cp.ca_file,
+        user=f"jupyterhub-{name}",
+        credentials={"token": token.status.token},
+        namespace="jupyterhub",
+    )
 
 
 @dataclass
@@ -37,6 +148,10 @@ class Cluster:
     workdir: Path
     admin_client: ApiClient
     admin: KubeApi
+    #: stock KubeSpawner's identity (not the guarded ``hub`` ServiceAccount)
+    stock_kubeconfig: Path
+    #: the old platform's hub (old hook + stock KubeSpawner in the login storms)
+    old_kubeconfig: Path
     hub_clients: list[ApiClient] = field(default_factory=list)
 
     def hub_client(self, *, pool: int | None = None) -> ApiClient:
@@ -63,7 +178,8 @@ class Cluster:
 @asynccontextmanager
 async def cluster(workdir: Path, profile_workers: int) -> AsyncIterator[Cluster]:
     """Control plane + a stand-ins process as admin: the profile controller and a kubelet
-    whose pods run nothing (no PodDefault webhook: it is Kubeflow's, not the hub's, work)."""
+    whose pods run nothing but a Jupyter-server-shaped HTTP answer on a loopback pod IP
+    (runtime ``serve``; no PodDefault webhook: it is Kubeflow's, not the hub's, work)."""
     cp = await start_control_plane()
     standins = None
     admin_client = None
@@ -73,9 +189,10 @@ async def cluster(workdir: Path, profile_workers: int) -> AsyncIterator[Cluster]
         standins = start_standins(
             cp.admin_kubeconfig,
             workdir / "standins",
-            # pods Running at once, nothing run (kwok-like): see standins/simulated_pods.py
+            # pods Running at once, nothing run but one HTTP socket each, answering like a
+            # single-user server (kwok-like otherwise): see standins/simulated_pods.py
             "--kubelet-runtime",
-            "none",
+            "serve",
             # kube-scheduler counts pods per node; a storm is more than a real node's 250
             "--max-pods",
             "100000",
@@ -87,7 +204,15 @@ async def cluster(workdir: Path, profile_workers: int) -> AsyncIterator[Cluster]
         )
         admin_client = cp.admin_client()
         admin = KubeApi(admin_client, request_timeout=30)
-        c = Cluster(cp, standins, profile_workers, workdir, admin_client, admin)
+        stock = await service_account_kubeconfig(
+            cp, admin_client, STOCK_SERVICE_ACCOUNT, STOCK_KUBESPAWNER_RBAC,
+            workdir / "stock.kubeconfig",
+        )  # fmt: skip
+        old = await service_account_kubeconfig(
+            cp, admin_client, OLD_PLATFORM_SERVICE_ACCOUNT, OLD_PLATFORM_RBAC,
+            workdir / "old-platform.kubeconfig",
+        )  # fmt: skip
+        c = Cluster(cp, standins, profile_workers, workdir, admin_client, admin, stock, old)
         yield c
     finally:
         if c is not None:
@@ -158,65 +283,6 @@ async def exists(admin: KubeApi, rendered: RenderedProfile) -> str | None:
     return None
 
 
-class LoopLagProbe:
-    """A task that sleeps 5 ms in a loop and records how late it wakes up.
-
-    A late wake-up is either this event loop running other code (a stall the hub's users
-    feel) or the OS not running this process at all (CPU starvation on a busy machine).
-    So each wake-up also records the loop thread's CPU time over the interval: the part
-    of an overshoot that the thread spent on CPU is the loop's own stall.
-    """
-
-    def __init__(self, interval: float = 0.005) -> None:
-        self.interval = interval
-        self.lags: list[float] = []
-        self.busy: list[float] = []
-        #: Seconds since the probe started at which the worst on-CPU stall ended.
-        self.worst_busy_at = 0.0
-        #: ``time.perf_counter()`` spans of the worst on-CPU stall and the worst wall stall.
-        self.worst_busy_window = (0.0, 0.0)
-        self.worst_lag_window = (0.0, 0.0)
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        while True:
-            before, cpu_before, wall_before = loop.time(), time.thread_time(), time.perf_counter()
-            await asyncio.sleep(self.interval)
-            lag = loop.time() - before - self.interval
-            busy = min(lag, time.thread_time() - cpu_before)
-            window = (wall_before + self.interval, time.perf_counter())
-            if busy > max(self.busy, default=0.0):
-                self.worst_busy_at = loop.time() - start
-                self.worst_busy_window = window
-            if lag > max(self.lags, default=0.0):
-                self.worst_lag_window = window
-            self.lags.append(lag)
-            self.busy.append(busy)
-
-    def __enter__(self) -> LoopLagProbe:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
-    @property
-    def max_ms(self) -> float:
-        return max(self.lags, default=0.0) * 1000
-
-    @property
-    def p99_ms(self) -> float:
-        return percentile(self.lags, 99) * 1000
-
-    @property
-    def max_busy_ms(self) -> float:
-        """The longest overshoot the loop thread spent on CPU (its own stall)."""
-        return max(self.busy, default=0.0) * 1000
-
-
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -230,15 +296,6 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
         except (OSError, IndexError, ValueError):
             out[name] = 0.0
     return out
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """Nearest-rank percentile (0 for no values)."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
 
 
 def summary(values: list[float]) -> dict[str, float]:

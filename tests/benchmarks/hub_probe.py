@@ -32,6 +32,21 @@ from kubernetes_asyncio.client import rest
 from tests.benchmarks.looplag import LoopLagProbe, percentile
 
 _requests: dict[str, int] = {}
+_by_resource: dict[str, int] = {}
+
+
+def _resource(url: str) -> str:
+    """``pods``, ``namespaces``, ``profiles``, ``secrets``…: a request's resource, no names."""
+    parts = [p for p in url.split("?", 1)[0].split("/") if p]
+    if "api" in parts:
+        rest = parts[parts.index("api") + 2 :]
+    elif "apis" in parts:
+        rest = parts[parts.index("apis") + 3 :]
+    else:
+        return "?"
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        rest = rest[2:]
+    return "/".join(rest[:1] + rest[2:3])
 
 
 def _count_requests() -> None:
@@ -43,6 +58,8 @@ def _count_requests() -> None:
         if any(k == "watch" and v for k, v in query):
             key = "WATCH"
         _requests[key] = _requests.get(key, 0) + 1
+        detail = f"{key} {_resource(url)}"
+        _by_resource[detail] = _by_resource.get(detail, 0) + 1
         return await original(self, method, url, *args, **kwargs)
 
     rest.RESTClientObject.request = counted  # type: ignore[method-assign]
@@ -65,6 +82,7 @@ async def _report(path: Path, interval: float) -> None:
         data = {
             "pid": os.getpid(),
             "requests": dict(_requests),
+            "requests_by_resource": dict(_by_resource),
             "reset": generation,
             "loop_samples": len(probe.lags),
             "loop_lag_max_ms": probe.max_ms,

@@ -41,7 +41,8 @@ from kubespawner import KubeSpawner
 from dna_hub import DnaSpawner
 from dna_hub.policy.naming import namespace_for
 from tests.benchmarks import oldmethod
-from tests.benchmarks.harness import LoopLagProbe, summary
+from tests.benchmarks.harness import summary
+from tests.benchmarks.looplag import LoopLagProbe
 from tests.benchmarks.stalls import StallAttribution
 from tests.support.hub_user import HubUser
 

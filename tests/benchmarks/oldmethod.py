@@ -251,7 +251,9 @@ async def run_hook(
 #: Client-side ``kubectl apply`` reads every object before writing it; DnaSpawner's hub
 #: RBAC (helm-values/hub-rbac.yaml) grants no ``get`` on the namespaced kinds, because
 #: server-side apply does not need it. The old platform's hub had it; the benchmark grants
-#: it to the hub's ServiceAccount in its own throw-away cluster only.
+#: it to the hub's ServiceAccount (first-spawn section) and to the old platform's hub
+#: (``old-platform-hub``, the login storms: harness.OLD_PLATFORM_SERVICE_ACCOUNT) in its own
+#: throw-away cluster only.
 OLD_METHOD_RBAC: list[dict[str, Any]] = [
     {
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -286,6 +288,9 @@ OLD_METHOD_RBAC: list[dict[str, Any]] = [
             "kind": "ClusterRole",
             "name": "dna-hub-benchmark-old-method",
         },
-        "subjects": [{"kind": "ServiceAccount", "name": "hub", "namespace": "jupyterhub"}],
+        "subjects": [
+            {"kind": "ServiceAccount", "name": "hub", "namespace": "jupyterhub"},
+            {"kind": "ServiceAccount", "name": "old-platform-hub", "namespace": "jupyterhub"},
+        ],
     },
 ]

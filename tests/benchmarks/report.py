@@ -331,7 +331,7 @@ def _stall_verdict(size: dict[str, Any]) -> tuple[str, bool]:
 
 def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
     """``(target, goal, measured, met)``."""
-    out = []
+    out = fullstack_targets(results)
     first = results.get("first_spawn")
     if first:
         ratio = first.get("own_ratio_median") or 0
@@ -412,7 +412,7 @@ def targets_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def results_markdown(results: dict[str, Any]) -> str:
+def results_markdown(results: dict[str, Any], previous: dict[str, Any] | None = None) -> str:
     """Every table of a run (what the command prints)."""
     m = results["machine"]
     cfg = results["config"]
@@ -426,6 +426,7 @@ def results_markdown(results: dict[str, Any]) -> str:
         "",
         targets_table(results),
     ]
+    parts += fullstack_markdown(results, previous)
     if "first_spawn" in results:
         parts += [
             "",
@@ -509,3 +510,261 @@ def results_markdown(results: dict[str, Any]) -> str:
             fault_table(f),
         ]
     return "\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------- full-stack storms
+
+#: DnaSpawner ÷ stock KubeSpawner for returning users, and extra Kubernetes requests.
+RETURNING_RATIO = 1.10
+RETURNING_EXTRA_REQUESTS = 2.0
+SPAWNER_NAMES = {"dna": "DnaSpawner", "stock": "stock KubeSpawner"}
+
+
+def _kib_mib(kib: int | None) -> str:
+    return "–" if not kib else f"{kib / 1024:,.0f} MiB"
+
+
+def fullstack_table(sizes: list[dict[str, Any]]) -> str:
+    lines = [
+        "| users | method | storm | ready / failed (login failed) | 429 retries | all ready"
+        " | time to ready p50 / p95 / p99 | login p50"
+        " | hub pages (not `/hub/spawn`) / API p95, users"
+        " | prober: `/hub/api/` / `/hub/home` p95 | hub CPU | hub peak RSS"
+        " | proxy routes | kube requests / spawn |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for size in sizes:
+        for s in size["storms"]:
+            t = s["time_to_ready"]
+            p = s["prober"]
+            lines.append(
+                f"| {s['users']} | {SPAWNER_NAMES[s['method']]} | {s['label']} ({s['pattern']})"
+                f" | {s['ready']} / {s['failed']} ({s['login_failed']}) | {s['refused_429']}"
+                f" | {_s(s['all_ready_seconds'])}"
+                f" | {_s(t.get('median'))} / {_s(s['time_to_ready_p95'])} / {_s(t.get('p99'))}"
+                f" | {_s(s['login_seconds'].get('median'))}"
+                f" | {s['user_page_p95_ms']:,.0f} / {s['user_api_p95_ms']:,.0f} ms"
+                f" | {p['api_version_p95_ms']:,.0f} / {p['home_p95_ms']:,.0f} ms"
+                f" | {s['cpu_seconds']['hub']:,.1f} s | {_kib_mib(s['hub_peak_rss_kib'])}"
+                f" | {s['proxy_routes']} | {s['kube_requests_per_spawn']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def fullstack_ratio_table(sizes: list[dict[str, Any]], previous: dict[int, Any]) -> str:
+    lines = [
+        "| users | storm | all ready | p50 | p95 | hub CPU | extra kube requests / spawn"
+        " | all-ready ratio in the other run (spread) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for size in sizes:
+        for label, r in size["ratios"].items():
+            other = (previous.get(size["users"]) or {}).get(label)
+            if other:
+                spread = abs(r["all_ready"] - other["all_ready"]) / (
+                    (r["all_ready"] + other["all_ready"]) / 2
+                )
+                other_text = f"{other['all_ready']:.2f}× ({spread:.0%})"
+            else:
+                other_text = "–"
+            lines.append(
+                f"| {size['users']} | {label} | {r['all_ready']:.2f}× | {_n(r['p50'], 2)}×"
+                f" | {_n(r['p95'], 2)}× | {_n(r['hub_cpu'], 2)}×"
+                f" | {r['extra_kube_requests_per_spawn']:+.1f} | {other_text} |"
+            )
+    return "\n".join(lines)
+
+
+def reconcile_table(sizes: list[dict[str, Any]]) -> str:
+    lines = [
+        "| new users at once | profiles | p50 | p95 | max |",
+        "|---|---|---|---|---|",
+    ]
+    for size in sizes:
+        for s in size["storms"]:
+            r = s.get("reconcile")
+            if r and r.get("n"):
+                lines.append(
+                    f"| {size['users']} | {r['n']} | {_s(r['median'])} | {_s(r['p95'])}"
+                    f" | {_s(r['max'])} |"
+                )
+    return "\n".join(lines)
+
+
+def fullstack_stalls(sizes: list[dict[str, Any]]) -> str:
+    lines = [
+        "| users | method | storm | worst loop stall (wall) | on the loop's CPU | lag p99 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for size in sizes:
+        for s in size["storms"]:
+            h = s["hub_loop"]
+            lines.append(
+                f"| {s['users']} | {SPAWNER_NAMES[s['method']]} | {s['label']}"
+                f" | {h['loop_lag_max_ms']:.1f} ms | {h['loop_stall_on_cpu_max_ms']:.1f} ms"
+                f" | {h['loop_lag_p99_ms']:.1f} ms |"
+            )
+    return "\n".join(lines)
+
+
+def fullstack_errors(sizes: list[dict[str, Any]]) -> str:
+    lines = []
+    for size in sizes:
+        for s in size["storms"]:
+            for error, count in s["errors"]:
+                lines.append(
+                    f"* {s['users']} {SPAWNER_NAMES[s['method']]} {s['label']}: {count}× {error}"
+                )
+    return "\n".join(lines)
+
+
+def fullstack_cpu(sizes: list[dict[str, Any]]) -> str:
+    names = sorted({k for size in sizes for s in size["storms"] for k in s["cpu_seconds"]})
+    lines = [
+        "| users | method | storm | " + " | ".join(names) + " |",
+        "|---|---|---|" + "---|" * len(names),
+    ]
+    for size in sizes:
+        for s in size["storms"]:
+            cells = " | ".join(f"{s['cpu_seconds'].get(k, 0):,.1f}" for k in names)
+            lines.append(
+                f"| {s['users']} | {SPAWNER_NAMES[s['method']]} | {s['label']} | {cells} |"
+            )
+    return "\n".join(lines)
+
+
+def fullstack_targets(
+    results: dict[str, Any],
+) -> list[tuple[str, str, str, bool]]:
+    out = []
+    sizes = (results.get("fullstack") or {}).get("sizes") or []
+    for size in sizes:
+        ratio = size["ratios"].get("returning")
+        if not ratio:
+            continue
+        out.append(
+            (
+                f"returning users, whole hub, {size['users']} at once: DnaSpawner vs stock"
+                " KubeSpawner, time to all ready",
+                f"≤ {RETURNING_RATIO:.2f}× (same run)",
+                f"{ratio['all_ready']:.2f}× (p50 {_n(ratio['p50'], 2)}×, p95"
+                f" {_n(ratio['p95'], 2)}×)",
+                ratio["all_ready"] <= RETURNING_RATIO,
+            )
+        )
+        out.append(
+            (
+                f"returning users, {size['users']}: extra Kubernetes requests per spawn",
+                f"≤ {RETURNING_EXTRA_REQUESTS:.0f}",
+                f"{ratio['extra_kube_requests_per_spawn']:+.1f}",
+                ratio["extra_kube_requests_per_spawn"] <= RETURNING_EXTRA_REQUESTS,
+            )
+        )
+    if sizes:
+        storms = [s for size in sizes for s in size["storms"]]
+        failed = sum(s["failed"] for s in storms)
+        out.append(
+            (
+                "full-stack storms: every user reaches a ready server",
+                "0 failed",
+                f"{failed} failed of {sum(s['users'] for s in storms)} user sessions"
+                f" ({len(storms)} storms)",
+                failed == 0,
+            )
+        )
+    return out
+
+
+def fullstack_markdown(results: dict[str, Any], previous: dict[str, Any] | None) -> list[str]:
+    fs = results.get("fullstack") or {}
+    sizes = fs.get("sizes") or []
+    if not sizes:
+        return []
+    prev = {
+        s["users"]: s["ratios"] for s in ((previous or {}).get("fullstack") or {}).get("sizes", [])
+    }
+    parts = [
+        "",
+        "### 0. Login storms through the whole hub",
+        "",
+        "Real OpenID provider, real `jupyterhub` + `configurable-http-proxy`, one HTTP client"
+        " (own cookie jar) per user: log in, spawn, follow the progress stream, load"
+        " `/user/<name>/api` through the proxy from the user's own pod (kubelet stand-in's"
+        " `serve` runtime). *new*: users never seen before (DnaSpawner makes each profile;"
+        " stock KubeSpawner spawns into the namespaces that storm made — the floor);"
+        " *returning*: the same users again, the hub restarted on its database, servers"
+        " stopped, profiles up to date. Hub `concurrent_spawn_limit` 64 (z2jh); a refused user"
+        " retries after `Retry-After` with jitter.",
+        "",
+        fullstack_table(sizes),
+        "",
+        "**DnaSpawner ÷ stock KubeSpawner**, each ratio from one run on one machine"
+        + (
+            "; the last column is the same ratio in another full run"
+            f" ({previous['config']['command']} at {previous['machine']['date']})"
+            if previous
+            else ""
+        )
+        + ":",
+        "",
+        fullstack_ratio_table(sizes, prev),
+        "",
+        "**The profile controller's reconcile latency** during the *new* storms (Profile"
+        " ADDED → Namespace and ServiceAccount `default-editor` ADDED, from the admin's"
+        " watches). Kubeflow's own profile controller cannot be built here (the Go module"
+        " proxy refuses every version of `github.com/kubeflow/dashboard/components/*`:"
+        " `devstack/gobuild/NOTES.md`), so this is **the stand-in's** latency"
+        f" ({results['config']['profile_workers']} workers) on the real API server —"
+        " not a figure for Kubeflow's controller:",
+        "",
+        reconcile_table(sizes),
+        "",
+        "The hub's event loop during each storm (measured inside the `jupyterhub` process,"
+        " `tests/benchmarks/hub_probe.py`):",
+        "",
+        fullstack_stalls(sizes),
+        "",
+        "CPU seconds per process during each storm (2 cores for everything, the load"
+        " generator included):",
+        "",
+        fullstack_cpu(sizes),
+    ]
+    errors = fullstack_errors(sizes)
+    if errors:
+        parts += ["", "Users who did not reach a ready server, by reason:", "", errors]
+    if fs.get("plot"):
+        parts += ["", f"![time to ready]({fs['plot']})"]
+    return parts
+
+
+def plot_time_to_ready(results: dict[str, Any], path: Any) -> bool:
+    """Box plots of time to ready per method, storm and size (PNG); False without data."""
+    sizes = ((results.get("fullstack") or {}).get("sizes")) or []
+    if not sizes:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4.5), squeeze=False)
+    for ax, size in zip(axes[0], sizes, strict=True):
+        storms = [s for s in size["storms"] if s["time_to_ready_values"]]
+        ax.boxplot(
+            [s["time_to_ready_values"] for s in storms],
+            whis=(1, 99),
+            showfliers=False,
+        )
+        ax.set_xticks(
+            range(1, len(storms) + 1),
+            [f"{SPAWNER_NAMES[s['method']].replace(' ', chr(10))}\n{s['label']}" for s in storms],
+            fontsize=7,
+        )
+        ax.set_title(f"{size['users']} users")
+        ax.set_ylabel("seconds from arrival to /api ready")
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Time to ready through the whole hub (whiskers p1–p99)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True

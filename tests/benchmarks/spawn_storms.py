@@ -31,29 +31,6 @@ from tests.benchmarks.harness import Cluster, cpu_seconds, rendered_for, unique,
 METHODS = ("dna", "stock", "old")
 POD_SELECTOR = "component=singleuser-server"
 
-#: Stock KubeSpawner with per-user namespaces creates the namespace itself (a 409 when it
-#: exists), which DnaSpawner's hub RBAC does not allow (the profile controller makes it).
-#: Granted to the hub's ServiceAccount in the benchmark's throw-away cluster only.
-STOCK_KUBESPAWNER_RBAC: list[dict[str, Any]] = [
-    {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": {"name": "dna-hub-benchmark-stock-kubespawner"},
-        "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["create"]}],
-    },
-    {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": "dna-hub-benchmark-stock-kubespawner"},
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": "dna-hub-benchmark-stock-kubespawner",
-        },
-        "subjects": [{"kind": "ServiceAccount", "name": "hub", "namespace": "jupyterhub"}],
-    },
-]
-
 
 async def run_storm(
     c: Cluster,
@@ -71,7 +48,10 @@ async def run_storm(
         "census": census,
         "method": method,
         "usernames": usernames,
-        "hub_kubeconfig": str(c.cp.hub_kubeconfig),
+        # stock KubeSpawner and the old platform's hub as their own identities (harness)
+        "hub_kubeconfig": str(
+            {"stock": c.stock_kubeconfig, "old": c.old_kubeconfig}.get(method, c.cp.hub_kubeconfig)
+        ),
         "hub_namespace": c.cp.hub_namespace,
         "timeout": timeout,
         "old_root": str(old_root),
@@ -88,7 +68,7 @@ async def run_storm(
         str(spec_file),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "KUBECONFIG": str(c.cp.hub_kubeconfig)},
+        env={**os.environ, "KUBECONFIG": spec["hub_kubeconfig"]},
         cwd=str(Path(__file__).resolve().parents[2]),
     )
     out, err = await asyncio.wait_for(proc.communicate(), 3 * timeout + 300)

@@ -1,7 +1,7 @@
 """Where an event-loop stall comes from: the loop's long callbacks and every GC pass.
 
-:class:`LoopLagProbe` (harness) says *that* the loop stalled; this says *why*, measured
-rather than guessed:
+:class:`~tests.benchmarks.looplag.LoopLagProbe` says *that* the loop stalled; this says
+*why*, measured rather than guessed:
 
 * every callback the loop runs (a task step, a timer, an I/O callback) is timed, with the
   loop thread's CPU time, and the longest are kept with what they were (the coroutine of a
