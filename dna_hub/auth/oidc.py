@@ -377,6 +377,35 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         """,
     )
 
+    recheck_grace = Float(
+        0.0,
+        config=True,
+        help="""
+        Seconds after the provider confirmed a user (their login, or a re-check) during
+        which a request-driven re-check — before a spawn (`refresh_pre_spawn`), or when a
+        session reaches `auth_refresh_age` — does not ask the provider again. A login is
+        usually followed at once by a spawn: without this, every spawn of a login storm
+        waits for a second round trip to the provider, and JupyterHub redirects to the
+        spawn-pending page after 1 s whether the spawn has begun or not, so users of a slow
+        provider see "server not running" while it starts. Tokens that need refreshing
+        (`token_refresh_margin`) are always refreshed, and the background re-check
+        (`reconcile_interval`) always asks the provider. The default, 0, asks it every
+        time (a user removed at the provider a second ago cannot spawn); a deployment that
+        expects login storms may trade a few seconds of that for one round trip per spawn
+        (BENCHMARKS.md measures both). At most 300.
+        """,
+    )
+
+    @validate("recheck_grace")
+    def _validate_recheck_grace(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if not 0 <= value <= 300:
+            raise ConfigurationError(
+                f"DnaOIDCAuthenticator.recheck_grace must be between 0 and 300 seconds "
+                f"(got {value:g}): it is how long a login vouches for its user"
+            )
+        return value
+
     team_access_lease = Float(
         43200.0,
         config=True,
@@ -935,6 +964,14 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         if not auth_state or AUTH_STATE_KUBEFLOW_USERID not in auth_state:
             self.log.info("No OIDC auth_state for %s: a new login is required", user.name)
             return False
+        confirmed = auth_state.get(AUTH_STATE_CONFIRMED_AT)
+        if (
+            handler is not None  # a request's re-check; the background one always asks
+            and isinstance(confirmed, int | float)
+            and 0 <= time.time() - confirmed < self.recheck_grace
+            and not self._needs_refresh(auth_state)  # a server must get live tokens
+        ):
+            return True  # the provider vouched for this user seconds ago (recheck_grace)
         try:
             token_info = await self._recheck_tokens(user, handler, auth_state)
         except GrantRefused as e:

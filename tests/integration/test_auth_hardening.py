@@ -11,6 +11,7 @@ import copy
 import os
 import time
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -18,6 +19,7 @@ import httpx
 import pytest
 
 from devstack.oidc_stack import DEMO_ACCOUNTS, HubProcess, _rsa_jwk
+from dna_hub.errors import ConfigurationError
 from tests.integration.test_auth_oidc import FakeUser, make_authenticator
 from tests.integration.test_auth_oidc import login as oidc_login
 from tests.unit.test_cli_render import render
@@ -419,6 +421,29 @@ async def test_concurrent_rechecks_share_one_refresh_grant(oidc_provider):
     # A later call (not waiting for that one) asks the provider again.
     assert isinstance(await authenticator.refresh_user(user), dict)
     assert len(grants) == 2
+
+
+async def test_recheck_grace_trusts_a_fresh_login_only_where_configured(oidc_provider_factory):
+    """recheck_grace (opt-in, 0 by default): a request's re-check within it of the provider's
+    last confirmation does not ask the provider again — the background re-check always does,
+    and by default every re-check asks (a user deleted a second ago is refused)."""
+    provider = oidc_provider_factory(accounts=accounts())
+    request = SimpleNamespace()  # a request's re-check (pre-spawn, auth_refresh_age)
+    graced = make_authenticator(provider, recheck_grace=60)
+    default = make_authenticator(provider)
+    assert default.recheck_grace == 0
+    users = {}
+    for name, authenticator in (("graced", graced), ("default", default)):
+        model = await oidc_login(authenticator, provider, "alice")
+        assert model is not None
+        users[name] = FakeUser("alice", model["auth_state"])
+    await provider.set_claims("alice", None)  # deleted at the provider just after login
+
+    assert await graced.refresh_user(users["graced"], request) is True  # not asked
+    assert await graced.refresh_user(users["graced"], None) is False  # background: asked
+    assert await default.refresh_user(users["default"], request) is False  # asked
+    with pytest.raises(ConfigurationError, match="between 0 and 300 seconds"):
+        make_authenticator(provider, recheck_grace=301)
 
 
 def test_auth_state_off_is_warned(oidc_provider, caplog):
