@@ -254,6 +254,7 @@ class UserOutcome:
     ready: float | None = None  # seconds after arrival
     started_at: float = 0.0  # time.perf_counter() at arrival
     refused: int = 0  # 429 answers
+    bounced: int = 0  # "not running" pages while the spawn was starting
     error: str | None = None
     hub_requests: list[tuple[str, float]] = field(default_factory=list)
 
@@ -325,6 +326,15 @@ async def _flow(
         await asyncio.sleep(retry_after * random.uniform(0.5, 1.5))
         backoff = min(backoff * 2, 30.0)
         response = await hub.provider.browse(http, f"{hub.url}/hub/spawn")
+    while _not_running_page(response):
+        # JupyterHub redirects here 1 s after /hub/spawn whether the spawn has begun or not
+        # (it first re-checks the user with the provider: refresh_pre_spawn); a slower
+        # re-check shows "not running" with a Launch button, which the user presses.
+        out.bounced += 1
+        if out.bounced > MAX_RETRIES:
+            raise RuntimeError(f"'not running' {out.bounced} times")
+        await asyncio.sleep(random.uniform(1.0, 3.0))  # reading the page, clicking
+        response = await hub.provider.browse(http, f"{hub.url}/hub/spawn")
     path = response.url.path
     if response.status_code != 200:
         raise RuntimeError(f"{response.status_code} at {path}")
@@ -341,6 +351,15 @@ async def _flow(
             f"/user/{login}/api: {api.status_code} from {api.headers.get('X-Standin-Pod')}"
         )
     out.ready = time.perf_counter() - arrived
+
+
+def _not_running_page(response: httpx.Response) -> bool:
+    """JupyterHub's "server not running" page at /hub/spawn-pending (no progress stream)."""
+    return (
+        response.status_code == 200
+        and response.url.path.startswith("/hub/spawn-pending/")
+        and "server/progress" not in response.text
+    )
 
 
 async def _follow_progress(http: httpx.AsyncClient, url: str, params: dict[str, str]) -> None:
@@ -484,18 +503,30 @@ class ReconcileWatch:
 
 
 async def stop_servers(stack: Stack, hub: HubProcess, logins: list[str]) -> None:
-    """Every user's server stopped through the hub's API, and every pod gone."""
+    """Every user's server stopped through the hub's API (a spawn still pending is waited
+    for: JupyterHub refuses to stop it), and every pod gone."""
     semaphore = asyncio.Semaphore(16)
+    deadline = time.monotonic() + 600
     async with hub.api() as api:
 
         async def one(login: str) -> None:
             async with semaphore:
-                response = await api.delete(f"/users/{login}/server")
-                if response.status_code not in (202, 204, 400, 404):
-                    raise RuntimeError(f"stop {login}: {response.status_code} {response.text}")
+                while time.monotonic() < deadline:
+                    model = await api.get(f"/users/{login}")
+                    server = (model.json().get("servers") or {}).get("")
+                    if model.status_code == 404 or not server:
+                        return
+                    if server.get("pending") == "spawn":
+                        await asyncio.sleep(1)
+                        continue
+                    response = await api.delete(f"/users/{login}/server")
+                    if response.status_code in (202, 204):
+                        return
+                    if response.status_code != 400:  # 400: not running (any more)
+                        raise RuntimeError(f"stop {login}: {response.status_code} {response.text}")
+                    await asyncio.sleep(1)
 
         await asyncio.gather(*(one(login) for login in logins))
-        deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             response = await api.get("/users", params={"state": "active", "limit": 2000})
             response.raise_for_status()
@@ -581,6 +612,8 @@ async def storm(
         "login_failed": sum(1 for o in outcomes if o.logged_in is None),
         "errors": sorted(errors.items(), key=lambda e: -e[1])[:6],
         "refused_429": sum(o.refused for o in outcomes),
+        "not_running_pages": sum(o.bounced for o in outcomes),
+        "users_bounced": sum(1 for o in outcomes if o.bounced),
         "all_ready_seconds": max(ready_at, default=0.0),
         "wall_seconds": wall,
         "time_to_ready": summary(ready),
@@ -658,7 +691,8 @@ def _line(r: dict[str, Any]) -> str:
     return (
         f"  {r['ready']}/{r['users']} ready, all in {r['all_ready_seconds']:.1f}s, "
         f"p50 {t.get('median', 0):.1f}s p95 {r['time_to_ready_p95']:.1f}s, "
-        f"429s {r['refused_429']}, {r['kube_requests_per_spawn']:.1f} kube requests/spawn, "
+        f"429s {r['refused_429']}, 'not running' {r['not_running_pages']}, "
+        f"{r['kube_requests_per_spawn']:.1f} kube requests/spawn, "
         f"hub CPU {r['cpu_seconds']['hub']:.1f}s, stall {r['hub_loop']['loop_lag_max_ms']:.0f} ms "
         f"({r['hub_loop']['loop_stall_on_cpu_max_ms']:.0f} on CPU)"
     )

@@ -526,12 +526,13 @@ def _kib_mib(kib: int | None) -> str:
 
 def fullstack_table(sizes: list[dict[str, Any]]) -> str:
     lines = [
-        "| users | method | storm | ready / failed (login failed) | 429 retries | all ready"
+        '| users | method | storm | ready / failed (login failed) | 429s | "not running" pages'
+        " (users) | all ready"
         " | time to ready p50 / p95 / p99 | login p50"
         " | hub pages (not `/hub/spawn`) / API p95, users"
         " | prober: `/hub/api/` / `/hub/home` p95 | hub CPU | hub peak RSS"
         " | proxy routes | kube requests / spawn |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for size in sizes:
         for s in size["storms"]:
@@ -540,6 +541,7 @@ def fullstack_table(sizes: list[dict[str, Any]]) -> str:
             lines.append(
                 f"| {s['users']} | {SPAWNER_NAMES[s['method']]} | {s['label']} ({s['pattern']})"
                 f" | {s['ready']} / {s['failed']} ({s['login_failed']}) | {s['refused_429']}"
+                f" | {s['not_running_pages']} ({s['users_bounced']})"
                 f" | {_s(s['all_ready_seconds'])}"
                 f" | {_s(t.get('median'))} / {_s(s['time_to_ready_p95'])} / {_s(t.get('p99'))}"
                 f" | {_s(s['login_seconds'].get('median'))}"
