@@ -329,12 +329,14 @@ async def _flow(
     while _not_running_page(response):
         # JupyterHub redirects here 1 s after /hub/spawn whether the spawn has begun or not
         # (it first re-checks the user with the provider: refresh_pre_spawn); a slower
-        # re-check shows "not running" with a Launch button, which the user presses.
+        # re-check shows "not running" with a Launch button. The user reloads the page
+        # (pressing Launch instead starts a second spawn that JupyterHub refuses with a 500
+        # "pending spawn" page once the first has begun: seen in the first trial runs).
         out.bounced += 1
         if out.bounced > MAX_RETRIES:
             raise RuntimeError(f"'not running' {out.bounced} times")
-        await asyncio.sleep(random.uniform(1.0, 3.0))  # reading the page, clicking
-        response = await hub.provider.browse(http, f"{hub.url}/hub/spawn")
+        await asyncio.sleep(random.uniform(1.0, 3.0))  # reading the page, reloading
+        response = await http.get(response.url)
     path = response.url.path
     if response.status_code != 200:
         raise RuntimeError(f"{response.status_code} at {path}")
