@@ -255,6 +255,7 @@ class UserOutcome:
     started_at: float = 0.0  # time.perf_counter() at arrival
     refused: int = 0  # 429 answers
     bounced: int = 0  # "not running" pages while the spawn was starting
+    relaunched: int = 0  # Launch pressed on one of them
     error: str | None = None
     hub_requests: list[tuple[str, float]] = field(default_factory=list)
 
@@ -329,14 +330,19 @@ async def _flow(
     while _not_running_page(response):
         # JupyterHub redirects here 1 s after /hub/spawn whether the spawn has begun or not
         # (it first re-checks the user with the provider: refresh_pre_spawn); a slower
-        # re-check shows "not running" with a Launch button. The user reloads the page
-        # (pressing Launch instead starts a second spawn that JupyterHub refuses with a 500
-        # "pending spawn" page once the first has begun: seen in the first trial runs).
+        # re-check shows "not running" with a Launch button. The user reloads the page a
+        # few times, then presses Launch: a re-check that failed (the provider overloaded)
+        # started no spawn at all, and JupyterHub shows nothing else. Pressing Launch at
+        # once answers 500 "pending spawn" once the first spawn has begun (trial runs).
         out.bounced += 1
         if out.bounced > MAX_RETRIES:
             raise RuntimeError(f"'not running' {out.bounced} times")
-        await asyncio.sleep(random.uniform(1.0, 3.0))  # reading the page, reloading
-        response = await http.get(response.url)
+        await asyncio.sleep(random.uniform(2.0, 5.0))  # reading the page
+        if out.bounced % 4:
+            response = await http.get(response.url)  # reload
+        else:
+            out.relaunched += 1
+            response = await hub.provider.browse(http, f"{hub.url}/hub/spawn")
     path = response.url.path
     if response.status_code != 200:
         raise RuntimeError(f"{response.status_code} at {path}")
@@ -616,6 +622,7 @@ async def storm(
         "refused_429": sum(o.refused for o in outcomes),
         "not_running_pages": sum(o.bounced for o in outcomes),
         "users_bounced": sum(1 for o in outcomes if o.bounced),
+        "relaunched": sum(o.relaunched for o in outcomes),
         "all_ready_seconds": max(ready_at, default=0.0),
         "wall_seconds": wall,
         "time_to_ready": summary(ready),
