@@ -40,9 +40,9 @@ from jupyterhub import orm
 from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import _deserialize_state
 from tornado import web
-from tornado.httpclient import HTTPClientError
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Any as AnyTrait
-from traitlets import Bool, Float, List, TraitError, Unicode, default, validate
+from traitlets import Bool, Float, Int, List, TraitError, Unicode, default, validate
 
 from dna_hub.auth import (
     AUTH_STATE_BINDING,
@@ -157,6 +157,35 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         `http_request_kwargs` sets its own.
         """,
     )
+
+    provider_connections = Int(
+        64,
+        config=True,
+        help="""
+        How many requests to the provider may be in flight at once (token exchanges,
+        refresh grants, userinfo). oauthenticator otherwise uses Tornado's shared client,
+        which allows 10: in a login storm the other requests wait in its queue, and those
+        that wait longer than `http_timeout` fail ("Timeout in request queue": failed
+        logins, failed pre-spawn re-checks) — 10 is what a single-user test needs, not a
+        Monday morning. Between 1 and 1024.
+        """,
+    )
+
+    @validate("provider_connections")
+    def _validate_provider_connections(self, proposal: Any) -> int:
+        value = int(proposal["value"])
+        if not 1 <= value <= 1024:
+            raise ConfigurationError(
+                f"DnaOIDCAuthenticator.provider_connections must be between 1 and 1024 "
+                f"(got {value})"
+            )
+        return value
+
+    @default("http_client")
+    def _default_http_client(self) -> AsyncHTTPClient:
+        # Its own client, not Tornado's process-wide one (max_clients 10, shared with
+        # everything else in the hub that uses AsyncHTTPClient()).
+        return AsyncHTTPClient(force_instance=True, max_clients=self.provider_connections)
 
     id_token_signing_algs = List(
         Unicode(),

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
+from tornado.httpclient import AsyncHTTPClient
 
 from devstack.oidc_stack import DEMO_ACCOUNTS, HubProcess, _rsa_jwk
 from dna_hub.errors import ConfigurationError
@@ -444,6 +445,18 @@ async def test_recheck_grace_trusts_a_fresh_login_only_where_configured(oidc_pro
     assert await default.refresh_user(users["default"], request) is False  # asked
     with pytest.raises(ConfigurationError, match="between 0 and 300 seconds"):
         make_authenticator(provider, recheck_grace=301)
+
+
+def test_provider_calls_have_their_own_connection_pool(oidc_provider_factory):
+    """Not Tornado's shared client (10 requests at once, the rest queued until they time out:
+    most logins of a 500-user storm failed with "Timeout in request queue", BENCHMARKS.md)."""
+    provider = oidc_provider_factory(accounts=accounts())
+    authenticator = make_authenticator(provider)
+    assert authenticator.http_client is not AsyncHTTPClient()
+    assert authenticator.http_client.max_clients == 64
+    assert make_authenticator(provider, provider_connections=200).http_client.max_clients == 200
+    with pytest.raises(ConfigurationError, match="between 1 and 1024"):
+        make_authenticator(provider, provider_connections=0)
 
 
 def test_auth_state_off_is_warned(oidc_provider, caplog):
