@@ -339,7 +339,8 @@ async def _flow(
             raise RuntimeError(f"'not running' {out.bounced} times")
         await asyncio.sleep(random.uniform(2.0, 5.0))  # reading the page
         if out.bounced % 4:
-            response = await http.get(response.url)  # reload
+            # reload, following where it leads (/user/<name>/ once the server is ready)
+            response = await hub.provider.browse(http, str(response.url))
         else:
             out.relaunched += 1
             response = await hub.provider.browse(http, f"{hub.url}/hub/spawn")
