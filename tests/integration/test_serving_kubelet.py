@@ -20,15 +20,12 @@ import os
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
-from jupyterhub.objects import Server
 from kubernetes_asyncio.config import kube_config
-from kubespawner import KubeSpawner
 
 from devstack.controlplane import ControlPlane
 from devstack.standins import JSON, Kube
@@ -44,11 +41,14 @@ from devstack.standins.simulated_pods import (
     service_prefix,
 )
 from devstack.standins_process import StandIns, running_standins
-from tests.integration.test_simulated_kubelet import _gone, _namespace, _running
+from tests.integration.test_simulated_kubelet import (
+    _gone,
+    _namespace,
+    _running,
+    stock_kubespawner,
+)
 from tests.integration.test_standins import eventually
 from tests.support.pod_security import (
-    RESTRICTED_CONTAINER_SECURITY_CONTEXT,
-    RESTRICTED_POD_SECURITY_CONTEXT,
     restricted,
 )
 
@@ -508,29 +508,7 @@ async def test_stock_kubespawner_starts_and_stops_on_the_serve_runtime(
     kube, ns = standins_kube, unique_name("kubeflow-ks")
     await _namespace(kube, ns, profile=True)
     try:
-        user = SimpleNamespace(
-            name="erin", escaped_name="erin", id=9, url="/user/erin/", settings={}
-        )
-        hub = SimpleNamespace(
-            public_host="", url="/hub/", base_url="/hub/", api_url="http://127.0.0.1:8081/hub/api"
-        )
-        spawner = KubeSpawner(
-            _mock=True,
-            user=user,
-            hub=hub,
-            namespace=ns,
-            cmd=["jupyterhub-singleuser"],
-            image="quay.io/jupyter/base-notebook:latest",
-            api_token="not-a-real-token",
-            oauth_client_id="jupyterhub-user-erin",
-            node_selector=placement()["nodeSelector"],
-            tolerations=placement()["tolerations"],
-            start_timeout=90,
-            service_account="default-editor",
-            pod_security_context=dict(RESTRICTED_POD_SECURITY_CONTEXT),
-            container_security_context=dict(RESTRICTED_CONTAINER_SECURITY_CONTEXT),
-        )
-        spawner.server = Server(base_url="/user/erin/")
+        spawner = stock_kubespawner(ns, placement())
         url = await asyncio.wait_for(spawner.start(), timeout=120)
         parsed = urlsplit(url)
         spawner.server.ip, spawner.server.port = parsed.hostname, parsed.port

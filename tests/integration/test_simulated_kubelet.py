@@ -361,29 +361,7 @@ async def test_stock_kubespawner_starts_and_stops_on_the_none_runtime(
     kube, ns = standins_kube, unique_name("kubeflow-ks")
     await _namespace(kube, ns, profile=True)
     try:
-        user = SimpleNamespace(
-            name="erin", escaped_name="erin", id=9, url="/user/erin/", settings={}
-        )
-        hub = SimpleNamespace(
-            public_host="", url="/hub/", base_url="/hub/", api_url="http://127.0.0.1:8081/hub/api"
-        )
-        spawner = KubeSpawner(
-            _mock=True,
-            user=user,
-            hub=hub,
-            namespace=ns,
-            cmd=["jupyterhub-singleuser"],
-            image="quay.io/jupyter/base-notebook:latest",
-            api_token="not-a-real-token",
-            oauth_client_id="jupyterhub-user-erin",
-            node_selector=placement()["nodeSelector"],
-            tolerations=placement()["tolerations"],
-            start_timeout=90,
-            service_account="default-editor",
-            pod_security_context=dict(RESTRICTED_POD_SECURITY_CONTEXT),
-            container_security_context=dict(RESTRICTED_CONTAINER_SECURITY_CONTEXT),
-        )
-        spawner.server = Server(base_url="/user/erin/")
+        spawner = stock_kubespawner(ns, placement())
         url = await asyncio.wait_for(spawner.start(), timeout=120)
         # What the Hub does with the URL start() returns (poll() compares against it).
         parsed = urlsplit(url)
@@ -399,3 +377,31 @@ async def test_stock_kubespawner_starts_and_stops_on_the_none_runtime(
         assert await kube.get_or_none(path) is None
     finally:
         await kube.delete(f"/api/v1/namespaces/{ns}")
+
+
+def stock_kubespawner(namespace: str, placement: dict[str, Any]) -> KubeSpawner:
+    """Stock KubeSpawner for user erin in `namespace` (a profile namespace: the hub's
+    identity is confined there), as default-editor, Pod Security "restricted", placed on a
+    stand-in node by `placement` (its nodeSelector and tolerations)."""
+    user = SimpleNamespace(name="erin", escaped_name="erin", id=9, url="/user/erin/", settings={})
+    hub = SimpleNamespace(
+        public_host="", url="/hub/", base_url="/hub/", api_url="http://127.0.0.1:8081/hub/api"
+    )
+    spawner = KubeSpawner(
+        _mock=True,
+        user=user,
+        hub=hub,
+        namespace=namespace,
+        cmd=["jupyterhub-singleuser"],
+        image="quay.io/jupyter/base-notebook:latest",
+        api_token="not-a-real-token",
+        oauth_client_id="jupyterhub-user-erin",
+        node_selector=placement["nodeSelector"],
+        tolerations=placement["tolerations"],
+        start_timeout=90,
+        service_account="default-editor",
+        pod_security_context=dict(RESTRICTED_POD_SECURITY_CONTEXT),
+        container_security_context=dict(RESTRICTED_CONTAINER_SECURITY_CONTEXT),
+    )
+    spawner.server = Server(base_url="/user/erin/")
+    return spawner
