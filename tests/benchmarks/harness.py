@@ -48,16 +48,39 @@ HUB_REQUEST_TIMEOUT = 3.0
 #: refuse a namespace create by it: 422). So stock KubeSpawner is measured as deployed on
 #: its own, and DnaSpawner pays for its guards.
 STOCK_SERVICE_ACCOUNT = "stock-kubespawner"
-STOCK_KUBESPAWNER_RBAC: list[dict[str, Any]] = [
-    {
+STOCK_ROLE = "dna-hub-benchmark-stock-kubespawner"
+#: The old platform's hub: DnaSpawner's hub RBAC (it applied the same objects with kubectl),
+#: stock KubeSpawner's (it created the namespace) and the old method's ``get`` rules
+#: (oldmethod.OLD_METHOD_RBAC) — and, as on the old platform, no admission guard.
+OLD_PLATFORM_SERVICE_ACCOUNT = "old-platform-hub"
+
+
+def _service_account(name: str) -> dict[str, Any]:
+    return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": {"name": STOCK_SERVICE_ACCOUNT, "namespace": "jupyterhub"},
-    },
+        "metadata": {"name": name, "namespace": "jupyterhub"},
+    }
+
+
+def _cluster_role_binding(name: str, role: str, service_account: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [
+            {"kind": "ServiceAccount", "name": service_account, "namespace": "jupyterhub"}
+        ],
+    }
+
+
+STOCK_KUBESPAWNER_RBAC: list[dict[str, Any]] = [
+    _service_account(STOCK_SERVICE_ACCOUNT),
     {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",
-        "metadata": {"name": "dna-hub-benchmark-stock-kubespawner"},
+        "metadata": {"name": STOCK_ROLE},
         "rules": [
             {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["create", "get"]},
             {
@@ -68,51 +91,15 @@ STOCK_KUBESPAWNER_RBAC: list[dict[str, Any]] = [
             {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
         ],
     },
-    {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": "dna-hub-benchmark-stock-kubespawner"},
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": "dna-hub-benchmark-stock-kubespawner",
-        },
-        "subjects": [
-            {"kind": "ServiceAccount", "name": STOCK_SERVICE_ACCOUNT, "namespace": "jupyterhub"}
-        ],
-    },
+    _cluster_role_binding(STOCK_ROLE, STOCK_ROLE, STOCK_SERVICE_ACCOUNT),
 ]
-
-
-#: The old platform's hub: DnaSpawner's hub RBAC (it applied the same objects with kubectl),
-#: stock KubeSpawner's (it created the namespace) and the old method's ``get`` rules
-#: (oldmethod.OLD_METHOD_RBAC) — and, as on the old platform, no admission guard.
-OLD_PLATFORM_SERVICE_ACCOUNT = "old-platform-hub"
 OLD_PLATFORM_RBAC: list[dict[str, Any]] = [
-    {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": {"name": OLD_PLATFORM_SERVICE_ACCOUNT, "namespace": "jupyterhub"},
-    },
+    _service_account(OLD_PLATFORM_SERVICE_ACCOUNT),
     *(
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": f"dna-hub-benchmark-old-platform-{role}"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": role,
-            },
-            "subjects": [
-                {
-                    "kind": "ServiceAccount",
-                    "name": OLD_PLATFORM_SERVICE_ACCOUNT,
-                    "namespace": "jupyterhub",
-                }
-            ],
-        }
-        for role in ("dna-hub", "dna-hub-benchmark-stock-kubespawner")
+        _cluster_role_binding(
+            f"dna-hub-benchmark-old-platform-{role}", role, OLD_PLATFORM_SERVICE_ACCOUNT
+        )
+        for role in ("dna-hub", STOCK_ROLE)
     ),
 ]
 

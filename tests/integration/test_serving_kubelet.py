@@ -21,11 +21,9 @@ import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
-from kubernetes_asyncio.config import kube_config
 
 from devstack.controlplane import ControlPlane
 from devstack.standins import JSON, Kube
@@ -45,7 +43,7 @@ from tests.integration.test_simulated_kubelet import (
     _gone,
     _namespace,
     _running,
-    stock_kubespawner,
+    started_stock_kubespawner,
 )
 from tests.integration.test_standins import eventually
 from tests.support.pod_security import (
@@ -502,29 +500,17 @@ async def test_stock_kubespawner_starts_and_stops_on_the_serve_runtime(
     unique_name: Callable[..., str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # As test_simulated_kubelet's KubeSpawner test: the hub's kubeconfig, a profile
-    # namespace, default-editor, Pod Security "restricted".
-    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", os.environ["KUBECONFIG"])
-    kube, ns = standins_kube, unique_name("kubeflow-ks")
-    await _namespace(kube, ns, profile=True)
-    try:
-        spawner = stock_kubespawner(ns, placement())
-        url = await asyncio.wait_for(spawner.start(), timeout=120)
-        parsed = urlsplit(url)
-        spawner.server.ip, spawner.server.port = parsed.hostname, parsed.port
-        path = f"/api/v1/namespaces/{ns}/pods/{spawner.pod_name}"
-        try:
-            pod = await kube.get(path)
-            ip = assert_served_running(pod)
-            assert url == f"http://{ip}:8888"
-            assert await spawner.poll() is None
-            async with aiohttp.ClientSession() as session:
-                status, headers, body, _ = await get(session, f"{url}/user/erin/api")
-            assert status == 200 and json.loads(body) == VERSION
-            assert headers["X-Standin-Pod"] == f"{ns}/{spawner.pod_name}"
-        finally:
-            await asyncio.wait_for(spawner.stop(), timeout=60)
-        assert await kube.get_or_none(path) is None
-        assert await refuses(ip, 8888)
-    finally:
-        await kube.delete(f"/api/v1/namespaces/{ns}")
+    ns = unique_name("kubeflow-ks")
+    async with started_stock_kubespawner(standins_kube, ns, placement(), monkeypatch) as (
+        spawner,
+        url,
+        pod,
+    ):
+        ip = assert_served_running(pod)
+        assert url == f"http://{ip}:8888"
+        assert await spawner.poll() is None
+        async with aiohttp.ClientSession() as session:
+            status, headers, body, _ = await get(session, f"{url}/user/erin/api")
+        assert status == 200 and json.loads(body) == VERSION
+        assert headers["X-Standin-Pod"] == f"{ns}/{spawner.pod_name}"
+    assert await refuses(ip, 8888)  # the pod is gone: so is its socket

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -353,30 +354,42 @@ async def test_stock_kubespawner_starts_and_stops_on_the_none_runtime(
     unique_name: Callable[..., str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # KubeSpawner's load_kube_config() must see the hub's kubeconfig (see
-    # tests/integration/test_kubespawner_standins.py): stock KubeSpawner runs with the hub's
-    # identity, which the admission guards confine to profile namespaces, as default-editor,
-    # Pod Security "restricted" — so that is where, and how, it runs the pod.
+    async with started_stock_kubespawner(
+        standins_kube, unique_name("kubeflow-ks"), placement(), monkeypatch
+    ) as (spawner, url, pod):
+        assert_simulated_running(pod)
+        assert url == f"http://{pod['status']['podIP']}:8888"
+        assert await spawner.poll() is None
+
+
+@asynccontextmanager
+async def started_stock_kubespawner(
+    kube: Kube, namespace: str, placement: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[KubeSpawner, str, JSON]]:
+    """Stock KubeSpawner started in a new profile namespace: ``(spawner, url, pod)``; on exit
+    it is stopped, its pod must be gone, and the namespace is deleted.
+
+    KubeSpawner's load_kube_config() must see the hub's kubeconfig (see
+    tests/integration/test_kubespawner_standins.py): stock KubeSpawner runs with the hub's
+    identity, which the admission guards confine to profile namespaces, as default-editor,
+    Pod Security "restricted" — so that is where, and how, it runs the pod.
+    """
     monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", os.environ["KUBECONFIG"])
-    kube, ns = standins_kube, unique_name("kubeflow-ks")
-    await _namespace(kube, ns, profile=True)
+    await _namespace(kube, namespace, profile=True)
     try:
-        spawner = stock_kubespawner(ns, placement())
+        spawner = stock_kubespawner(namespace, placement)
         url = await asyncio.wait_for(spawner.start(), timeout=120)
         # What the Hub does with the URL start() returns (poll() compares against it).
         parsed = urlsplit(url)
         spawner.server.ip, spawner.server.port = parsed.hostname, parsed.port
-        path = f"/api/v1/namespaces/{ns}/pods/{spawner.pod_name}"
+        path = f"/api/v1/namespaces/{namespace}/pods/{spawner.pod_name}"
         try:
-            pod = await kube.get(path)
-            assert_simulated_running(pod)
-            assert url == f"http://{pod['status']['podIP']}:8888"
-            assert await spawner.poll() is None
+            yield spawner, url, await kube.get(path)
         finally:
             await asyncio.wait_for(spawner.stop(), timeout=60)
         assert await kube.get_or_none(path) is None
     finally:
-        await kube.delete(f"/api/v1/namespaces/{ns}")
+        await kube.delete(f"/api/v1/namespaces/{namespace}")
 
 
 def stock_kubespawner(namespace: str, placement: dict[str, Any]) -> KubeSpawner:

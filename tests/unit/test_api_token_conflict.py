@@ -48,6 +48,19 @@ async def test_the_spawn_stops_on_a_squatted_secret() -> None:
         await spawner._make_create_pod_request(pod, 5)
 
 
+async def create_pod_and_secret(api: FakeCoreV1) -> tuple[int, str]:
+    """DnaSpawner creates its pod through `api`: how often the pod was read back, and the
+    uid the API-token Secret names as its owner."""
+    spawner = spawner_for("alice", api)
+    pod = V1Pod(metadata=V1ObjectMeta(name=spawner.pod_name))
+    get = mock.AsyncMock(return_value={"metadata": {"uid": "uid-from-get"}})
+    create = mock.AsyncMock(return_value={})
+    with mock.patch.object(KubeApi, "get", get), mock.patch.object(KubeApi, "create", create):
+        assert await spawner._make_create_pod_request(pod, 5) is True
+    (secret,) = [c.args[1] for c in create.await_args_list]
+    return get.await_count, secret["metadata"]["ownerReferences"][0]["uid"]
+
+
 async def test_the_secret_is_owned_by_the_created_pod_without_reading_it_back() -> None:
     """The create's answer carries the pod's uid: no GET of the pod on the way (one request
     fewer on every spawn; tests/benchmarks counts the requests of a returning user)."""
@@ -57,25 +70,10 @@ async def test_the_secret_is_owned_by_the_created_pod_without_reading_it_back() 
             self.calls.append("create_namespaced_pod")
             return V1Pod(metadata=V1ObjectMeta(name=body.metadata.name, uid="uid-from-create"))
 
-    spawner = spawner_for("alice", CreatingCoreV1())
-    pod = V1Pod(metadata=V1ObjectMeta(name=spawner.pod_name))
-    get = mock.AsyncMock(return_value={"metadata": {"uid": "uid-from-get"}})
-    create = mock.AsyncMock(return_value={})
-    with mock.patch.object(KubeApi, "get", get), mock.patch.object(KubeApi, "create", create):
-        assert await spawner._make_create_pod_request(pod, 5) is True
-    get.assert_not_awaited()
-    (secret,) = [c.args[1] for c in create.await_args_list]
-    assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid-from-create"
+    assert await create_pod_and_secret(CreatingCoreV1()) == (0, "uid-from-create")
 
 
 async def test_a_pod_created_by_kubespawners_own_path_is_read_for_its_uid() -> None:
     """After a 409 KubeSpawner's own create runs (it returns no object): the uid is read."""
-    spawner = spawner_for("alice", FakeCoreV1())  # its create answers {}: no uid
-    pod = V1Pod(metadata=V1ObjectMeta(name=spawner.pod_name))
-    get = mock.AsyncMock(return_value={"metadata": {"uid": "uid-from-get"}})
-    create = mock.AsyncMock(return_value={})
-    with mock.patch.object(KubeApi, "get", get), mock.patch.object(KubeApi, "create", create):
-        assert await spawner._make_create_pod_request(pod, 5) is True
-    get.assert_awaited_once()
-    (secret,) = [c.args[1] for c in create.await_args_list]
-    assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid-from-get"
+    # FakeCoreV1's create answers {}: no uid
+    assert await create_pod_and_secret(FakeCoreV1()) == (1, "uid-from-get")
