@@ -637,6 +637,7 @@ async def storm(
         "kube_requests_by_resource": {k: v for k, v in sorted(by_resource.items()) if v},
         "kube_requests_per_spawn": sum(requests.values()) / max(1, len(ready)),
         "hub_loop": {k: v for k, v in probe_after.items() if k.startswith("loop_")},
+        "hub_stalls": probe_after.get("stalls"),
         "cpu_seconds": {k: cpu_after[k] - cpu_before[k] for k in pids},
         "hub_peak_rss_kib": vm_hwm_kib(hub.process.pid),
         "proxy_peak_rss_kib": vm_hwm_kib(bench.proxy_pid),

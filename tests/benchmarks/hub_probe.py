@@ -11,8 +11,11 @@ What only that process can see is measured here, installed from its
   a watch counts once, when it is opened), by HTTP method — counted on
   ``RESTClientObject.request``, the one place every API call goes through;
 * the event loop's lag and the part of it the loop thread spent on CPU
-  (:class:`~tests.benchmarks.looplag.LoopLagProbe`), reset on demand so that a storm's
-  figures are its own: ``touch <probe.json>.reset``;
+  (:class:`~tests.benchmarks.looplag.LoopLagProbe`), and where it went
+  (:class:`~tests.benchmarks.stalls.StallAttribution`: the longest callbacks by CPU, named
+  by coroutine and handler class, GC passes, how many callbacks ran inside the worst
+  stall), reset on demand so that a storm's figures are its own:
+  ``touch <probe.json>.reset``;
 * written to ``probe.json`` (atomically) every ``interval`` seconds; the storm's driver
   reads it once the storm is over.
 
@@ -30,6 +33,7 @@ from typing import Any
 from kubernetes_asyncio.client import rest
 
 from tests.benchmarks.looplag import LoopLagProbe, percentile
+from tests.benchmarks.stalls import StallAttribution
 
 _requests: dict[str, int] = {}
 _by_resource: dict[str, int] = {}
@@ -67,15 +71,19 @@ def _count_requests() -> None:
 
 async def _report(path: Path, interval: float) -> None:
     reset = path.with_name(path.name + ".reset")
-    probe = LoopLagProbe()
-    probe.__enter__()
+
+    def measure() -> tuple[LoopLagProbe, StallAttribution]:
+        attribution = StallAttribution(sample_every=0.002).__enter__()
+        return LoopLagProbe(callbacks_run=lambda: attribution.ran).__enter__(), attribution
+
+    probe, attribution = measure()
     while True:
         await asyncio.sleep(interval)
         if reset.exists():
             reset.unlink()
             probe.__exit__()
-            probe = LoopLagProbe()
-            probe.__enter__()
+            attribution.__exit__()
+            probe, attribution = measure()
             generation = True
         else:
             generation = False
@@ -89,6 +97,19 @@ async def _report(path: Path, interval: float) -> None:
             "loop_lag_p99_ms": probe.p99_ms,
             "loop_stall_on_cpu_max_ms": probe.max_busy_ms,
             "loop_stall_on_cpu_p99_ms": percentile(probe.busy, 99) * 1000,
+            "loop_callbacks": attribution.ran,
+            "loop_callback_cpu_seconds": attribution.ran_cpu_seconds,
+            "stalls": {
+                **attribution.summary(),
+                "worst_on_cpu": {
+                    **attribution.inside(probe.worst_busy_window),
+                    "callbacks_run": probe.worst_busy_callbacks,
+                },
+                "worst_wall": {
+                    **attribution.inside(probe.worst_lag_window),
+                    "callbacks_run": probe.worst_lag_callbacks,
+                },
+            },
         }
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(data))

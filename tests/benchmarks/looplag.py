@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -23,10 +24,21 @@ class LoopLagProbe:
     feel) or the OS not running this process at all (CPU starvation on a busy machine).
     So each wake-up also records the loop thread's CPU time over the interval: the part
     of an overshoot that the thread spent on CPU is the loop's own stall.
+
+    With ``callbacks_run`` (a count of the loop's callbacks so far, e.g.
+    :attr:`~tests.benchmarks.stalls.StallAttribution.ran`) it also records how many
+    callbacks ran inside the worst windows: one means a blocking callback, hundreds a
+    saturated loop.
     """
 
-    def __init__(self, interval: float = 0.005) -> None:
+    def __init__(
+        self, interval: float = 0.005, callbacks_run: Callable[[], int] | None = None
+    ) -> None:
         self.interval = interval
+        self._callbacks_run = callbacks_run or (lambda: 0)
+        #: Callbacks the loop ran inside the worst on-CPU stall and the worst wall stall.
+        self.worst_busy_callbacks = 0
+        self.worst_lag_callbacks = 0
         self.lags: list[float] = []
         self.busy: list[float] = []
         #: Seconds since the probe started at which the worst on-CPU stall ended.
@@ -41,15 +53,20 @@ class LoopLagProbe:
         start = loop.time()
         while True:
             before, cpu_before, wall_before = loop.time(), time.thread_time(), time.perf_counter()
+            ran_before = self._callbacks_run()
             await asyncio.sleep(self.interval)
             lag = loop.time() - before - self.interval
             busy = min(lag, time.thread_time() - cpu_before)
             window = (wall_before + self.interval, time.perf_counter())
+            # this probe's own wake-up is one of them
+            ran = max(0, self._callbacks_run() - ran_before - 1)
             if busy > max(self.busy, default=0.0):
                 self.worst_busy_at = loop.time() - start
                 self.worst_busy_window = window
+                self.worst_busy_callbacks = ran
             if lag > max(self.lags, default=0.0):
                 self.worst_lag_window = window
+                self.worst_lag_callbacks = ran
             self.lags.append(lag)
             self.busy.append(busy)
 

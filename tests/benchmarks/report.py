@@ -595,18 +595,102 @@ def reconcile_table(sizes: list[dict[str, Any]]) -> str:
 
 def fullstack_stalls(sizes: list[dict[str, Any]]) -> str:
     lines = [
-        "| users | method | storm | worst loop stall (wall) | on the loop's CPU | lag p99 |",
-        "|---|---|---|---|---|---|",
+        "| users | method | storm | worst loop stall (wall) | on the loop's CPU | callbacks"
+        " run inside it | lag p99 | loop callbacks, mean CPU each | longest single"
+        " callbacks: CPU ms (of it GC) — what | gen-2 GC passes on the loop thread, longest |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for size in sizes:
         for s in size["storms"]:
             h = s["hub_loop"]
+            stalls = s.get("hub_stalls") or {}
+            worst = stalls.get("worst_on_cpu") or {}
+            top = "; ".join(
+                f"{c['cpu_ms']:.0f} ({c['gc_ms']:.0f}) — {c['what']}"
+                for c in (stalls.get("longest_callbacks") or [])[:2]
+            )
+            gen2 = (stalls.get("gc") or {}).get("2") or {}
+            ran = h.get("loop_callbacks")
+            mean = f"{ran} × {h['loop_callback_cpu_seconds'] / ran * 1e6:.0f} µs" if ran else "–"
             lines.append(
                 f"| {s['users']} | {SPAWNER_NAMES[s['method']]} | {s['label']}"
                 f" | {h['loop_lag_max_ms']:.1f} ms | {h['loop_stall_on_cpu_max_ms']:.1f} ms"
-                f" | {h['loop_lag_p99_ms']:.1f} ms |"
+                f" | {worst.get('callbacks_run', '–')}"
+                f" | {h['loop_lag_p99_ms']:.1f} ms | {mean} | {top or '–'}"
+                f" | {gen2.get('on_loop_thread', '–')},"
+                f" {_n(gen2.get('max_ms_on_loop_thread'))} ms |"
             )
     return "\n".join(lines)
+
+
+def fullstack_stall_samples(sizes: list[dict[str, Any]], top: int = 6) -> str:
+    """Stack samples of the long callbacks, largest size, per method and storm."""
+    if not sizes:
+        return ""
+    size = max(sizes, key=lambda s: s["users"])
+    lines = [
+        f"{size['users']} users: where the hub's long callbacks (≥ 5 ms) spent the loop — the"
+        " loop thread's stack sampled every 2 ms while one ran (innermost frame ← its nearest"
+        " callers outside the standard library), top by time:",
+        "",
+        "| method | storm | sampled in long callbacks | top stacks: ms — where |",
+        "|---|---|---|---|",
+    ]
+    for s in size["storms"]:
+        stalls = s.get("hub_stalls") or {}
+        if "sampled" not in stalls:
+            continue
+        where = "<br>".join(f"{x['ms']:.0f} — `{x['where']}`" for x in stalls["sampled"][:top])
+        lines.append(
+            f"| {SPAWNER_NAMES[s['method']]} | {s['label']}"
+            f" | {stalls['sampled_in_long_callbacks_ms']:.0f} ms | {where or '–'} |"
+        )
+    return "\n".join(lines)
+
+
+def _longest_callback(storm: dict[str, Any]) -> dict[str, Any]:
+    callbacks = (storm.get("hub_stalls") or {}).get("longest_callbacks") or []
+    return max(callbacks, key=lambda c: c["cpu_ms"], default={"cpu_ms": 0.0, "what": "–"})
+
+
+def fullstack_stall_target(
+    sizes: list[dict[str, Any]],
+) -> tuple[str, str, str, bool] | None:
+    """The whole hub's worst loop stall at the largest all-at-once new-user storm."""
+    storms = [
+        s
+        for size in sizes
+        for s in size["storms"]
+        if s["method"] == "dna" and s["label"] == "new" and s.get("hub_stalls")
+    ]
+    if not storms:
+        return None
+    storm = max(storms, key=lambda s: s["users"])
+    h = storm["hub_loop"]
+    worst = storm["hub_stalls"].get("worst_on_cpu") or {}
+    longest = _longest_callback(storm)
+    stock = [
+        s
+        for size in sizes
+        for s in size["storms"]
+        if s["method"] == "stock" and s["label"] == "new" and s["users"] == storm["users"]
+    ]
+    measured = (
+        f"{h['loop_stall_on_cpu_max_ms']:.0f} ms on the loop's CPU"
+        f" ({h['loop_lag_max_ms']:.0f} ms wall), {worst.get('callbacks_run', '?')} callbacks"
+        f" inside it; longest single callback {longest['cpu_ms']:.0f} ms ({longest['what']})"
+    )
+    if stock and stock[0].get("hub_stalls"):
+        measured += (
+            f"; stock KubeSpawner {stock[0]['hub_loop']['loop_stall_on_cpu_max_ms']:.0f} ms,"
+            f" longest callback {_longest_callback(stock[0])['cpu_ms']:.0f} ms"
+        )
+    return (
+        f"whole hub, {storm['users']} new users at once: worst event-loop stall",
+        f"≤ {TARGETS['loop_lag_ms']:.0f} ms on the loop's CPU, or the measured reason",
+        measured,
+        h["loop_stall_on_cpu_max_ms"] <= TARGETS["loop_lag_ms"],
+    )
 
 
 def fullstack_errors(sizes: list[dict[str, Any]]) -> str:
@@ -662,6 +746,9 @@ def fullstack_targets(
                 ratio["extra_kube_requests_per_spawn"] <= RETURNING_EXTRA_REQUESTS,
             )
         )
+    stall = fullstack_stall_target(sizes)
+    if stall:
+        out.append(stall)
     if sizes:
         storms = [s for size in sizes for s in size["storms"]]
         failed = sum(s["failed"] for s in storms)
@@ -725,6 +812,8 @@ def fullstack_markdown(results: dict[str, Any], previous: dict[str, Any] | None)
         " `tests/benchmarks/hub_probe.py`):",
         "",
         fullstack_stalls(sizes),
+        "",
+        fullstack_stall_samples(sizes),
         "",
         "CPU seconds per process during each storm (2 cores for everything, the load"
         " generator included):",

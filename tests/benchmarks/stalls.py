@@ -9,17 +9,31 @@
 * every garbage collection (``gc.callbacks``) is timed with its generation and the thread
   it ran on — a collection runs on whichever thread allocated when a threshold was crossed,
   with the GIL held, so one on another thread stalls the loop too (off its CPU);
-* the GC time that fell inside each long callback is attributed to it.
+* the GC time that fell inside each long callback is attributed to it;
+* how many callbacks ran and their CPU in all, so that a long loop *iteration* (many short
+  callbacks ready at once: a saturated loop) can be told from one long callback (blocking
+  code): :attr:`StallAttribution.ran` read at both ends of a window.
 
-Cost: two clock reads per callback and per collection.
+With ``sample_every`` set, a thread also samples the loop thread's stack while a callback
+has run longer than ``min_seconds`` (a poor man's profiler of the stalls only): the samples,
+weighted by the time between them, say which code inside the long callbacks holds the loop —
+the innermost frame and its nearest callers outside the standard library.
+
+A task step is named by its coroutine and, for a method, the class of its ``self`` — the
+request handler's class for a Tornado request (``RequestHandler._execute``), which is
+what says which hub page or API the time went to.
+
+Cost: two clock reads per callback and per collection, and a frame reference per task step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +62,10 @@ class StallAttribution:
 
     keep: int = 12
     min_seconds: float = 0.005
+    #: Seconds between stack samples of a long callback (0: no sampling).
+    sample_every: float = 0.0
+    #: Seconds of long callbacks per sampled stack (``where ← callers``).
+    sampled: Counter[str] = field(default_factory=Counter)
     collections: list[Collection] = field(default_factory=list)
     long_callbacks: list[LongCallback] = field(default_factory=list)
     _origin: float = 0.0
@@ -56,6 +74,10 @@ class StallAttribution:
     _gc_on_loop: float = 0.0
     _original_run: Any = None
     _closed: bool = False
+    _running_since: float = 0.0
+    #: Callbacks run so far, and the loop thread's CPU seconds spent in them.
+    ran: int = 0
+    ran_cpu_seconds: float = 0.0
 
     def __enter__(self) -> StallAttribution:
         self._origin = time.perf_counter()
@@ -65,18 +87,40 @@ class StallAttribution:
         attribution = self
 
         def timed_run(handle: asyncio.events.Handle) -> None:
+            # the frame outlives the step (a finished coroutine's frame keeps its locals), so
+            # a long last step can still be named by its handler
+            frame = _task_frame(handle)
             start, cpu, gc_before = time.perf_counter(), time.thread_time(), attribution._gc_on_loop
+            attribution._running_since = start
             try:
                 original(handle)
             finally:
+                attribution._running_since = 0.0
                 seconds = time.perf_counter() - start
+                cpu_seconds = time.thread_time() - cpu
+                attribution.ran += 1
+                attribution.ran_cpu_seconds += cpu_seconds
                 # a step that outlives the measurement (the harness's own work after it) is
                 # not the storm's
                 if seconds >= attribution.min_seconds and not attribution._closed:
-                    attribution._long(handle, start, seconds, time.thread_time() - cpu, gc_before)
+                    attribution._long(handle, frame, start, seconds, cpu_seconds, gc_before)
 
         asyncio.events.Handle._run = timed_run  # type: ignore[method-assign]
+        if self.sample_every:
+            threading.Thread(target=self._sample, name="stall-sampler", daemon=True).start()
         return self
+
+    def _sample(self) -> None:
+        last = time.perf_counter()
+        while not self._closed:
+            time.sleep(self.sample_every)
+            now = time.perf_counter()
+            since, weight, last = self._running_since, min(now - last, 0.05), now
+            if not since or now - since < self.min_seconds:
+                continue
+            frame = sys._current_frames().get(self._loop_thread)
+            if frame is not None:
+                self.sampled[_where(frame)] += weight
 
     def __exit__(self, *exc: object) -> None:
         self._closed = True
@@ -98,11 +142,17 @@ class StallAttribution:
         )  # fmt: skip
 
     def _long(
-        self, handle: Any, start: float, seconds: float, cpu: float, gc_before: float
+        self,
+        handle: Any,
+        frame: Any,
+        start: float,
+        seconds: float,
+        cpu: float,
+        gc_before: float,
     ) -> None:
         self.long_callbacks.append(
             LongCallback(start - self._origin, seconds, cpu, self._gc_on_loop - gc_before,
-                         describe_callback(handle))
+                         describe_callback(handle, frame))
         )  # fmt: skip
         if len(self.long_callbacks) > self.keep * 4:
             self.long_callbacks.sort(key=lambda c: -c.cpu_seconds)
@@ -148,7 +198,13 @@ class StallAttribution:
                 "total_ms": sum(c.seconds for c in passes) * 1000,
             }
         longest = sorted(self.long_callbacks, key=lambda c: -c.cpu_seconds)[: self.keep]
+        sampled = [
+            {"ms": seconds * 1000, "where": where}
+            for where, seconds in self.sampled.most_common(self.keep)
+        ]
         return {
+            "sampled_in_long_callbacks_ms": sum(self.sampled.values()) * 1000,
+            "sampled": sampled,
             "gc": by_generation,
             "longest_callbacks": [
                 {
@@ -163,15 +219,47 @@ class StallAttribution:
         }
 
 
-def describe_callback(handle: Any) -> str:
-    """What a loop callback is: a task step names its coroutine; else the function."""
+def _frame_name(frame: Any) -> str:
+    path = frame.f_code.co_filename
+    parts = path.split("/")
+    where = "/".join(parts[-2:]) if "site-packages" in path or "dna_hub" in path else parts[-1]
+    return f"{where}:{frame.f_code.co_qualname}"
+
+
+def _where(frame: Any, callers: int = 3) -> str:
+    """``innermost frame ← its nearest callers outside the standard library``."""
+    names = [_frame_name(frame)]
+    frame = frame.f_back
+    while frame is not None and len(names) <= callers:
+        path = frame.f_code.co_filename
+        if "site-packages" in path or "/dna_hub/" in path:
+            names.append(_frame_name(frame))
+        frame = frame.f_back
+    return " ← ".join(names)
+
+
+def _task_frame(handle: Any) -> Any:
+    """The frame of the coroutine a task-step handle will run (None for other callbacks)."""
+    owner = getattr(getattr(handle, "_callback", None), "__self__", None)
+    if isinstance(owner, asyncio.Task):
+        coro = owner.get_coro()
+        return getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+    return None
+
+
+def describe_callback(handle: Any, frame: Any = None) -> str:
+    """What a loop callback is: a task step names its coroutine (and its ``self``'s class,
+    e.g. the Tornado handler); else the function."""
     callback = getattr(handle, "_callback", None)
     owner = getattr(callback, "__self__", None)
     if isinstance(owner, asyncio.Task):
         coro = owner.get_coro()
         code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
         if code is not None:
-            return f"task step: {code.co_qualname} ({code.co_filename.rsplit('/', 2)[-2:][-1]})"
+            where = code.co_filename.rsplit("/", 1)[-1]
+            this = frame.f_locals.get("self") if frame is not None else None
+            of = f" of {type(this).__name__}" if this is not None else ""
+            return f"task step: {code.co_qualname}{of} ({where})"
         return f"task step: {owner.get_name()}"
     name = getattr(callback, "__qualname__", None) or repr(callback)
     module = getattr(callback, "__module__", None) or ""
