@@ -405,10 +405,24 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
     return out
 
 
-def targets_table(results: dict[str, Any]) -> str:
-    lines = ["| target | goal | measured | met |", "|---|---|---|---|"]
+def targets_table(results: dict[str, Any], previous: dict[str, Any] | None = None) -> str:
+    """The targets and verdicts; with ``previous`` (another full run), its verdicts beside."""
+    if previous is None:
+        lines = ["| target | goal | measured | met |", "|---|---|---|---|"]
+        for name, goal, measured, met in targets(results):
+            lines.append(f"| {name} | {goal} | {measured} | {'✅' if met else '❌'} |")
+        return "\n".join(lines)
+    other = {name: (measured, met) for name, _, measured, met in targets(previous)}
+    lines = [
+        "| target | goal | measured | met | the other run: measured | met |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, goal, measured, met in targets(results):
-        lines.append(f"| {name} | {goal} | {measured} | {'✅' if met else '❌'} |")
+        then, then_met = other.get(name, ("not measured", None))
+        mark = "–" if then_met is None else ("✅" if then_met else "❌")
+        lines.append(
+            f"| {name} | {goal} | {measured} | {'✅' if met else '❌'} | {then} | {mark} |"
+        )
     return "\n".join(lines)
 
 
@@ -424,7 +438,17 @@ def results_markdown(results: dict[str, Any], previous: dict[str, Any] | None = 
         "",
         "### Targets",
         "",
-        targets_table(results),
+        *(
+            [
+                "Beside each verdict, the same target in the other full run"
+                f" (`{previous['config']['command']}` at {previous['machine']['date']}):"
+                " the spread of two runs on this machine.",
+                "",
+            ]
+            if previous
+            else []
+        ),
+        targets_table(results, previous),
     ]
     parts += fullstack_markdown(results, previous)
     if "first_spawn" in results:
@@ -633,19 +657,40 @@ def fullstack_stall_samples(sizes: list[dict[str, Any]], top: int = 6) -> str:
         " loop thread's stack sampled every 2 ms while one ran (innermost frame ← its nearest"
         " callers outside the standard library), top by time:",
         "",
-        "| method | storm | sampled in long callbacks | top stacks: ms — where |",
-        "|---|---|---|---|",
+        "| method | storm | sampled in long callbacks | by package (whose code asked) |"
+        " top stacks: ms — where |",
+        "|---|---|---|---|---|",
     ]
     for s in size["storms"]:
         stalls = s.get("hub_stalls") or {}
         if "sampled" not in stalls:
             continue
         where = "<br>".join(f"{x['ms']:.0f} — `{x['where']}`" for x in stalls["sampled"][:top])
+        packages = ", ".join(
+            f"{package} {ms:.0f} ms"
+            for package, ms in list((stalls.get("sampled_packages_ms") or {}).items())[:4]
+        )
         lines.append(
             f"| {SPAWNER_NAMES[s['method']]} | {s['label']}"
-            f" | {stalls['sampled_in_long_callbacks_ms']:.0f} ms | {where or '–'} |"
+            f" | {stalls['sampled_in_long_callbacks_ms']:.0f} ms | {packages or '–'}"
+            f" | {where or '–'} |"
         )
     return "\n".join(lines)
+
+
+def _sampled_shares(stalls: dict[str, Any], top: int = 3) -> str:
+    """``; long callbacks' sampled time: 71 % sqlalchemy, 9 % jupyterhub, …``."""
+    packages = stalls.get("sampled_packages_ms") or {}
+    total = sum(packages.values())
+    if not total:
+        return ""
+    shares = sorted(packages.items(), key=lambda p: -p[1])[:top]
+    dna = packages.get("dna_hub", 0.0)
+    return (
+        "; long callbacks' sampled time: "
+        + ", ".join(f"{ms / total:.0%} {package}" for package, ms in shares)
+        + f" (dna_hub {dna / total:.0%})"
+    )
 
 
 def _longest_callback(storm: dict[str, Any]) -> dict[str, Any]:
@@ -679,6 +724,7 @@ def fullstack_stall_target(
         f"{h['loop_stall_on_cpu_max_ms']:.0f} ms on the loop's CPU"
         f" ({h['loop_lag_max_ms']:.0f} ms wall), {worst.get('callbacks_run', '?')} callbacks"
         f" inside it; longest single callback {longest['cpu_ms']:.0f} ms ({longest['what']})"
+        f"{_sampled_shares(storm['hub_stalls'])}"
     )
     if stock and stock[0].get("hub_stalls"):
         measured += (

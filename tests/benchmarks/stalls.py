@@ -66,6 +66,8 @@ class StallAttribution:
     sample_every: float = 0.0
     #: Seconds of long callbacks per sampled stack (``where ← callers``).
     sampled: Counter[str] = field(default_factory=Counter)
+    #: The same seconds by the package whose code asked for them.
+    sampled_packages: Counter[str] = field(default_factory=Counter)
     collections: list[Collection] = field(default_factory=list)
     long_callbacks: list[LongCallback] = field(default_factory=list)
     _origin: float = 0.0
@@ -120,7 +122,9 @@ class StallAttribution:
                 continue
             frame = sys._current_frames().get(self._loop_thread)
             if frame is not None:
-                self.sampled[_where(frame)] += weight
+                where, package = _where(frame)
+                self.sampled[where] += weight
+                self.sampled_packages[package] += weight
 
     def __exit__(self, *exc: object) -> None:
         self._closed = True
@@ -205,6 +209,9 @@ class StallAttribution:
         return {
             "sampled_in_long_callbacks_ms": sum(self.sampled.values()) * 1000,
             "sampled": sampled,
+            "sampled_packages_ms": {
+                package: seconds * 1000 for package, seconds in self.sampled_packages.most_common()
+            },
             "gc": by_generation,
             "longest_callbacks": [
                 {
@@ -219,23 +226,34 @@ class StallAttribution:
         }
 
 
+def _package(path: str) -> str | None:
+    """The installed package (or ``dna_hub``) a code file belongs to; None for the stdlib."""
+    if "site-packages/" in path:
+        return path.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
+    if "/dna_hub/" in path:
+        return "dna_hub"
+    return None
+
+
 def _frame_name(frame: Any) -> str:
     path = frame.f_code.co_filename
-    parts = path.split("/")
-    where = "/".join(parts[-2:]) if "site-packages" in path or "dna_hub" in path else parts[-1]
-    return f"{where}:{frame.f_code.co_qualname}"
+    package, file = _package(path), path.rsplit("/", 1)[-1]
+    return f"{package + '/' if package else ''}{file}:{frame.f_code.co_qualname}"
 
 
-def _where(frame: Any, callers: int = 3) -> str:
-    """``innermost frame ← its nearest callers outside the standard library``."""
+def _where(frame: Any, callers: int = 3) -> tuple[str, str]:
+    """``innermost frame ← its nearest callers outside the standard library``, and the
+    package of the nearest frame outside it (the code that asked for the time)."""
     names = [_frame_name(frame)]
+    owner = _package(frame.f_code.co_filename)
     frame = frame.f_back
     while frame is not None and len(names) <= callers:
-        path = frame.f_code.co_filename
-        if "site-packages" in path or "/dna_hub/" in path:
+        package = _package(frame.f_code.co_filename)
+        if package:
             names.append(_frame_name(frame))
+            owner = owner or package
         frame = frame.f_back
-    return " ← ".join(names)
+    return " ← ".join(names), owner or "stdlib"
 
 
 def _task_frame(handle: Any) -> Any:
