@@ -314,6 +314,7 @@ class OIDCProvider:
         ttl: dict[str, int] | None = None,
         issuer: str | None = None,
         hostile: dict[str, Any] | None = None,
+        store_size: int | None = None,
     ) -> None:
         self.node_modules = node_modules
         self.work_dir = work_dir
@@ -328,6 +329,8 @@ class OIDCProvider:
             "ttl": ttl or {},
             "modulesDir": str(node_modules),
             "hostile": hostile or {},
+            # entries of the provider's in-memory store (None: provider.mjs's 1,000,000)
+            "storeSize": store_size,
         }
         self.process: subprocess.Popen[str] | None = None
         self.issuer = ""

@@ -16,6 +16,8 @@
 //              Any other login (the form says "Enter any login") is a plain user with a
 //              verified email and no groups, so a hub refuses it politely (no allowed group).
 //   ttl        token lifetimes in seconds (AccessToken, IdToken, RefreshToken, ...)
+//   storeSize  entries the in-memory store keeps (default 1,000,000; oidc-provider's own
+//              default, 1000, evicts live refresh tokens past ~150 logged-in users)
 //   modulesDir where `npm ci` put node_modules (the fixture installs into a cache dir)
 //   hostile    optional misbehaviours for tests (all off unless set):
 //              tokenType  the token_type every token response claims (e.g. "N_A")
@@ -48,6 +50,15 @@ const pkg = JSON.parse(readFileSync(join(modulesDir, 'oidc-provider', 'package.j
 const { default: Provider } = await import(
   pathToFileURL(join(modulesDir, 'oidc-provider', pkg.main || 'lib/index.js')).href
 );
+// oidc-provider's default store (its development MemoryAdapter) is an LRU of 1000 entries:
+// each logged-in user holds ~6 (session, grant, codes, tokens), so past ~150 users it evicts
+// live grants and refresh tokens, and the hub's re-checks fail with `invalid_grant` — the
+// store forgetting, not the provider refusing. Same adapter, with room for every user
+// (entries still expire with their tokens).
+const lib = (path) => pathToFileURL(join(modulesDir, 'oidc-provider', 'lib', path)).href;
+const { default: MemoryAdapter } = await import(lib('adapters/memory_adapter.js'));
+const { default: LRU } = await import(lib('helpers/lru.js'));
+const store = new LRU({ maxSize: config.storeSize || 1_000_000 });
 
 const accounts = config.accounts || {};
 // Accounts deleted through the test endpoint: gone, not "any other login".
@@ -78,6 +89,7 @@ const provider = new Provider(issuer, {
   clients: config.clients || [],
   jwks: { keys: config.keys },
   cookies: { keys: [randomBytes(32).toString('hex')] },
+  adapter: (model) => new MemoryAdapter(model, store),
   async findAccount(ctx, id) {
     if (deleted.has(id)) return undefined;
     const account = Object.hasOwn(accounts, id) ? accounts[id] : unknownAccount(id);

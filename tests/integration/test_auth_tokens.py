@@ -83,6 +83,23 @@ async def test_wrong_audience(oidc_provider):
     assert error.value.reason == "audience"
 
 
+async def test_provider_store_keeps_every_users_refresh_token(oidc_provider_factory):
+    """The dev provider must not forget live grants under load (the storms log in 1000
+    users): oidc-provider's own store is a 1000-entry LRU. With a store that small (30
+    entries) the first user's refresh token is gone after 10 more logins; with the
+    provider's default it is still honoured."""
+
+    async def first_refresh_after_others(provider: OIDCProvider) -> int:
+        first = await provider.obtain_tokens("alice")
+        for i in range(10):
+            await provider.obtain_tokens(f"user-{i}")
+        answer = await provider.refresh(first.response["refresh_token"], TOKEN_CLIENT)
+        return answer.status_code
+
+    assert await first_refresh_after_others(oidc_provider_factory(store_size=30)) == 400
+    assert await first_refresh_after_others(oidc_provider_factory()) == 200
+
+
 async def test_expired(oidc_provider_factory):
     # exp = iat + 3 with whole seconds: between 2 and 3 s of real validity.
     short = oidc_provider_factory(ttl={"IdToken": 3})
