@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from kubernetes_asyncio.client import rest
 from tests.benchmarks.looplag import LoopLagProbe, percentile
 from tests.benchmarks.stalls import StallAttribution
 
+log = logging.getLogger("JupyterHub")
 _requests: dict[str, int] = {}
 _by_resource: dict[str, int] = {}
 
@@ -116,10 +118,19 @@ async def _report(path: Path, interval: float) -> None:
         tmp.replace(path)
 
 
+async def _report_until_cancelled(path: Path, interval: float) -> None:
+    # a probe that dies silently looks like a hub that stopped answering: say why instead
+    try:
+        await _report(path, interval)
+    except Exception:
+        log.exception("the benchmark probe stopped reporting to %s", path)
+        raise
+
+
 def install(path: str, interval: float = 0.5) -> None:
     """Start counting and reporting in the running hub (call from jupyterhub_config.py)."""
     _count_requests()
-    task = asyncio.get_running_loop().create_task(_report(Path(path), interval))
+    task = asyncio.get_running_loop().create_task(_report_until_cancelled(Path(path), interval))
     _tasks.add(task)
 
 

@@ -77,6 +77,8 @@ class StallAttribution:
     _original_run: Any = None
     _closed: bool = False
     _running_since: float = 0.0
+    # the sampler thread adds to the counters while the loop thread summarises them
+    _sampled_lock: threading.Lock = field(default_factory=threading.Lock)
     #: Callbacks run so far, and the loop thread's CPU seconds spent in them.
     ran: int = 0
     ran_cpu_seconds: float = 0.0
@@ -123,8 +125,9 @@ class StallAttribution:
             frame = sys._current_frames().get(self._loop_thread)
             if frame is not None:
                 where, package = _where(frame)
-                self.sampled[where] += weight
-                self.sampled_packages[package] += weight
+                with self._sampled_lock:
+                    self.sampled[where] += weight
+                    self.sampled_packages[package] += weight
 
     def __exit__(self, *exc: object) -> None:
         self._closed = True
@@ -202,16 +205,15 @@ class StallAttribution:
                 "total_ms": sum(c.seconds for c in passes) * 1000,
             }
         longest = sorted(self.long_callbacks, key=lambda c: -c.cpu_seconds)[: self.keep]
-        sampled = [
-            {"ms": seconds * 1000, "where": where}
-            for where, seconds in self.sampled.most_common(self.keep)
-        ]
+        with self._sampled_lock:
+            sampled_stacks = self.sampled.most_common(self.keep)
+            packages = self.sampled_packages.most_common()
+            sampled_ms = sum(self.sampled.values()) * 1000
+        sampled = [{"ms": seconds * 1000, "where": where} for where, seconds in sampled_stacks]
         return {
-            "sampled_in_long_callbacks_ms": sum(self.sampled.values()) * 1000,
+            "sampled_in_long_callbacks_ms": sampled_ms,
             "sampled": sampled,
-            "sampled_packages_ms": {
-                package: seconds * 1000 for package, seconds in self.sampled_packages.most_common()
-            },
+            "sampled_packages_ms": {package: seconds * 1000 for package, seconds in packages},
             "gc": by_generation,
             "longest_callbacks": [
                 {
