@@ -41,6 +41,7 @@ from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import _deserialize_state
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from tornado.simple_httpclient import HTTPTimeoutError
 from traitlets import Any as AnyTrait
 from traitlets import Bool, Float, Int, List, TraitError, Unicode, default, validate
 
@@ -163,13 +164,37 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         config=True,
         help="""
         How many requests to the provider may be in flight at once (token exchanges,
-        refresh grants, userinfo). oauthenticator otherwise uses Tornado's shared client,
-        which allows 10: in a login storm the other requests wait in its queue, and those
-        that wait longer than `http_timeout` fail ("Timeout in request queue": failed
-        logins, failed pre-spawn re-checks) — 10 is what a single-user test needs, not a
-        Monday morning. Between 1 and 1024.
+        refresh grants, userinfo); the others wait for a free one, up to
+        `provider_queue_timeout`. oauthenticator otherwise uses Tornado's shared client,
+        which allows 10 and counts the wait in its queue against the request's own
+        timeout: in a login storm most logins and pre-spawn re-checks failed with "Timeout
+        in request queue" — 10 is what a single-user test needs, not a Monday morning.
+        Between 1 and 1024.
         """,
     )
+
+    provider_queue_timeout = Float(
+        60.0,
+        config=True,
+        help="""
+        Seconds a call to the provider may wait for one of the `provider_connections`
+        (a login storm) before it fails as a timeout. The wait is not part of
+        `http_timeout`, which bounds the request itself once it is sent. The default
+        matches the lifetime providers commonly give an authorization code (60 s): a
+        login that waits longer would be refused by the provider anyway. Between 1 and
+        600.
+        """,
+    )
+
+    @validate("provider_queue_timeout")
+    def _validate_provider_queue_timeout(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if not 1 <= value <= 600:
+            raise ConfigurationError(
+                f"DnaOIDCAuthenticator.provider_queue_timeout must be between 1 and 600 "
+                f"seconds (got {value:g})"
+            )
+        return value
 
     @validate("provider_connections")
     def _validate_provider_connections(self, proposal: Any) -> int:
@@ -526,6 +551,7 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         # (concurrent refresh grants with one refresh token can make a provider with
         # reuse detection revoke the whole grant).
         self._recheck_locks: dict[str, asyncio.Lock] = {}
+        self._provider_slots: asyncio.Semaphore | None = None  # made on first use, on the loop
         self._last_recheck: dict[str, tuple[float, bool]] = {}
         if not self.enable_auth_state:
             if not self.accept_no_revocation:
@@ -590,7 +616,22 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
         for key in ("connect_timeout", "request_timeout"):
             if key not in self.http_request_kwargs:
                 kwargs.setdefault(key, self.http_timeout)
-        return await super().httpfetch(url, *args, **kwargs)
+        # Queue here, with its own budget: the client's queue would count the wait against
+        # the request's timeout (and http_client has room for every slot, so it never does).
+        if self._provider_slots is None:
+            self._provider_slots = asyncio.Semaphore(self.provider_connections)
+        try:
+            await asyncio.wait_for(self._provider_slots.acquire(), self.provider_queue_timeout)
+        except TimeoutError:
+            raise HTTPTimeoutError(
+                f"Timeout waiting {self.provider_queue_timeout:g} s for one of the "
+                f"{self.provider_connections} connections to the provider "
+                "(DnaOIDCAuthenticator.provider_connections, provider_queue_timeout)"
+            ) from None
+        try:
+            return await super().httpfetch(url, *args, **kwargs)
+        finally:
+            self._provider_slots.release()
 
     async def _fetch_json(self, url: str) -> Any:
         """GET a JSON document from the provider (discovery, JWKS) with the hub's TLS rules."""

@@ -17,7 +17,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
 from tornado.httpclient import AsyncHTTPClient
+from tornado.simple_httpclient import HTTPTimeoutError
 
 from devstack.oidc_stack import DEMO_ACCOUNTS, HubProcess, _rsa_jwk
 from dna_hub.errors import ConfigurationError
@@ -457,6 +461,63 @@ def test_provider_calls_have_their_own_connection_pool(oidc_provider_factory):
     assert make_authenticator(provider, provider_connections=200).http_client.max_clients == 200
     with pytest.raises(ConfigurationError, match="between 1 and 1024"):
         make_authenticator(provider, provider_connections=0)
+
+
+class SlowServer:
+    """A loopback HTTP server that answers every GET after `delay` seconds and records how
+    many requests it had in flight at once."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay, self.in_flight, self.most_in_flight = delay, 0, 0
+        server = self
+
+        class Slow(tornado.web.RequestHandler):
+            async def get(self) -> None:
+                server.in_flight += 1
+                server.most_in_flight = max(server.most_in_flight, server.in_flight)
+                await asyncio.sleep(server.delay)
+                server.in_flight -= 1
+                self.write("ok")
+
+        sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+        self.url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}/"
+        self.http = tornado.httpserver.HTTPServer(tornado.web.Application([(r"/", Slow)]))
+        self.http.add_sockets(sockets)
+
+
+async def test_provider_calls_wait_for_a_connection_on_their_own_budget(oidc_provider_factory):
+    """Calls beyond `provider_connections` wait for a free connection up to
+    `provider_queue_timeout`, apart from `http_timeout`: in the HTTP client's own queue the
+    wait counted against the request's timeout, and a 500-user storm's logins failed with
+    "Timeout in request queue" (BENCHMARKS.md)."""
+    provider = oidc_provider_factory(accounts=accounts())
+    server = SlowServer(delay=1.0)
+    try:
+        one = make_authenticator(provider, provider_connections=1, http_timeout=3.0)
+        # the 4th waits 3 s for its turn: in the client's queue that alone was its timeout
+        answers = await asyncio.gather(
+            *(one.httpfetch(server.url, parse_json=False) for _ in range(4))
+        )
+        assert [a.body for a in answers] == [b"ok"] * 4
+        assert server.most_in_flight == 1
+
+        server.delay = 2.0
+        impatient = make_authenticator(
+            provider, provider_connections=1, http_timeout=5.0, provider_queue_timeout=1.0
+        )
+        outcomes = await asyncio.gather(
+            *(impatient.httpfetch(server.url, parse_json=False) for _ in range(3)),
+            return_exceptions=True,
+        )
+        assert outcomes[0].body == b"ok"
+        for waited in outcomes[1:]:
+            assert isinstance(waited, HTTPTimeoutError)
+            assert "provider_queue_timeout" in str(waited)
+            assert "1 connections to the provider" in str(waited)
+    finally:
+        server.http.stop()
+    with pytest.raises(ConfigurationError, match="between 1 and 600 seconds"):
+        make_authenticator(provider, provider_queue_timeout=0.5)
 
 
 def test_auth_state_off_is_warned(oidc_provider, caplog):
