@@ -667,12 +667,20 @@ async def method_storms(
         assert stack.admin_kube is not None
         reconcile = ReconcileWatch(stack.admin_kube)
         await reconcile.start()
+
+    def keep_log(label: str) -> None:
+        # each storm's hub writes a new jupyterhub.log: keep every one (output dir)
+        log = bench.work / "jupyterhub.log"
+        name = f"jupyterhub-{method}-{n}-{label.replace(' ', '-')}.log"
+        (stack.workdir / name).write_bytes(log.read_bytes() if log.exists() else b"")
+
     try:
         await bench.start(stack)
         stack.log(f"full stack: {n} users, {method}, new")
         out.append(
             await storm(stack, bench, logins, label="new", timeout=timeout, reconcile=reconcile)
         )
+        keep_log("new")
         stack.log(_line(out[-1]))
         if reconcile is not None:
             await reconcile.stop()
@@ -683,16 +691,13 @@ async def method_storms(
             await bench.start(stack)
             stack.log(f"full stack: {n} users, {method}, {label}")
             out.append(await storm(stack, bench, logins, label=label, rate=rate, timeout=timeout))
+            keep_log(label)
             stack.log(_line(out[-1]))
         await stop_servers(stack, bench.process, logins)  # type: ignore[arg-type]
     finally:
         if reconcile is not None:
             await reconcile.stop()
-        (stack.workdir / f"jupyterhub-{method}-{n}.log").write_bytes(
-            (bench.work / "jupyterhub.log").read_bytes()
-            if (bench.work / "jupyterhub.log").exists()
-            else b""
-        )
+        keep_log("last")
         bench.stop()
     return out
 
