@@ -657,11 +657,12 @@ async def method_storms(
     *,
     ramp: float | None,
     timeout: float,
-) -> list[dict[str, Any]]:
-    """New users, then returning users (hub restarted), then optionally a returning ramp."""
+    out: list[dict[str, Any]],
+) -> None:
+    """New users, then returning users (hub restarted), then optionally a returning ramp;
+    each storm's result is appended to `out` as it ends, so a later failure keeps it."""
     n = len(logins)
     bench = BenchHub(method, stack.workdir / f"hub-{method}-{n}")
-    out = []
     reconcile = None
     if method == "dna":
         assert stack.admin_kube is not None
@@ -699,7 +700,6 @@ async def method_storms(
             await reconcile.stop()
         keep_log("last")
         bench.stop()
-    return out
 
 
 def _line(r: dict[str, Any]) -> str:
@@ -735,13 +735,24 @@ async def full_stack(
         for n, logins in logins_by_size.items():
             rate = ramp if n in ramp_sizes else None
             entry: dict[str, Any] = {"users": n, "storms": []}
-            for method in METHODS:
-                entry["storms"] += [
-                    {**r, "method": method}
-                    for r in await method_storms(stack, method, logins, ramp=rate, timeout=timeout)
-                ]
-            entry["ratios"] = ratios(entry["storms"])
             out["sizes"].append(entry)
+            for method in METHODS:
+                storms: list[dict[str, Any]] = []
+                try:
+                    await method_storms(
+                        stack, method, logins, ramp=rate, timeout=timeout, out=storms
+                    )
+                except Exception as error:
+                    # what was measured stays; the cluster may still hold this size's
+                    # servers, so no later storm would start clean: stop here
+                    entry["failure"] = {"method": method, "error": str(error)}
+                    log(f"full stack: {n} users, {method}: {error}; no larger size is run")
+                    break
+                finally:
+                    entry["storms"] += [{**r, "method": method} for r in storms]
+            entry["ratios"] = ratios(entry["storms"])
+            if "failure" in entry:
+                break
     finally:
         await stack.close()
         for path in workdir.glob("jupyterhub-*.log"):

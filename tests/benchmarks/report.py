@@ -747,6 +747,11 @@ def fullstack_errors(sizes: list[dict[str, Any]]) -> str:
                 lines.append(
                     f"* {s['users']} {SPAWNER_NAMES[s['method']]} {s['label']}: {count}× {error}"
                 )
+        if failure := size.get("failure"):
+            lines.append(
+                f"* {size['users']} {SPAWNER_NAMES[failure['method']]}: the storms stopped"
+                f" ({failure['error']}); no larger size was run"
+            )
     return "\n".join(lines)
 
 
