@@ -62,6 +62,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--output", type=Path, default=None, help="results directory")
     parser.add_argument("--publish", action="store_true", help="update BENCHMARKS.md")
+    parser.add_argument(
+        "--from-results",
+        type=Path,
+        default=None,
+        help="run nothing: report (and with --publish, publish) this results.json again,"
+        " with this checkout's report code; the run's own command stays in the report",
+    )
     args = parser.parse_args(argv)
     if args.sizes is None:
         args.sizes = "10,30" if args.quick else "50,200,500"
@@ -173,8 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join([".venv/bin/python", "-m", "tests.benchmarks", *(argv or sys.argv[1:])])
     output = args.output = args.output or Path(tempfile.mkdtemp(prefix="dna-hub-benchmarks-"))
     output.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="dna-hub-bench-work-") as work:
-        results = asyncio.run(run(args, Path(work), command))
+    if args.from_results:
+        results = json.loads(args.from_results.read_text())
+        results.get("fullstack", {}).pop("plot", None)
+    else:
+        with tempfile.TemporaryDirectory(prefix="dna-hub-bench-work-") as work:
+            results = asyncio.run(run(args, Path(work), command))
     # First, so that a plot or report that cannot be made loses no run.
     (output / "results.json").write_text(json.dumps(results, indent=2, default=str))
     previous = json.loads(args.previous.read_text()) if args.previous else None

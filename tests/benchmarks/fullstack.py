@@ -56,6 +56,7 @@ from devstack.oidc_stack import (
 )
 from devstack.standins import Kube, list_watch
 from dna_hub.policy.naming import namespace_for
+from tests.benchmarks import report
 from tests.benchmarks.harness import Cluster, cpu_seconds, percentile, summary
 
 #: z2jh's default ``hub.concurrentSpawnLimit``.
@@ -635,7 +636,6 @@ async def storm(
         "prober": latency,
         "kube_requests": requests,
         "kube_requests_by_resource": {k: v for k, v in sorted(by_resource.items()) if v},
-        "kube_requests_per_spawn": sum(requests.values()) / max(1, len(ready)),
         "hub_loop": {k: v for k, v in probe_after.items() if k.startswith("loop_")},
         "hub_stalls": probe_after.get("stalls"),
         "cpu_seconds": {k: cpu_after[k] - cpu_before[k] for k in pids},
@@ -643,6 +643,7 @@ async def storm(
         "proxy_peak_rss_kib": vm_hwm_kib(bench.proxy_pid),
         "proxy_routes": await bench.routes(),
     }
+    result["kube_requests_per_spawn"] = report.requests_per_spawn(result)
     result["hub_cpu_ms_per_user"] = result["cpu_seconds"]["hub"] / n * 1000
     if reconcile is not None:
         values = reconcile.latencies({namespace_for(login) for login in logins})
@@ -750,7 +751,7 @@ async def full_stack(
                     break
                 finally:
                     entry["storms"] += [{**r, "method": method} for r in storms]
-            entry["ratios"] = ratios(entry["storms"])
+            entry["ratios"] = report.ratios(entry["storms"])
             if "failure" in entry:
                 break
     finally:
@@ -761,26 +762,3 @@ async def full_stack(
         with contextlib.suppress(OSError):
             (log_dir / "provider.log").write_bytes(stack.provider.log_file.read_bytes())
     return out
-
-
-def ratios(storms: list[dict[str, Any]]) -> dict[str, Any]:
-    """DnaSpawner / stock for each kind of storm of one size (one run, same machine)."""
-    by = {(s["method"], s["label"]): s for s in storms}
-    out: dict[str, Any] = {}
-    for label in ("new", "returning", "returning ramp"):
-        dna, stock = by.get(("dna", label)), by.get(("stock", label))
-        if not dna or not stock or not stock["all_ready_seconds"]:
-            continue
-        out[label] = {
-            "all_ready": dna["all_ready_seconds"] / stock["all_ready_seconds"],
-            "p50": _safe(dna["time_to_ready"].get("median"), stock["time_to_ready"].get("median")),
-            "p95": _safe(dna["time_to_ready_p95"], stock["time_to_ready_p95"]),
-            "extra_kube_requests_per_spawn": dna["kube_requests_per_spawn"]
-            - stock["kube_requests_per_spawn"],
-            "hub_cpu": _safe(dna["cpu_seconds"]["hub"], stock["cpu_seconds"]["hub"]),
-        }
-    return out
-
-
-def _safe(a: float | None, b: float | None) -> float | None:
-    return a / b if a and b else None

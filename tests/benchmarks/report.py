@@ -405,19 +405,24 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
     return out
 
 
+def _cells(rows: list[tuple[str, str, str, bool]]) -> list[tuple[str, str, str, bool]]:
+    """Table cells: a measured text may quote an error with a ``|`` in it."""
+    return [(n, g, m.replace("|", "\\|"), met) for n, g, m, met in rows]
+
+
 def targets_table(results: dict[str, Any], previous: dict[str, Any] | None = None) -> str:
     """The targets and verdicts; with ``previous`` (another full run), its verdicts beside."""
     if previous is None:
         lines = ["| target | goal | measured | met |", "|---|---|---|---|"]
-        for name, goal, measured, met in targets(results):
+        for name, goal, measured, met in _cells(targets(results)):
             lines.append(f"| {name} | {goal} | {measured} | {'✅' if met else '❌'} |")
         return "\n".join(lines)
-    other = {name: (measured, met) for name, _, measured, met in targets(previous)}
+    other = {name: (measured, met) for name, _, measured, met in _cells(targets(previous))}
     lines = [
         "| target | goal | measured | met | the other run: measured | met |",
         "|---|---|---|---|---|---|",
     ]
-    for name, goal, measured, met in targets(results):
+    for name, goal, measured, met in _cells(targets(results)):
         then, then_met = other.get(name, ("not measured", None))
         mark = "–" if then_met is None else ("✅" if then_met else "❌")
         lines.append(
@@ -572,7 +577,7 @@ def fullstack_table(sizes: list[dict[str, Any]]) -> str:
                 f" | {s['user_page_p95_ms']:,.0f} / {s['user_api_p95_ms']:,.0f} ms"
                 f" | {p['api_version_p95_ms']:,.0f} / {p['home_p95_ms']:,.0f} ms"
                 f" | {s['cpu_seconds']['hub']:,.1f} s | {_kib_mib(s['hub_peak_rss_kib'])}"
-                f" | {s['proxy_routes']} | {s['kube_requests_per_spawn']:.1f} |"
+                f" | {s['proxy_routes']} | {requests_per_spawn(s):.1f} |"
             )
     return "\n".join(lines)
 
@@ -584,7 +589,7 @@ def fullstack_ratio_table(sizes: list[dict[str, Any]], previous: dict[int, Any])
         "|---|---|---|---|---|---|---|---|",
     ]
     for size in sizes:
-        for label, r in size["ratios"].items():
+        for label, r in ratios(size["storms"]).items():
             other = (previous.get(size["users"]) or {}).get(label)
             if other:
                 spread = abs(r["all_ready"] - other["all_ready"]) / (
@@ -770,22 +775,83 @@ def fullstack_cpu(sizes: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def spawns_started(storm: dict[str, Any]) -> int:
+    """Spawns that reached the pod's creation (each makes exactly one ``POST pods``): the
+    denominator of requests per spawn, so a spawn that failed later counts its requests
+    once instead of spreading them over the users who did get ready."""
+    posted = storm.get("kube_requests_by_resource", {}).get("POST pods", 0)
+    return max(1, posted or storm["ready"])
+
+
+def requests_per_spawn(storm: dict[str, Any]) -> float:
+    return sum(storm["kube_requests"].values()) / spawns_started(storm)
+
+
+def ratios(storms: list[dict[str, Any]]) -> dict[str, Any]:
+    """DnaSpawner / stock for each kind of storm of one size (one run, same machine)."""
+    by = {(s["method"], s["label"]): s for s in storms}
+    out: dict[str, Any] = {}
+    for label in ("new", "returning", "returning ramp"):
+        dna, stock = by.get(("dna", label)), by.get(("stock", label))
+        if not dna or not stock or not stock["all_ready_seconds"]:
+            continue
+        out[label] = {
+            "all_ready": dna["all_ready_seconds"] / stock["all_ready_seconds"],
+            "p50": _safe(dna["time_to_ready"].get("median"), stock["time_to_ready"].get("median")),
+            "p95": _safe(dna["time_to_ready_p95"], stock["time_to_ready_p95"]),
+            "extra_kube_requests_per_spawn": requests_per_spawn(dna) - requests_per_spawn(stock),
+            "hub_cpu": _safe(dna["cpu_seconds"]["hub"], stock["cpu_seconds"]["hub"]),
+        }
+    return out
+
+
+def _safe(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def extra_requests_by_resource(dna: dict[str, Any], stock: dict[str, Any]) -> str:
+    """Which requests DnaSpawner's spawns made beyond stock's, per ready spawn."""
+    per = {}
+    for key in set(dna["kube_requests_by_resource"]) | set(stock["kube_requests_by_resource"]):
+        d = dna["kube_requests_by_resource"].get(key, 0) / spawns_started(dna)
+        s = stock["kube_requests_by_resource"].get(key, 0) / spawns_started(stock)
+        if abs(d - s) >= 0.05:
+            per[key] = d - s
+    ranked = sorted(per.items(), key=lambda kv: -abs(kv[1]))[:5]
+    return ", ".join(f"{key} {value:+.2f}" for key, value in ranked) or "none"
+
+
+def _worst_storm_errors(storms: list[dict[str, Any]]) -> str:
+    """The storm with the most failures and its commonest reasons."""
+    worst = max(storms, key=lambda s: s["failed"])
+    if not worst["failed"]:
+        return ""
+    reasons = "; ".join(f"{count}× {error[:90]}" for error, count in worst["errors"][:2])
+    return (
+        f"; most in {worst['users']} {SPAWNER_NAMES[worst['method']]} {worst['label']}"
+        f" ({worst['failed']}: {reasons})"
+    )
+
+
 def fullstack_targets(
     results: dict[str, Any],
 ) -> list[tuple[str, str, str, bool]]:
     out = []
     sizes = (results.get("fullstack") or {}).get("sizes") or []
     for size in sizes:
-        ratio = size["ratios"].get("returning")
+        ratio = ratios(size["storms"]).get("returning")
         if not ratio:
             continue
+        by = {(s["method"], s["label"]): s for s in size["storms"]}
+        dna, stock = by[("dna", "returning")], by[("stock", "returning")]
         out.append(
             (
                 f"returning users, whole hub, {size['users']} at once: DnaSpawner vs stock"
                 " KubeSpawner, time to all ready",
                 f"≤ {RETURNING_RATIO:.2f}× (same run)",
                 f"{ratio['all_ready']:.2f}× (p50 {_n(ratio['p50'], 2)}×, p95"
-                f" {_n(ratio['p95'], 2)}×)",
+                f" {_n(ratio['p95'], 2)}×; hub CPU {_n(ratio['hub_cpu'], 2)}×); ready:"
+                f" DnaSpawner {dna['ready']}, stock {stock['ready']} of {size['users']}",
                 ratio["all_ready"] <= RETURNING_RATIO,
             )
         )
@@ -793,7 +859,8 @@ def fullstack_targets(
             (
                 f"returning users, {size['users']}: extra Kubernetes requests per spawn",
                 f"≤ {RETURNING_EXTRA_REQUESTS:.0f}",
-                f"{ratio['extra_kube_requests_per_spawn']:+.1f}",
+                f"{ratio['extra_kube_requests_per_spawn']:+.1f}"
+                f" ({extra_requests_by_resource(dna, stock)})",
                 ratio["extra_kube_requests_per_spawn"] <= RETURNING_EXTRA_REQUESTS,
             )
         )
@@ -808,7 +875,7 @@ def fullstack_targets(
                 "full-stack storms: every user reaches a ready server",
                 "0 failed",
                 f"{failed} failed of {sum(s['users'] for s in storms)} user sessions"
-                f" ({len(storms)} storms)",
+                f" ({len(storms)} storms){_worst_storm_errors(storms)}",
                 failed == 0,
             )
         )
@@ -821,7 +888,8 @@ def fullstack_markdown(results: dict[str, Any], previous: dict[str, Any] | None)
     if not sizes:
         return []
     prev = {
-        s["users"]: s["ratios"] for s in ((previous or {}).get("fullstack") or {}).get("sizes", [])
+        s["users"]: ratios(s["storms"])
+        for s in ((previous or {}).get("fullstack") or {}).get("sizes", [])
     }
     parts = [
         "",
