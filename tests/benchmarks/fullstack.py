@@ -320,31 +320,37 @@ async def _flow(
     if out.logged_in is None:  # set when the hub's OAuth callback answered (_timed_client)
         raise RuntimeError(f"login failed: {response.status_code} at {response.url.path}")
     backoff = 1.0
-    while response.status_code == 429:
-        out.refused += 1
-        if out.refused > MAX_RETRIES:
-            raise RuntimeError(f"refused {out.refused} times (429)")
-        retry_after = float(response.headers.get("Retry-After") or backoff)
-        await asyncio.sleep(retry_after * random.uniform(0.5, 1.5))
-        backoff = min(backoff * 2, 30.0)
-        response = await hub.provider.browse(http, f"{hub.url}/hub/spawn")
-    while _not_running_page(response):
-        # JupyterHub redirects here 1 s after /hub/spawn whether the spawn has begun or not
-        # (it first re-checks the user with the provider: refresh_pre_spawn); a slower
-        # re-check shows "not running" with a Launch button. The user reloads the page a
-        # few times, then presses Launch: a re-check that failed (the provider overloaded)
-        # started no spawn at all, and JupyterHub shows nothing else. Pressing Launch at
-        # once answers 500 "pending spawn" once the first spawn has begun (trial runs).
-        out.bounced += 1
-        if out.bounced > MAX_RETRIES:
-            raise RuntimeError(f"'not running' {out.bounced} times")
-        await asyncio.sleep(random.uniform(2.0, 5.0))  # reading the page
-        if out.bounced % 4:
-            # reload, following where it leads (/user/<name>/ once the server is ready)
-            response = await hub.provider.browse(http, str(response.url))
-        else:
-            out.relaunched += 1
+    while True:
+        if response.status_code == 429:
+            # JupyterHub's concurrent_spawn_limit: the user waits as told (with jitter) and
+            # asks again — also after a Launch from the "not running" page below
+            out.refused += 1
+            if out.refused > MAX_RETRIES:
+                raise RuntimeError(f"refused {out.refused} times (429)")
+            retry_after = float(response.headers.get("Retry-After") or backoff)
+            await asyncio.sleep(retry_after * random.uniform(0.5, 1.5))
+            backoff = min(backoff * 2, 30.0)
             response = await hub.provider.browse(http, f"{hub.url}/hub/spawn")
+        elif _not_running_page(response):
+            # JupyterHub redirects here 1 s after /hub/spawn whether the spawn has begun or
+            # not (it first re-checks the user with the provider: refresh_pre_spawn); a
+            # slower re-check shows "not running" with a Launch button. The user reloads the
+            # page a few times, then presses Launch: a re-check that failed (the provider
+            # overloaded) started no spawn at all, and JupyterHub shows nothing else.
+            # Pressing Launch at once answers 500 "pending spawn" once the first spawn has
+            # begun (trial runs).
+            out.bounced += 1
+            if out.bounced > MAX_RETRIES:
+                raise RuntimeError(f"'not running' {out.bounced} times")
+            await asyncio.sleep(random.uniform(2.0, 5.0))  # reading the page
+            if out.bounced % 4:
+                # reload, following where it leads (/user/<name>/ once the server is ready)
+                response = await hub.provider.browse(http, str(response.url))
+            else:
+                out.relaunched += 1
+                response = await hub.provider.browse(http, f"{hub.url}/hub/spawn")
+        else:
+            break
     path = response.url.path
     if response.status_code != 200:
         raise RuntimeError(f"{response.status_code} at {path}")
