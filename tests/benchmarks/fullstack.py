@@ -54,7 +54,7 @@ from devstack.oidc_stack import (
     install_node_modules,
     start_hub,
 )
-from devstack.standins import Kube, list_watch
+from devstack.standins import Kube, KubeError, list_watch
 from dna_hub.policy.naming import namespace_for
 from tests.benchmarks import report
 from tests.benchmarks.harness import Cluster, cpu_seconds, percentile, summary
@@ -518,9 +518,15 @@ class ReconcileWatch:
 # ------------------------------------------------------------------------ storms
 
 
-async def stop_servers(stack: Stack, hub: HubProcess, logins: list[str]) -> None:
+async def stop_servers(stack: Stack, hub: HubProcess, logins: list[str]) -> int:
     """Every user's server stopped through the hub's API (a spawn still pending is waited
-    for: JupyterHub refuses to stop it), and every pod gone."""
+    for: JupyterHub refuses to stop it), and every pod gone.
+
+    Returns the pods left behind: pods of the storm's users still there once the hub has no
+    server running — a spawn that failed and whose clean-up failed too (under a saturated
+    API server KubeSpawner's create can time out on the client after the server made the
+    pod, and its deletes time out as well). The user's next spawn replaces such a pod (same
+    name); the harness deletes them as admin so that the next storm starts clean."""
     semaphore = asyncio.Semaphore(16)
     deadline = time.monotonic() + 600
     async with hub.api() as api:
@@ -553,10 +559,26 @@ async def stop_servers(stack: Stack, hub: HubProcess, logins: list[str]) -> None
             raise RuntimeError("servers still active 600 s after being stopped")
     assert stack.admin_kube is not None
     namespaces = {namespace_for(login) for login in logins}
-    while time.monotonic() < deadline:
+
+    async def storm_pods() -> list[dict[str, Any]]:
+        assert stack.admin_kube is not None
         pods = await stack.admin_kube.get("/api/v1/pods", query=[("labelSelector", POD_SELECTOR)])
-        if not any(p["metadata"]["namespace"] in namespaces for p in pods["items"]):
-            return
+        return [p for p in pods["items"] if p["metadata"]["namespace"] in namespaces]
+
+    # the hub's own deletes first (a stopped server's pod is deleted asynchronously)
+    settle = min(deadline, time.monotonic() + 120)
+    while (left := await storm_pods()) and time.monotonic() < settle:
+        await asyncio.sleep(1)
+    left_behind = [p for p in left if not p["metadata"].get("deletionTimestamp")]
+    for pod in left_behind:
+        meta = pod["metadata"]
+        with contextlib.suppress(KubeError):  # 404: gone meanwhile
+            await stack.admin_kube.delete(
+                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
+            )
+    while time.monotonic() < deadline:
+        if not await storm_pods():
+            return len(left_behind)
         await asyncio.sleep(1)
     raise RuntimeError("the storm's pods were not gone 600 s after the servers stopped")
 
@@ -694,14 +716,14 @@ async def method_storms(
             await reconcile.stop()
         phases = [("returning", None)] + ([("returning ramp", ramp)] if ramp else [])
         for label, rate in phases:
-            await stop_servers(stack, bench.process, logins)  # type: ignore[arg-type]
+            out[-1]["pods_left_behind"] = await stop_servers(stack, bench.process, logins)  # type: ignore[arg-type]
             bench.stop()
             await bench.start(stack)
             stack.log(f"full stack: {n} users, {method}, {label}")
             out.append(await storm(stack, bench, logins, label=label, rate=rate, timeout=timeout))
             keep_log(label)
             stack.log(_line(out[-1]))
-        await stop_servers(stack, bench.process, logins)  # type: ignore[arg-type]
+        out[-1]["pods_left_behind"] = await stop_servers(stack, bench.process, logins)  # type: ignore[arg-type]
     finally:
         if reconcile is not None:
             await reconcile.stop()

@@ -752,6 +752,13 @@ def fullstack_errors(sizes: list[dict[str, Any]]) -> str:
                 lines.append(
                     f"* {s['users']} {SPAWNER_NAMES[s['method']]} {s['label']}: {count}× {error}"
                 )
+            if s.get("pods_left_behind"):
+                lines.append(
+                    f"* {s['users']} {SPAWNER_NAMES[s['method']]} {s['label']}:"
+                    f" {s['pods_left_behind']} pod(s) left behind by spawns whose clean-up"
+                    " failed too (no server running for them; deleted by the harness before"
+                    " the next storm, a user's next spawn replaces its own)"
+                )
         if failure := size.get("failure"):
             lines.append(
                 f"* {size['users']} {SPAWNER_NAMES[failure['method']]}: the storms stopped"
