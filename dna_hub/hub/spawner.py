@@ -16,7 +16,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
 from traitlets import default, validate
 
-from dna_hub.errors import DnaHubError, NamingError, ServerNotStarted
+from dna_hub.errors import ApiFailure, DnaHubError, NamingError, ServerNotStarted
 from dna_hub.hub import name_check, server_choice, spawn_errors, startup_heap, team_choice
 from dna_hub.hub.queue_watch import QueueWatch, stop_reason
 from dna_hub.hub.reflectors import LEAN_REFLECTORS
@@ -701,25 +701,42 @@ class DnaSpawner(DnaSettings, KubeSpawner):
     async def _make_create_pod_request(self, pod: Any, request_timeout: float) -> bool:
         created = await self._create_pod(pod, request_timeout)
         if created:
-            api = self.profile_clients().api
-            pod_uid = self._created_pod_uid
-            if pod_uid is None:  # created by KubeSpawner's own path (after a 409): read it
-                found = await api.get(POD_KIND, self.pod_name, self.namespace)
-                if found is None:
-                    return False  # gone again already: KubeSpawner creates it anew
-                pod_uid = found["metadata"]["uid"]
-            secret = create_api_token_secret(
-                api,
-                name=self.api_token_secret,
-                namespace=self.namespace,
-                token=self.api_token,
-                pod_name=self.pod_name,
-                pod_uid=pod_uid,
-            )
-            await spawn_errors.refusals_explained(
-                secret, kind="Secret", name=self.api_token_secret, namespace=self.namespace
-            )
+            try:
+                return await self._store_api_token()
+            except (TimeoutError, OSError) as e:
+                # KubeApi retried it already; a bare TimeoutError would reach the user as
+                # "Spawn failed: " and the log as JupyterHub's start_timeout (issue 26's
+                # 500-user storm). The pod exists: the failed spawn's stop deletes it.
+                raise ApiFailure(
+                    "The Kubernetes API did not answer while starting your server. "
+                    "Please try again in a moment.",
+                    f"store the API token of pod {self.namespace}/{self.pod_name} in Secret"
+                    f" {self.api_token_secret}: {describe(e)}",
+                ) from e
         return created
+
+    async def _store_api_token(self) -> bool:
+        """The API-token Secret of the pod just created; False: the pod is gone already
+        (KubeSpawner's backoff creates it anew)."""
+        api = self.profile_clients().api
+        pod_uid = self._created_pod_uid
+        if pod_uid is None:  # created by KubeSpawner's own path (after a 409): read it
+            found = await api.get(POD_KIND, self.pod_name, self.namespace)
+            if found is None:
+                return False
+            pod_uid = found["metadata"]["uid"]
+        secret = create_api_token_secret(
+            api,
+            name=self.api_token_secret,
+            namespace=self.namespace,
+            token=self.api_token,
+            pod_name=self.pod_name,
+            pod_uid=pod_uid,
+        )
+        await spawn_errors.refusals_explained(
+            secret, kind="Secret", name=self.api_token_secret, namespace=self.namespace
+        )
+        return True
 
     async def _make_create_pvc_request(self, pvc: Any, request_timeout: float) -> bool:
         created = super()._make_create_pvc_request(pvc, request_timeout)

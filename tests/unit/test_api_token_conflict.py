@@ -12,7 +12,7 @@ from unittest import mock
 import pytest
 from kubernetes_asyncio.client import V1ObjectMeta, V1Pod
 
-from dna_hub.errors import OwnershipConflict
+from dna_hub.errors import ApiFailure, OwnershipConflict
 from dna_hub.k8s.api import KubeApi
 from dna_hub.profiles.api_token import create_api_token_secret
 from tests.unit.test_spawn_errors import FakeCoreV1, api_error, spawner_for
@@ -77,3 +77,21 @@ async def test_a_pod_created_by_kubespawners_own_path_is_read_for_its_uid() -> N
     """After a 409 KubeSpawner's own create runs (it returns no object): the uid is read."""
     # FakeCoreV1's create answers {}: no uid
     assert await create_pod_and_secret(FakeCoreV1()) == (1, "uid-from-get")
+
+
+async def test_an_api_server_that_does_not_answer_the_secret_fails_the_spawn_in_words() -> None:
+    """Issue 26 (500 users at once): the Secret's create timed out after KubeApi's retries and
+    the bare TimeoutError reached the user as "Spawn failed: " (nothing else)."""
+    spawner = spawner_for("alice", FakeCoreV1())
+    pod = V1Pod(metadata=V1ObjectMeta(name=spawner.pod_name))
+    with (
+        mock.patch.object(KubeApi, "get", mock.AsyncMock(return_value={"metadata": {"uid": "u"}})),
+        mock.patch.object(KubeApi, "create", mock.AsyncMock(side_effect=TimeoutError())),
+        pytest.raises(ApiFailure) as failure,
+    ):
+        await spawner._make_create_pod_request(pod, 5)
+    assert failure.value.jupyterhub_message == (
+        "The Kubernetes API did not answer while starting your server. "
+        "Please try again in a moment."
+    )
+    assert f"Secret {spawner.api_token_secret}: timed out" in str(failure.value)
