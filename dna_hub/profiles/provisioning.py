@@ -361,6 +361,9 @@ class ProfileProvisioner:
                 if e.status != 409:
                     raise self._api_failure(f"create Profile {namespace}", e) from e
                 conflict = e
+            except (TimeoutError, OSError) as e:
+                # after KubeApi's retries; bare, it reached the user as "Spawn failed: "
+                raise self._unanswered(f"create Profile {namespace}", e) from e
             current = await self._request(
                 f"read Profile {namespace}", self.api.get(PROFILE, namespace)
             )
@@ -526,11 +529,15 @@ class ProfileProvisioner:
         except ApiException as e:
             raise self._api_failure(what, e) from e
         except (TimeoutError, OSError) as e:
-            raise ApiFailure(
-                "The Kubernetes API did not answer while setting up your Kubeflow profile. "
-                "Please try again in a moment.",
-                f"{what}: {describe(e)}",
-            ) from e
+            raise self._unanswered(what, e) from e
+
+    @staticmethod
+    def _unanswered(what: str, error: BaseException) -> ApiFailure:
+        return ApiFailure(
+            "The Kubernetes API did not answer while setting up your Kubeflow profile. "
+            "Please try again in a moment.",
+            f"{what}: {describe(error)}",
+        )
 
     def _api_failure(self, what: str, error: ApiException) -> ProvisioningError:
         if error.status == 403:

@@ -414,6 +414,30 @@ async def test_timeouts_are_retried_and_bounded(
     await assert_provisioned(admin_kube, rendered)
 
 
+async def test_a_first_profile_create_that_never_answers_fails_in_words(
+    faulty: tuple[FaultProxy, KubeApi], admin_kube: KubeApi, unique_name: Callable
+) -> None:
+    """Issue 26 (500 new users at once): the new Profile's create timed out through every
+    retry and the bare TimeoutError reached the user as "Spawn failed: " (nothing else)."""
+    proxy, faulty_kube = faulty
+    kube = KubeApi(faulty_kube.api_client, request_timeout=2, retry=faulty_kube.retry)
+    rendered = rendered_for(unique_name("slowcreate"))
+    rule = proxy.add_rule(
+        "PATCH", r"/apis/kubeflow.org/v1/profiles/", action="timeout", hold_seconds=5, times=None
+    )
+    with pytest.raises(ApiFailure) as info:
+        await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered)
+    assert rule.hits == 3
+    assert info.value.jupyterhub_message == (
+        "The Kubernetes API did not answer while setting up your Kubeflow profile. "
+        "Please try again in a moment."
+    )
+    assert f"create Profile {rendered.profile['metadata']['name']}: timed out" in str(info.value)
+    proxy.clear_rules()
+    await ProfileProvisioner(kube, ready_timeout=60).ensure(rendered)
+    await assert_provisioned(admin_kube, rendered)
+
+
 async def test_forbidden_is_not_retried(
     faulty: tuple[FaultProxy, KubeApi], unique_name: Callable
 ) -> None:
