@@ -97,6 +97,18 @@ _ENDPOINT_TRAITS = {
 }
 
 
+def _within(
+    trait: str, value: float, low: float, high: float, unit: str = "", *, why: str = ""
+) -> float:
+    """``value`` of ``DnaOIDCAuthenticator.<trait>``, or a ConfigurationError naming the range."""
+    if not low <= value <= high:
+        raise ConfigurationError(
+            f"DnaOIDCAuthenticator.{trait} must be between {low:g} and {high:g}{unit} "
+            f"(got {value:g}){why}"
+        )
+    return value
+
+
 class DnaOIDCAuthenticator(GenericOAuthenticator):
     """Log in with a corporate OpenID Connect provider, configured from its issuer URL."""
 
@@ -188,23 +200,11 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
 
     @validate("provider_queue_timeout")
     def _validate_provider_queue_timeout(self, proposal: Any) -> float:
-        value = float(proposal["value"])
-        if not 1 <= value <= 600:
-            raise ConfigurationError(
-                f"DnaOIDCAuthenticator.provider_queue_timeout must be between 1 and 600 "
-                f"seconds (got {value:g})"
-            )
-        return value
+        return _within("provider_queue_timeout", float(proposal["value"]), 1, 600, " seconds")
 
     @validate("provider_connections")
     def _validate_provider_connections(self, proposal: Any) -> int:
-        value = int(proposal["value"])
-        if not 1 <= value <= 1024:
-            raise ConfigurationError(
-                f"DnaOIDCAuthenticator.provider_connections must be between 1 and 1024 "
-                f"(got {value})"
-            )
-        return value
+        return int(_within("provider_connections", int(proposal["value"]), 1, 1024))
 
     @default("http_client")
     def _default_http_client(self) -> AsyncHTTPClient:
@@ -452,13 +452,14 @@ class DnaOIDCAuthenticator(GenericOAuthenticator):
 
     @validate("recheck_grace")
     def _validate_recheck_grace(self, proposal: Any) -> float:
-        value = float(proposal["value"])
-        if not 0 <= value <= 300:
-            raise ConfigurationError(
-                f"DnaOIDCAuthenticator.recheck_grace must be between 0 and 300 seconds "
-                f"(got {value:g}): it is how long a login vouches for its user"
-            )
-        return value
+        return _within(
+            "recheck_grace",
+            float(proposal["value"]),
+            0,
+            300,
+            " seconds",
+            why=": it is how long a login vouches for its user",
+        )
 
     team_access_lease = Float(
         43200.0,
